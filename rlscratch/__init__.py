@@ -1,0 +1,13 @@
+"""rlscratch: deep reinforcement learning from scratch, with every backward pass written by hand."""
+
+from pathlib import Path as _Path
+
+__version__ = "0.1.0"
+
+# In a source checkout, agents/, envs/ and configs/ sit beside this package (the project's layout)
+# and are installed as rlscratch.agents, rlscratch.envs and rlscratch.configs. Letting this package
+# also search the checkout's root makes those names import the same way before installation, under
+# an editable install, and when running from the repository root.
+_checkout = _Path(__file__).resolve().parent.parent
+if (_checkout / "pyproject.toml").is_file() and (_checkout / "agents" / "__init__.py").is_file():
+    __path__.append(str(_checkout))  # noqa: F821 - __path__ is defined for packages

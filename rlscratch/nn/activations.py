@@ -1,0 +1,164 @@
+"""Elementwise and row-wise nonlinearities. Each keeps the cheapest thing its backward needs
+(usually its own output) for every forward call."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .module import Module
+
+
+class ReLU(Module):
+    """Forward: y = max(x, 0).   Backward: dL/dx = dL/dy * [x > 0]   (0 at the kink)."""
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return np.maximum(x, 0.0, dtype=x.dtype)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        y = self.infer(x)
+        self._saved.append(y)
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        y = self._saved.pop()
+        return dy * (y > 0)
+
+
+class LeakyReLU(Module):
+    """Forward: y = x if x > 0 else a x.   Backward: dL/dx = dL/dy * (1 if x > 0 else a)."""
+
+    def __init__(self, slope: float = 0.01) -> None:
+        super().__init__()
+        self.slope = slope
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return np.where(x > 0, x, x * self.slope)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._saved.append(x > 0)
+        return self.infer(x)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        positive = self._saved.pop()
+        return np.where(positive, dy, dy * self.slope)
+
+
+class ELU(Module):
+    """Forward: y = x if x > 0 else a (e^x - 1).   Backward: dL/dx = dL/dy * (1 if x > 0 else y + a)."""
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        super().__init__()
+        self.alpha = alpha
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return np.where(x > 0, x, self.alpha * np.expm1(np.minimum(x, 0.0)))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        y = self.infer(x)
+        self._saved.append((x > 0, y))
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        positive, y = self._saved.pop()
+        return np.where(positive, dy, dy * (y + self.alpha))
+
+
+class Sigmoid(Module):
+    """Forward: y = 1 / (1 + e^-x) = (1 + tanh(x/2)) / 2.   Backward: dL/dx = dL/dy * y (1 - y).
+
+    The tanh form never overflows, whatever the sign of x.
+    """
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        y = np.tanh(x * 0.5)
+        y += 1.0
+        y *= 0.5
+        return y
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        y = self.infer(x)
+        self._saved.append(y)
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        y = self._saved.pop()
+        return dy * y * (1.0 - y)
+
+
+class Tanh(Module):
+    """Forward: y = tanh(x).   Backward: dL/dx = dL/dy * (1 - y^2)."""
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return np.tanh(x)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        y = np.tanh(x)
+        self._saved.append(y)
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        y = self._saved.pop()
+        return dy * (1.0 - y * y)
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """exp(x - max) / sum exp(x - max): subtracting the row maximum changes nothing mathematically
+    and keeps exp from overflowing."""
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
+def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """x - logsumexp(x), computed as (x - max) - log sum exp(x - max)."""
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+class Softmax(Module):
+    """Forward: y_i = e^{x_i} / sum_j e^{x_j} (last axis).
+    Backward: dL/dx = y * (dL/dy - sum_j dL/dy_j y_j)     (the Jacobian diag(y) - y y^T applied to dL/dy)
+    """
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return softmax(x)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        y = softmax(x)
+        self._saved.append(y)
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        y = self._saved.pop()
+        return y * (dy - (dy * y).sum(axis=-1, keepdims=True))
+
+
+class LogSoftmax(Module):
+    """Forward: y_i = x_i - log sum_j e^{x_j} (last axis, stable).
+    Backward: dL/dx = dL/dy - softmax(x) * sum_j dL/dy_j
+    """
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return log_softmax(x)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        y = log_softmax(x)
+        self._saved.append(y)
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        y = self._saved.pop()
+        return dy - np.exp(y) * dy.sum(axis=-1, keepdims=True)
+
+
+ACTIVATIONS: dict[str, type[Module]] = {
+    "relu": ReLU, "leaky_relu": LeakyReLU, "elu": ELU, "sigmoid": Sigmoid, "tanh": Tanh,
+    "softmax": Softmax, "log_softmax": LogSoftmax,
+}
+
+
+def get_activation(name: str) -> Module:
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation '{name}' (choose from {', '.join(ACTIVATIONS)})") from None

@@ -1,0 +1,232 @@
+"""Optimizers over a model's flat parameter vector, learning-rate schedules and gradient clipping.
+
+Because every parameter of a model lives in one contiguous vector (rlscratch.nn.module), an optimizer
+step is a handful of whole-vector numpy operations, whatever the number of layers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from .module import Module
+
+Schedule = Callable[[int], float]
+
+
+# -- learning-rate schedules: step index (0-based) -> learning rate --------------------------------
+def constant(lr: float) -> Schedule:
+    return lambda step: lr
+
+
+def linear(start: float, end: float, steps: int) -> Schedule:
+    """Linear from ``start`` to ``end`` over ``steps`` steps, then held at ``end``."""
+    return lambda step: start + (end - start) * min(step / max(steps, 1), 1.0)
+
+
+def cosine(lr: float, steps: int, min_lr: float = 0.0) -> Schedule:
+    """Half a cosine from ``lr`` down to ``min_lr`` over ``steps`` steps, then held."""
+    return lambda step: min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * min(step / max(steps, 1), 1.0)))
+
+
+def step_decay(lr: float, every: int, gamma: float) -> Schedule:
+    """``lr * gamma ** (step // every)``."""
+    return lambda step: lr * gamma ** (step // every)
+
+
+def make_schedule(spec: float | dict | Schedule) -> Schedule:
+    """A number (constant), a callable, or a dict like {"kind": "linear", "start": 1e-3, "end": 0, "steps": 1000}."""
+    if callable(spec):
+        return spec
+    if isinstance(spec, (int, float)):
+        return constant(float(spec))
+    kinds = {"constant": constant, "linear": linear, "cosine": cosine, "step": step_decay}
+    spec = dict(spec)
+    kind = spec.pop("kind", "constant")
+    if kind not in kinds:
+        raise ValueError(f"unknown schedule kind '{kind}' (choose from {', '.join(kinds)})")
+    return kinds[kind](**spec)
+
+
+def clip_grad_norm(grads: np.ndarray, max_norm: float) -> float:
+    """Scale the whole gradient vector down so its L2 norm is at most ``max_norm``; returns the norm
+    before clipping. One norm over all parameters, so the update's direction is preserved."""
+    norm = float(np.sqrt(np.dot(grads, grads)))
+    if norm > max_norm:
+        grads *= max_norm / (norm + 1e-12)
+    return norm
+
+
+class Optimizer:
+    """Base class: holds the model's flat ``params``/``grads`` vectors, a schedule and a step count.
+
+    ``weight_decay`` is classic L2 regularisation (g <- g + wd * theta) except in AdamW, which decays
+    the weights directly (decoupled).
+    """
+
+    state_names: tuple[str, ...] = ()
+
+    def __init__(self, model: Module, lr: float | dict | Schedule = 1e-3, weight_decay: float = 0.0) -> None:
+        self.params = model.flat_params
+        self.grads = model.flat_grads
+        self.schedule = make_schedule(lr)
+        self.weight_decay = weight_decay
+        self.steps = 0
+        self._scratch = np.empty_like(self.params)
+        for name in self.state_names:
+            setattr(self, name, np.zeros_like(self.params))
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next step will use."""
+        return self.schedule(self.steps)
+
+    def _l2_gradient(self) -> np.ndarray:
+        """g + wd * theta (without touching the stored gradient)."""
+        if self.weight_decay == 0.0:
+            return self.grads
+        np.multiply(self.params, self.weight_decay, out=self._scratch)
+        self._scratch += self.grads
+        return self._scratch
+
+    def step(self) -> None:
+        self._update(self.schedule(self.steps))
+        self.steps += 1
+
+    def _update(self, lr: float) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = {name: getattr(self, name).copy() for name in self.state_names}
+        state["steps"] = np.array(self.steps, dtype=np.int64)
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        for name in self.state_names:
+            if name not in state:
+                raise ValueError(f"optimizer state is missing '{name}' (was it saved by {type(self).__name__}?)")
+            value = state[name]
+            if value.shape != self.params.shape:
+                raise ValueError(f"optimizer state '{name}' has shape {value.shape}, model has {self.params.shape}")
+            np.copyto(getattr(self, name), value)
+        self.steps = int(state["steps"])
+
+
+class SGD(Optimizer):
+    """theta <- theta - lr * g."""
+
+    def _update(self, lr: float) -> None:
+        g = self._l2_gradient()
+        self.params -= lr * g
+
+
+class Momentum(Optimizer):
+    """Heavy-ball momentum:  v <- mu v + g,  theta <- theta - lr v.
+    Nesterov looks ahead:    theta <- theta - lr (g + mu v)."""
+
+    state_names = ("velocity",)
+
+    def __init__(self, model: Module, lr: float | dict | Schedule = 1e-2, momentum: float = 0.9,
+                 nesterov: bool = False, weight_decay: float = 0.0) -> None:
+        super().__init__(model, lr, weight_decay)
+        self.momentum = momentum
+        self.nesterov = nesterov
+
+    def _update(self, lr: float) -> None:
+        g = self._l2_gradient()
+        self.velocity *= self.momentum
+        self.velocity += g
+        if self.nesterov:
+            self.params -= lr * (g + self.momentum * self.velocity)
+        else:
+            self.params -= lr * self.velocity
+
+
+class RMSprop(Optimizer):
+    """s <- rho s + (1 - rho) g^2,   theta <- theta - lr g / (sqrt(s) + eps)."""
+
+    state_names = ("square_avg",)
+
+    def __init__(self, model: Module, lr: float | dict | Schedule = 1e-3, alpha: float = 0.99,
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        super().__init__(model, lr, weight_decay)
+        self.alpha = alpha
+        self.eps = eps
+
+    def _update(self, lr: float) -> None:
+        g = self._l2_gradient()
+        self.square_avg *= self.alpha
+        self.square_avg += (1.0 - self.alpha) * g * g
+        denom = np.sqrt(self.square_avg)
+        denom += self.eps
+        self.params -= lr * g / denom
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), bias-corrected, at step t = 1, 2, ...:
+
+        m <- b1 m + (1 - b1) g          v <- b2 v + (1 - b2) g^2
+        theta <- theta - lr * [m / (1 - b1^t)] / (sqrt(v / (1 - b2^t)) + eps)
+    """
+
+    state_names = ("m", "v")
+    decoupled = False
+
+    def __init__(self, model: Module, lr: float | dict | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        super().__init__(model, lr, weight_decay)
+        self.beta1, self.beta2 = betas
+        self.eps = eps
+        self._scratch2 = np.empty_like(self.params)
+
+    def _update(self, lr: float) -> None:
+        t = self.steps + 1
+        if self.decoupled:
+            g = self.grads
+            if self.weight_decay:
+                self.params *= 1.0 - lr * self.weight_decay
+        else:
+            g = self._l2_gradient()
+        tmp = self._scratch2
+        self.m *= self.beta1
+        np.multiply(g, 1.0 - self.beta1, out=tmp)
+        self.m += tmp
+        self.v *= self.beta2
+        np.multiply(g, g, out=tmp)
+        tmp *= 1.0 - self.beta2
+        self.v += tmp
+        # denominator sqrt(v_hat) + eps = sqrt(v) / sqrt(1 - b2^t) + eps
+        np.sqrt(self.v, out=tmp)
+        tmp *= 1.0 / math.sqrt(1.0 - self.beta2 ** t)
+        tmp += self.eps
+        np.divide(self.m, tmp, out=tmp)
+        tmp *= lr / (1.0 - self.beta1 ** t)
+        self.params -= tmp
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): theta <- theta (1 - lr wd) before the
+    Adam step, instead of adding wd * theta to the gradient."""
+
+    decoupled = True
+
+    def __init__(self, model: Module, lr: float | dict | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2) -> None:
+        super().__init__(model, lr, betas, eps, weight_decay)
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": SGD, "momentum": Momentum, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW,
+}
+
+
+def make_optimizer(name: str, model: Module, **kwargs) -> Optimizer:
+    if name == "nesterov":
+        return Momentum(model, nesterov=True, **kwargs)
+    try:
+        cls = OPTIMIZERS[name]
+    except KeyError:
+        raise ValueError(f"unknown optimizer '{name}' (choose from {', '.join(OPTIMIZERS)}, nesterov)") from None
+    return cls(model, **kwargs)
