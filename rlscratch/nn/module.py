@@ -163,10 +163,19 @@ class Module:
         """All parameters of this tree as one vector (views back the per-layer arrays)."""
         return self._bound()[0]
 
+    @flat_params.setter
+    def flat_params(self, values: np.ndarray) -> None:
+        # Assignment (and `net.flat_params += x`) writes into the buffer; the views stay valid.
+        np.copyto(self._bound()[0], values)
+
     @property
     def flat_grads(self) -> np.ndarray:
         """All parameter gradients of this tree as one vector."""
         return self._bound()[1]
+
+    @flat_grads.setter
+    def flat_grads(self, values: np.ndarray) -> None:
+        np.copyto(self._bound()[1], values)
 
     @property
     def dtype(self) -> np.dtype:

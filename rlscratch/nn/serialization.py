@@ -40,8 +40,8 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
             return {name: data[name] for name in data.files}
     except FileNotFoundError:
         raise ValueError(f"no such file: {path}") from None
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as err:
-        raise ValueError(f"{path} is not a readable .npz file ({err})") from None
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable .npz file ({str(err).splitlines()[0]})") from None
 
 
 def save(path: str | os.PathLike, model: Module, optimizer: Optimizer | None = None) -> None:

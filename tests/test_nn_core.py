@@ -1,0 +1,334 @@
+"""The core's hand-written backward passes against central finite differences (float64), and the
+machinery around them: flat buffers, optimizers, save/load, the inference path."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import rlscratch.nn as nn
+
+TOL = 1e-6
+
+
+def away_from_zero(rng, shape, margin=0.1):
+    """Random inputs with |x| >= margin, so finite differences never straddle a kink at 0."""
+    x = rng.standard_normal(shape)
+    return np.sign(x) * (np.abs(x) + margin)
+
+
+def assert_gradcheck(errors: dict[str, float]) -> None:
+    assert errors, "nothing was checked"
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= TOL, f"{worst}: relative error {errors[worst]:.2e}"
+
+
+def test_linear(rng):
+    layer = nn.Linear(5, 3, rng).astype(np.float64)
+    layer.params["b"][:] = rng.standard_normal(3)
+    assert_gradcheck(nn.check_module(layer, rng.standard_normal((4, 5)), rng=rng))
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Sigmoid, nn.Tanh, nn.Softmax,
+                                        nn.LogSoftmax])
+def test_activations(rng, activation):
+    assert_gradcheck(nn.check_module(activation(), away_from_zero(rng, (4, 6)), rng=rng))
+
+
+def test_softmax_is_stable_for_huge_logits():
+    x = np.array([[1000.0, 0.0, -1000.0]])
+    assert np.allclose(nn.softmax(x), [[1.0, 0.0, 0.0]])
+    assert np.all(np.isfinite(nn.log_softmax(x)))
+
+
+def test_sigmoid_matches_definition(rng):
+    x = rng.standard_normal(100) * 10
+    assert np.allclose(nn.Sigmoid().infer(x), 1 / (1 + np.exp(-x)))
+
+
+def loss_gradcheck(loss_fn, pred, *args, **kwargs):
+    _, analytic = loss_fn(pred, *args, **kwargs)
+    return nn.check_gradients(lambda: loss_fn(pred, *args, **kwargs)[0], {"pred": (pred, analytic)})
+
+
+@pytest.mark.parametrize("shape", [(6,), (6, 3)])
+def test_mse_and_huber_with_weights_and_mask(rng, shape):
+    pred, target = rng.standard_normal(shape), rng.standard_normal(shape)
+    pred[np.abs(np.abs(pred - target) - 1.0) < 0.05] += 0.2  # keep Huber's |d| away from its kink at delta
+    weights, mask = rng.uniform(0.5, 2.0, 6), np.array([1, 0, 1, 1, 0, 1])
+    for loss_fn in (nn.mse, nn.huber):
+        assert_gradcheck(loss_gradcheck(loss_fn, pred, target))
+        assert_gradcheck(loss_gradcheck(loss_fn, pred, target, weights=weights, mask=mask))
+
+
+def test_huber_values():
+    loss, grad = nn.huber(np.array([0.5, 3.0]), np.array([0.0, 0.0]), delta=1.0)
+    assert loss == pytest.approx((0.125 + 2.5) / 2)
+    assert np.allclose(grad, [0.25, 0.5])
+
+
+def test_mask_ignores_samples(rng):
+    pred, target = rng.standard_normal(4), rng.standard_normal(4)
+    masked, grad = nn.mse(pred, target, mask=np.array([1, 1, 0, 0]))
+    assert masked == pytest.approx(nn.mse(pred[:2], target[:2])[0])
+    assert np.all(grad[2:] == 0)
+
+
+def test_softmax_cross_entropy_labels_and_distributions(rng):
+    logits = rng.standard_normal((5, 4))
+    labels = np.array([0, 3, 1, 1, 2])
+    soft = rng.dirichlet(np.ones(4), size=5)
+    assert_gradcheck(loss_gradcheck(nn.softmax_cross_entropy, logits, labels))
+    assert_gradcheck(loss_gradcheck(nn.softmax_cross_entropy, logits, soft, weights=rng.uniform(0.5, 2, 5)))
+    # Integer labels and their one-hot distributions are the same loss, with gradient p - y.
+    one_hot = np.eye(4)[labels]
+    loss_a, grad_a = nn.softmax_cross_entropy(logits, labels)
+    loss_b, grad_b = nn.softmax_cross_entropy(logits, one_hot)
+    assert loss_a == pytest.approx(loss_b)
+    assert np.allclose(grad_a, (nn.softmax(logits) - one_hot) / 5)
+
+
+def mlp(rng, *sizes, activation=nn.Tanh):
+    layers = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(n_in, n_out, rng), activation()]
+    return nn.Sequential(*layers[:-1])
+
+
+def test_sequential_mlp(rng):
+    net = mlp(rng, 4, 8, 8, 3).astype(np.float64)
+    assert_gradcheck(nn.check_module(net, rng.standard_normal((5, 4)), rng=rng))
+
+
+def test_two_input_net_through_concat_and_split(rng):
+    # A latent state and a one-hot action go in; a reward and a next state come out (MuZero's g).
+    net = nn.Sequential(nn.Concat(), nn.Linear(6 + 2, 7, rng), nn.Tanh(), nn.Split(1, 6)).astype(np.float64)
+    state, action = rng.standard_normal((3, 6)), np.eye(2)[[0, 1, 1]]
+    assert_gradcheck(nn.check_module(net, state, action, rng=rng))
+
+
+def test_residual_and_dropout(rng):
+    block = nn.Residual(nn.Sequential(nn.Linear(5, 5, rng), nn.Tanh(), nn.Linear(5, 5, rng)))
+    dropout = nn.Dropout(0.3, rng)
+    net = nn.Sequential(block, dropout).astype(np.float64)
+
+    def same_mask():
+        dropout.rng = np.random.default_rng(7)
+
+    assert_gradcheck(nn.check_module(net, rng.standard_normal((4, 5)), rng=rng, before_forward=same_mask))
+
+
+def test_dropout_train_and_eval(rng):
+    dropout = nn.Dropout(0.5, rng)
+    x = np.ones((1000, 10))
+    y = dropout(x)
+    assert set(np.unique(y)) == {0.0, 2.0}
+    assert 0.45 < (y == 0).mean() < 0.55
+    dropout.backward(np.ones_like(y))
+    dropout.eval()
+    assert dropout(x) is x and dropout.infer(x) is x
+
+
+def test_module_called_three_times_accumulates(rng):
+    """One dynamics net unrolled 3 steps in one training step, as in MuZero: s_{k+1} = g(s_k)."""
+    g = nn.Sequential(nn.Linear(4, 4, rng), nn.Tanh()).astype(np.float64)
+    head = nn.Linear(4, 2, rng).astype(np.float64)
+    s0 = rng.standard_normal((3, 4))
+    upstream = [rng.standard_normal((3, 2)) for _ in range(3)]
+
+    def unrolled_loss():
+        s, total = s0, 0.0
+        for k in range(3):
+            s = g.infer(s)
+            total += np.sum(upstream[k] * head.infer(s))
+        return total
+
+    g.zero_grad()
+    head.zero_grad()
+    s, states = s0, []
+    for _ in range(3):
+        s = g(s)
+        states.append(s)
+    head_outputs = [head(s) for s in states]  # noqa: F841 - kept for their saved activations
+    ds_carry = np.zeros_like(s0)
+    for k in reversed(range(3)):
+        ds = head.backward(upstream[k]) + ds_carry
+        ds_carry = g.backward(ds)
+    errors = nn.check_gradients(unrolled_loss, {
+        "g": (g.flat_params, g.flat_grads.copy()),
+        "head": (head.flat_params, head.flat_grads.copy()),
+    })
+    assert_gradcheck(errors)
+    assert g.saved_count() == 0 and head.saved_count() == 0
+
+
+def test_flat_buffer_views_and_sub_slices(rng):
+    net = nn.Sequential(nn.Sequential(nn.Linear(3, 4, rng), nn.ReLU()), nn.Linear(4, 2, rng))
+    flat = net.flat_params
+    assert flat.size == net.num_params() == 3 * 4 + 4 + 4 * 2 + 2
+    first = net.layers[0].layers[0]
+    assert np.shares_memory(first.params["W"], flat) and np.shares_memory(first.grads["W"], net.flat_grads)
+    # A sub-network's parameters are a contiguous slice of the root's vector.
+    trunk = net.layers[0]
+    assert np.shares_memory(trunk.flat_params, flat) and trunk.flat_params.size == 16
+    flat[:] = 0.5
+    assert np.all(first.params["W"] == 0.5)
+    assert net.dtype == np.float32
+
+
+def test_shared_module_counted_once(rng):
+    shared = nn.Linear(3, 3, rng)
+    net = nn.Sequential(shared, nn.Tanh(), shared)
+    assert net.num_params() == 12
+
+
+def test_clone_and_polyak(rng):
+    online = mlp(rng, 3, 5, 2)
+    target = online.clone()
+    assert not np.shares_memory(online.flat_params, target.flat_params)
+    assert np.array_equal(online.flat_params, target.flat_params)
+    before = target.flat_params.copy()
+    online.flat_params += 1.0
+    target.copy_from(online, tau=0.25)
+    assert np.allclose(target.flat_params, 0.75 * before + 0.25 * online.flat_params)
+    target.copy_from(online)
+    assert np.array_equal(target.flat_params, online.flat_params)
+
+
+def test_inference_path_keeps_nothing(rng):
+    net = mlp(rng, 4, 64, 64, 2, activation=nn.ReLU)
+    x = rng.standard_normal((1, 4)).astype(np.float32)
+    net.infer(x)
+    tracemalloc.start()
+    baseline = tracemalloc.get_traced_memory()[0]
+    for _ in range(20_000):
+        net.infer(x)
+    grown = tracemalloc.get_traced_memory()[0] - baseline
+    tracemalloc.stop()
+    assert net.saved_count() == 0
+    assert grown < 10_000, f"inference grew memory by {grown} bytes"
+    net(x)
+    assert net.saved_count() == 5  # training forward keeps one entry per layer
+    net.clear_saved()
+
+
+def test_float32_stays_float32(rng):
+    net = mlp(rng, 4, 8, 2, activation=nn.ReLU)
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    y = net(x)
+    _, dy = nn.softmax_cross_entropy(y, np.array([0, 1, 0]))
+    dx = net.backward(dy)
+    assert y.dtype == dy.dtype == dx.dtype == net.flat_grads.dtype == np.float32
+
+
+# -- optimizers: a parameter vector theta with a fixed gradient g, stepped by hand ----------------
+class Vector(nn.Module):
+    def __init__(self, values):
+        super().__init__()
+        self.add_param("theta", np.array(values, dtype=np.float64))
+
+
+def run_optimizer(make, grads_per_step):
+    vec = Vector([1.0, -2.0])
+    opt = make(vec)
+    for g in grads_per_step:
+        vec.flat_grads[:] = g
+        opt.step()
+    return vec.flat_params.copy(), opt
+
+
+GRADS = [np.array([0.5, -1.0]), np.array([0.1, 0.2]), np.array([-0.3, 0.4])]
+
+
+def test_sgd_momentum_nesterov_by_hand():
+    theta, _ = run_optimizer(lambda m: nn.SGD(m, lr=0.1), GRADS)
+    assert np.allclose(theta, np.array([1.0, -2.0]) - 0.1 * sum(GRADS))
+
+    theta, v = np.array([1.0, -2.0]), np.zeros(2)
+    theta_n = theta.copy()
+    for g in GRADS:
+        v = 0.9 * v + g
+        theta = theta - 0.1 * v
+        theta_n = theta_n - 0.1 * (g + 0.9 * v)
+    assert np.allclose(run_optimizer(lambda m: nn.Momentum(m, lr=0.1, momentum=0.9), GRADS)[0], theta)
+    assert np.allclose(run_optimizer(lambda m: nn.Momentum(m, lr=0.1, momentum=0.9, nesterov=True), GRADS)[0],
+                       theta_n)
+
+
+def test_rmsprop_by_hand():
+    theta, s = np.array([1.0, -2.0]), np.zeros(2)
+    for g in GRADS:
+        s = 0.9 * s + 0.1 * g * g
+        theta = theta - 0.01 * g / (np.sqrt(s) + 1e-8)
+    assert np.allclose(run_optimizer(lambda m: nn.RMSprop(m, lr=0.01, alpha=0.9), GRADS)[0], theta)
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_adam_and_adamw_by_hand(decoupled):
+    lr, b1, b2, eps, wd = 0.01, 0.9, 0.999, 1e-8, 0.1
+    theta, m, v = np.array([1.0, -2.0]), np.zeros(2), np.zeros(2)
+    for t, g in enumerate(GRADS, start=1):
+        if decoupled:
+            theta = theta * (1 - lr * wd)
+        else:
+            g = g + wd * theta
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        theta = theta - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+    cls = nn.AdamW if decoupled else nn.Adam
+    assert np.allclose(run_optimizer(lambda mod: cls(mod, lr=lr, weight_decay=wd), GRADS)[0], theta)
+
+
+def test_schedules_and_clipping():
+    assert nn.optim.linear(1.0, 0.0, 10)(5) == pytest.approx(0.5)
+    assert nn.optim.linear(1.0, 0.0, 10)(50) == 0.0
+    assert nn.optim.cosine(1.0, 10)(5) == pytest.approx(0.5)
+    assert nn.optim.step_decay(1.0, 3, 0.5)(7) == pytest.approx(0.25)
+    _, opt = run_optimizer(lambda m: nn.SGD(m, lr={"kind": "linear", "start": 1.0, "end": 0.0, "steps": 4}), GRADS)
+    assert opt.lr == pytest.approx(0.25)
+    grads = np.array([3.0, 4.0])
+    assert nn.clip_grad_norm(grads, 1.0) == pytest.approx(5.0)
+    assert np.allclose(grads, [0.6, 0.8])
+
+
+def test_save_load_round_trip_with_optimizer(tmp_path, rng):
+    net = mlp(rng, 3, 4, 2)
+    opt = nn.Adam(net, lr=0.01)
+    net.flat_grads[:] = 1.0
+    opt.step()
+    nn.save(tmp_path / "ckpt.npz", net, opt)
+    twin = mlp(np.random.default_rng(99), 3, 4, 2)
+    twin_opt = nn.Adam(twin, lr=0.01)
+    nn.load(tmp_path / "ckpt.npz", twin, twin_opt)
+    assert np.array_equal(twin.flat_params, net.flat_params)
+    assert np.array_equal(twin_opt.m, opt.m) and twin_opt.steps == 1
+    with np.load(tmp_path / "ckpt.npz", allow_pickle=False) as data:
+        assert "layers.0.W" in data.files
+
+
+def test_load_rejects_a_mismatched_file(tmp_path, rng):
+    nn.save(tmp_path / "small.npz", mlp(rng, 3, 4, 2))
+    with pytest.raises(ValueError, match=r"shape mismatch for 'layers.0.W'"):
+        nn.load(tmp_path / "small.npz", mlp(rng, 3, 5, 2))
+    with pytest.raises(ValueError, match=r"dtype mismatch"):
+        nn.load(tmp_path / "small.npz", mlp(rng, 3, 4, 2).astype(np.float64))
+    with pytest.raises(ValueError, match=r"missing array 'layers.4.W'"):
+        nn.load(tmp_path / "small.npz", mlp(rng, 3, 4, 2, 2))
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable"):
+        nn.load(tmp_path / "junk.npz", mlp(rng, 3, 4, 2))
+
+
+def test_mlp_trains_by_hand(rng):
+    """The README's example: XOR-like data, a hand-written training loop."""
+    x = rng.uniform(-1, 1, (256, 2)).astype(np.float32)
+    y = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).astype(np.int64)
+    net = mlp(rng, 2, 32, 32, 2, activation=nn.ReLU)
+    opt = nn.Adam(net, lr=1e-2)
+    for _ in range(300):
+        loss, dlogits = nn.softmax_cross_entropy(net(x), y)
+        net.zero_grad()
+        net.backward(dlogits)
+        opt.step()
+    accuracy = (net.infer(x).argmax(axis=1) == y).mean()
+    assert accuracy > 0.95
