@@ -5,12 +5,13 @@ losses.py and optim.py. docs/backprop.md derives the maths.
 """
 
 from . import init, losses, optim
-from .activations import ELU, Tanh, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, get_activation, log_softmax, softmax
+from .activations import ELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh, get_activation, log_softmax, softmax
 from .gradcheck import check_gradients, check_module, numerical_gradient, relative_error
 from .layers import Concat, Dropout, Flatten, Linear, Reshape, Residual, Sequential, Split
 from .losses import huber, mse, softmax_cross_entropy
 from .module import Module
 from .optim import SGD, Adam, AdamW, Momentum, RMSprop, clip_grad_norm, make_optimizer
+from .recurrent import GRUCell, LSTMCell, Recurrent, RecurrentCell, RNNCell
 from .serialization import load, save
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "softmax", "log_softmax",
     "get_activation", "mse", "huber", "softmax_cross_entropy",
     "SGD", "Momentum", "RMSprop", "Adam", "AdamW", "clip_grad_norm", "make_optimizer",
+    "RecurrentCell", "RNNCell", "GRUCell", "LSTMCell", "Recurrent",
     "save", "load", "check_gradients", "check_module", "numerical_gradient", "relative_error",
 ]
