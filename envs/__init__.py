@@ -1,0 +1,7 @@
+"""Environments and wrappers: rlscratch's own envs (registered with gymnasium on import) and the
+factory that builds any env from a config."""
+
+import gymnasium as gym
+
+if "rlscratch/MNISTBandit-v0" not in gym.registry:
+    gym.register(id="rlscratch/MNISTBandit-v0", entry_point="rlscratch.envs.mnist_bandit:MNISTBandit")

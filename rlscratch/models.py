@@ -1,0 +1,28 @@
+"""Networks built from a config's ``model:`` section, shared by every agent."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rlscratch import nn
+from rlscratch.config import ModelConfig
+
+
+def mlp(n_in: int, n_out: int, model: ModelConfig, rng: np.random.Generator, output_gain: float | None = None,
+        dtype=np.float32) -> nn.Sequential:
+    """n_in -> hidden... -> n_out with the configured activation between layers (none after the last).
+
+    ``output_gain`` re-initialises the last layer orthogonally with that gain -- small (0.01) for
+    policy heads so the initial policy is near uniform, 1.0 for value heads (the PPO/A2C convention).
+    """
+    sizes = [n_in, *model.hidden, n_out]
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        last = i == len(sizes) - 2
+        if last and output_gain is not None:
+            layers.append(nn.Linear(a, b, rng, init="orthogonal", gain=output_gain, dtype=dtype))
+        else:
+            layers.append(nn.Linear(a, b, rng, init=model.init, dtype=dtype))
+        if not last:
+            layers.append(nn.get_activation(model.activation))
+    return nn.Sequential(*layers).flatten()
