@@ -115,7 +115,13 @@ class Agent:
 
 # -- registry -------------------------------------------------------------------------------------
 # Built-in agents are imported only when named, so `--help` and config errors stay instant.
-AGENTS: dict[str, str | type[Agent]] = {}
+AGENTS: dict[str, str | type[Agent]] = {
+    "dqn": "rlscratch.agents.dqn:DQN",
+    "supervised": "rlscratch.agents.supervised:Supervised",
+    "epsilon_greedy_bandit": "rlscratch.agents.bandits:EpsilonGreedyBandit",
+    "policy_gradient_bandit": "rlscratch.agents.bandits:PolicyGradientBandit",
+    "linucb_bandit": "rlscratch.agents.bandits:NeuralLinUCBBandit",
+}
 
 
 def register_agent(name: str, target: str | type[Agent] | None = None):
