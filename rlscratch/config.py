@@ -28,7 +28,8 @@ from .errors import ConfigError
 def bounded(default: Any = dataclasses.MISSING, *, ge=None, gt=None, le=None, lt=None, choices=None,
             default_factory: Any = dataclasses.MISSING, help: str = "") -> Any:
     """A dataclass field with its allowed range/choices recorded for validation."""
-    metadata = {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt, choices=choices, help=help).items() if v}
+    metadata = {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt, choices=choices, help=help).items()
+                if v is not None and v != ""}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -260,6 +261,8 @@ def apply_override(data: dict, assignment: str) -> None:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str) and _as_float(value) is not None:
+        value = float(value)  # YAML 1.1 reads 1e-3 as a string; on a command line it means a number
     node = data
     for key in keys[:-1]:
         child = node.get(key)

@@ -161,6 +161,9 @@ def train(config: RunConfig, run_dir: Path, resume: bool = False, stop_at: int |
     agent_cls = resolve_agent(config.agent["name"])
     agent_cfg = agent_config(agent_cls, config.agent)
     checkpoints = CheckpointManager(run_dir / "checkpoints", config.train.keep_checkpoints)
+    if resume and checkpoints.latest() is None:
+        raise CheckpointError(f"no checkpoint in {checkpoints.folder}; nothing to resume (start a new run instead)")
+    run_dir.mkdir(parents=True, exist_ok=True)
     write_config(run_dir, resolved_config(config, agent_cfg))
 
     if hasattr(agent_cls, "train_offline"):
@@ -179,8 +182,6 @@ def train(config: RunConfig, run_dir: Path, resume: bool = False, stop_at: int |
     env_steps, elapsed_before = 0, 0.0
     if resume:
         path = checkpoints.latest()
-        if path is None:
-            raise CheckpointError(f"no checkpoint in {checkpoints.folder}; nothing to resume (start a new run instead)")
         arrays, meta = read_checkpoint(path)
         _check_meta(meta, config, path)
         try:
