@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rlscratch.errors import UserError
+
 __all__ = ["DataError", "UBYTE", "decode_idx", "encode_idx", "is_gzip", "read_bytes", "read_idx"]
 
 UBYTE = 0x08
@@ -22,7 +24,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 StrPath = str | os.PathLike[str]
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data file is missing, truncated or corrupt. ``str(err)`` is one line naming the file and the fix."""
 
 
