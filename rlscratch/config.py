@@ -129,7 +129,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         number = _as_float(value)
         if number is not None and not isinstance(value, bool):
             return number
-    elif hint in (str, dict) and isinstance(value, hint):
+    elif hint in (str, dict, list) and isinstance(value, hint):
         return value
     raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")
 

@@ -292,3 +292,28 @@ def load_run_config(run_dir: Path, overrides: list[str] = ()) -> tuple[RunConfig
     for assignment in overrides:
         apply_override(data, assignment)
     return from_dict(RunConfig, data), data
+
+
+def load_trained_agent(run_dir: Path, checkpoint: Path | None = None,
+                       ) -> tuple[RunConfig, Agent, ObservationNormalizer | None]:
+    """Rebuild a run's agent from its config and a checkpoint (the latest unless one is named),
+    with its observation normaliser if it used one -- for evaluation, videos and analysis."""
+    config, _ = load_run_config(run_dir)
+    path = checkpoint or CheckpointManager(run_dir / "checkpoints").latest()
+    if path is None:
+        raise CheckpointError(f"no checkpoint in {run_dir / 'checkpoints'}; train first or pass --checkpoint")
+    arrays, meta = read_checkpoint(Path(path))
+    _check_meta(meta, config, Path(path))
+    envs = make_vec_env(config.env, evaluation=True)
+    observation_space, action_space = spaces_of(envs)
+    envs.close()
+    agent_seed, _, _ = np.random.SeedSequence(config.seed).spawn(3)
+    agent = build_agent(config, EnvSpec(observation_space, action_space, config.env.num_envs), agent_seed)
+    normalizer = make_obs_normalizer(config.env, observation_space)
+    try:
+        agent.load_state_dict(sub_state(arrays, "agent"))
+        if normalizer is not None:
+            normalizer.load_state_dict(sub_state(sub_state(arrays, "collector"), "normalizer"))
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"{path} does not match this run's config: {err}") from None
+    return config, agent, normalizer

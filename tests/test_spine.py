@@ -262,3 +262,34 @@ def test_gym_registers_our_env_ids():
     import rlscratch.envs  # noqa: F401
 
     assert "rlscratch/MNISTBandit-v0" in gym.registry
+
+
+# -- evaluate and plot -----------------------------------------------------------------------------
+def test_evaluate_and_plot_commands(tmp_path, capsys):
+    import json
+
+    from rlscratch import evaluate, plot
+    from rlscratch.cli import run_cli as run_main
+    from rlscratch.events import read_scalars
+
+    runs = []
+    for seed in (1, 2):
+        config, _ = load_config(str(write_config(tmp_path)), seed=seed)
+        train(config, tmp_path / f"run{seed}")
+        runs.append(str(tmp_path / f"run{seed}"))
+    steps, values = read_scalars(runs[0])["eval/mean_return"]
+    assert list(steps) == [600, 1200]
+    capsys.readouterr()
+
+    assert run_main(evaluate.main, [runs[0], "--episodes", "4", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["episodes"] == 4 and len(result["returns"]) == 4
+    assert result["mean"] == pytest.approx(np.mean(result["returns"]))
+    assert run_main(evaluate.main, [str(tmp_path / "nowhere")]) == 2
+    assert "not an rlscratch run directory" in capsys.readouterr().err
+
+    out = tmp_path / "curves.png"
+    assert run_main(plot.main, [*runs, "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert run_main(plot.main, [runs[0], "--tag", "no/such"]) == 2
+    assert "has no scalar 'no/such'" in capsys.readouterr().err

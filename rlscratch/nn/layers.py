@@ -20,6 +20,10 @@ class Linear(Module):
     Backward:  dL/dX  = dL/dZ W              (N, in)   -- W^T carries dL/dZ back, row by row
                dL/dW += dL/dZ^T X            (out, in) -- sum over the batch of outer products dz v^T
                dL/db += sum_n dL/dZ_n        (out,)
+
+    Inputs of another dtype (float64 observations, say) are cast to the weights' dtype, so a float32
+    network computes in float32 throughout. With ``input_grad = False`` (the network's first layer,
+    whose input is data) backward skips dL/dX = dL/dZ W and returns None.
     """
 
     def __init__(self, n_in: int, n_out: int, rng: np.random.Generator, init: str = "he",
@@ -32,20 +36,24 @@ class Linear(Module):
             self.add_param("b", np.zeros(n_out, dtype=dtype))
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        z = x @ self.params["W"].T
+        W = self.params["W"]
+        z = np.asarray(x, dtype=W.dtype) @ W.T
         if "b" in self.params:
             z += self.params["b"]
         return z
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=self.params["W"].dtype)
         self._saved.append(x)
         return self.infer(x)
 
-    def backward(self, dz: np.ndarray) -> np.ndarray:
+    def backward(self, dz: np.ndarray) -> np.ndarray | None:
         x = self._saved.pop()
         self.grads["W"] += dz.T @ x
         if "b" in self.grads:
             self.grads["b"] += dz.sum(axis=0)
+        if not self.input_grad:
+            return None
         return dz @ self.params["W"]
 
 

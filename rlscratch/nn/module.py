@@ -14,7 +14,9 @@ and three methods:
   K unrolled steps of a MuZero dynamics net: each backward pops its own call's saved values and
   *adds* into ``grads``.
 * ``backward(dy)``  pops the saved values of the most recent un-backpropagated forward call,
-  accumulates parameter gradients and returns dL/dx.
+  accumulates parameter gradients and returns dL/dx. A layer whose input is the data itself (the
+  first layer of a network) never needs dL/dx: set its ``input_grad = False`` and a layer that can
+  skip that product (Linear: a third of its backward work) returns None instead.
 * ``infer(*xs)``    the same function in evaluation mode, keeping nothing. Acting and tree search
   call this millions of times, so it must not grow memory.
 
@@ -36,6 +38,9 @@ import numpy as np
 class Module:
     """Base class: subclasses fill ``params``/``buffers`` in ``__init__`` and implement
     ``forward``, ``backward`` and ``infer``."""
+
+    # False: backward may return None instead of dL/dx (the caller promises not to need it).
+    input_grad: bool = True
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
@@ -217,6 +222,7 @@ class Module:
         whole parameter vector, plus the buffers, in single operations."""
         if other.flat_params.shape != self.flat_params.shape:
             raise ValueError(f"cannot copy {other.flat_params.size} parameters into {self.flat_params.size}")
+        tau = float(tau)  # a Python float keeps float32 arithmetic in float32 (an np.float64 would not)
         if tau >= 1.0:
             np.copyto(self.flat_params, other.flat_params)
         else:
