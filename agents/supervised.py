@@ -1,0 +1,139 @@
+"""Supervised MNIST classification -- where the project's notes begin.
+
+    X --[M_1|act]-> h_1 --[M_2|act]-> ... --[M_k|softmax]-> p => one_hot(y)
+
+Minibatch gradient descent on the softmax cross-entropy, with Adam. It runs through the same
+command line, run directory, TensorBoard logging and checkpoints as the RL agents, but learns from
+the 60,000 training images instead of an environment (``train_offline``), and reports accuracy on the
+10,000 test images after every epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rlscratch import nn
+from rlscratch.agent import Agent
+from rlscratch.config import bounded
+from rlscratch.data import load_mnist, scale_images
+from rlscratch.errors import ConfigError
+from rlscratch.models import mlp
+from rlscratch.state import sub_state
+
+
+@dataclass
+class SupervisedConfig:
+    network: str = bounded("mlp", choices=("mlp", "cnn"), help="mlp: the model section's hidden layers")
+    channels: list[int] = field(default_factory=lambda: [32, 64])  # cnn: conv 3x3 + ReLU + 2x2 max-pool each
+    dense: int = bounded(128, ge=1)  # cnn: width of the hidden dense layer
+    dropout: float = bounded(0.0, ge=0, lt=1)
+    epochs: int = bounded(10, ge=1)
+    batch_size: int = bounded(128, ge=1)
+    lr: float = bounded(1e-3, gt=0)
+    lr_schedule: str = bounded("constant", choices=("constant", "cosine"))
+    weight_decay: float = bounded(0.0, ge=0)
+    data_path: str | None = None  # a folder with the MNIST files; default: $RLSCRATCH_DATA, then the cache
+
+
+def cnn(config: SupervisedConfig, rng: np.random.Generator) -> nn.Sequential:
+    """[conv 3x3 (padding 1) -> ReLU -> max-pool 2x2] per entry of ``channels``, then dense -> ReLU -> 10."""
+    layers: list[nn.Module] = []
+    in_channels, side = 1, 28
+    for out_channels in config.channels:
+        layers += [nn.Conv2d(in_channels, out_channels, 3, rng, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        in_channels, side = out_channels, side // 2
+    layers += [nn.Flatten(), nn.Linear(in_channels * side * side, config.dense, rng), nn.ReLU()]
+    if config.dropout:
+        layers.append(nn.Dropout(config.dropout, rng))
+    layers.append(nn.Linear(config.dense, 10, rng, init="xavier"))
+    return nn.Sequential(*layers).flatten()
+
+
+def accuracy(net: nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> float:
+    correct = sum(int((net.infer(images[i:i + batch_size]).argmax(axis=1) == labels[i:i + batch_size]).sum())
+                  for i in range(0, len(images), batch_size))
+    return correct / len(images)
+
+
+class Supervised(Agent):
+    Config = SupervisedConfig
+    counters = ("updates", "epoch")
+
+    def __init__(self, config: SupervisedConfig, spec, model, rng: np.random.Generator) -> None:
+        super().__init__(config, spec, model, rng)
+        if config.network == "cnn":
+            self.net = cnn(config, rng)
+        else:
+            self.net = mlp(784, 10, model, rng)
+            if config.dropout:
+                raise ConfigError("agent.dropout: only the cnn network has dropout; set network: cnn or dropout: 0")
+        steps = config.epochs * -(-60_000 // config.batch_size)
+        lr = nn.optim.cosine(config.lr, steps) if config.lr_schedule == "cosine" else config.lr
+        self.optimizer = nn.Adam(self.net, lr=lr, weight_decay=config.weight_decay)
+        self.epoch = 0
+
+    def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
+        return self.net.infer(obs).argmax(axis=1)
+
+    def components(self) -> dict:
+        return {"rng": self.rng, "net": self.net, "optimizer": self.optimizer}
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        loss, dlogits = nn.softmax_cross_entropy(self.net(x), y)
+        self.net.zero_grad()
+        self.net.backward(dlogits)
+        self.optimizer.step()
+        self.updates += 1
+        return loss
+
+    def train_offline(self, run) -> dict:
+        from tqdm import tqdm
+
+        from rlscratch.checkpoint import read_checkpoint
+
+        layout = "nchw" if self.config.network == "cnn" else "flat"
+        train_images, train_labels = load_mnist("train", self.config.data_path)
+        test_images, test_labels = load_mnist("test", self.config.data_path)
+        x_train, x_test = scale_images(train_images, layout), scale_images(test_images, layout)
+        y_train, y_test = train_labels.astype(np.int64), test_labels.astype(np.int64)
+
+        if run.resume:
+            arrays, _ = read_checkpoint(run.checkpoints.latest())
+            self.load_state_dict(sub_state(arrays, "agent"))
+            run.logger.line(f"resuming after epoch {self.epoch}")
+        batch = self.config.batch_size
+        epoch_seconds, test_accuracy = [], float("nan")
+        while self.epoch < self.config.epochs:
+            start = time.perf_counter()
+            self.net.train()
+            order = self.rng.permutation(len(x_train))
+            losses = []
+            bar = tqdm(range(0, len(order), batch), desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
+                       unit="batch", leave=False, disable=not run.config.log.progress)
+            for i in bar:
+                idx = order[i:i + batch]
+                losses.append(self.train_step(x_train[idx], y_train[idx]))
+                if len(losses) % 50 == 0:
+                    bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", refresh=False)
+            seconds = time.perf_counter() - start
+            epoch_seconds.append(seconds)
+            self.net.eval()
+            self.epoch += 1
+            test_accuracy = accuracy(self.net, x_test, y_test)
+            metrics = {"loss/train": float(np.mean(losses)), "eval/test_accuracy": test_accuracy,
+                       "train/lr": self.optimizer.lr, "perf/seconds_per_epoch": seconds}
+            run.logger.scalars(metrics, self.epoch)
+            run.logger.line(f"epoch {self.epoch}: train loss {metrics['loss/train']:.4f}, "
+                            f"test accuracy {test_accuracy:.4f}, {seconds:.1f} s")
+            run.checkpoints.save(self.epoch, {f"agent/{k}": v for k, v in self.state_dict().items()},
+                                 {"agent": run.config.agent["name"], "env_id": run.config.env.id,
+                                  "num_envs": run.config.env.num_envs, "env_steps": self.epoch})
+        summary = {"test_accuracy": test_accuracy, "epochs": self.epoch, "eval_mean": test_accuracy,
+                   "seconds_per_epoch": float(np.mean(epoch_seconds)) if epoch_seconds else 0.0,
+                   "run_dir": str(run.run_dir), "interrupted": False, "agent": self}
+        run.logger.line(f"done: test accuracy {test_accuracy:.4f} after {self.epoch} epochs "
+                        f"({summary['seconds_per_epoch']:.1f} s per epoch); run dir {run.run_dir}")
+        return summary
