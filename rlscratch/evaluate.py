@@ -44,16 +44,22 @@ def record_video(run_dir: Path, config, agent, normalizer, episodes: int, seed: 
         env = make_env(config.env, evaluation=True, render_mode="rgb_array")
     except Exception as err:  # envs without an rgb_array renderer refuse the render_mode
         raise UserError(f"--video: {config.env.id} cannot render frames ({err})") from None
+    import gymnasium as gym
+
     folder = run_dir / "videos"
     env = RecordVideo(env, str(folder), episode_trigger=lambda _: True, disable_logger=True)
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
-        done = False
-        while not done:
-            view = obs[None] if normalizer is None else normalizer.normalize(obs[None])
-            obs, _, terminated, truncated, _ = env.step(agent.act(view, explore=False)[0])
-            done = terminated or truncated
-    env.close()
+    try:
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed + episode)
+            done = False
+            while not done:
+                view = obs[None] if normalizer is None else normalizer.normalize(obs[None])
+                obs, _, terminated, truncated, _ = env.step(agent.act(view, explore=False)[0])
+                done = terminated or truncated
+    except gym.error.DependencyNotInstalled as err:
+        raise UserError(f"--video: rendering {config.env.id} needs {str(err).splitlines()[0]}") from None
+    finally:
+        env.close()
     return folder
 
 

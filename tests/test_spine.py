@@ -288,6 +288,12 @@ def test_evaluate_and_plot_commands(tmp_path, capsys):
     assert run_main(evaluate.main, [str(tmp_path / "nowhere")]) == 2
     assert "not an rlscratch run directory" in capsys.readouterr().err
 
+    try:
+        import moviepy  # noqa: F401
+    except ImportError:
+        assert run_main(evaluate.main, [runs[0], "--episodes", "1", "--video"]) == 2
+        assert "--video needs moviepy" in capsys.readouterr().err
+
     out = tmp_path / "curves.png"
     assert run_main(plot.main, [*runs, "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
