@@ -29,7 +29,7 @@ class LeakyReLU(Module):
 
     def __init__(self, slope: float = 0.01) -> None:
         super().__init__()
-        self.slope = slope
+        self.slope = float(slope)  # a Python float: x * slope stays float32 for float32 x
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         return np.where(x > 0, x, x * self.slope)
@@ -48,7 +48,7 @@ class ELU(Module):
 
     def __init__(self, alpha: float = 1.0) -> None:
         super().__init__()
-        self.alpha = alpha
+        self.alpha = float(alpha)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         return np.where(x > 0, x, self.alpha * np.expm1(np.minimum(x, 0.0)))

@@ -21,9 +21,9 @@ class Linear(Module):
                dL/dW += dL/dZ^T X            (out, in) -- sum over the batch of outer products dz v^T
                dL/db += sum_n dL/dZ_n        (out,)
 
-    Inputs of another dtype (float64 observations, say) are cast to the weights' dtype, so a float32
-    network computes in float32 throughout. With ``input_grad = False`` (the network's first layer,
-    whose input is data) backward skips dL/dX = dL/dZ W and returns None.
+    Inputs and gradients of another dtype (float64 observations or advantages, say) are cast to the
+    weights' dtype, so a float32 network computes in float32 throughout. With ``input_grad = False``
+    (the first layer of a network: its input is data) backward skips dL/dX and returns None.
     """
 
     def __init__(self, n_in: int, n_out: int, rng: np.random.Generator, init: str = "he",
@@ -49,6 +49,7 @@ class Linear(Module):
 
     def backward(self, dz: np.ndarray) -> np.ndarray | None:
         x = self._saved.pop()
+        dz = np.asarray(dz, dtype=x.dtype)
         self.grads["W"] += dz.T @ x
         if "b" in self.grads:
             self.grads["b"] += dz.sum(axis=0)

@@ -7,6 +7,9 @@ weights w_n) and masked (m_n in {0, 1}):
 
 so dL/dprediction_n = w_n m_n / D * dl_n/dprediction_n. Samples are the leading axis; a per-sample
 loss over several outputs is the mean (MSE, Huber) or sum (cross-entropy) over the trailing axes.
+
+Targets, weights and masks are cast to the prediction's dtype, so a float32 network's gradient
+stays float32 even when its targets were computed in float64.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def _broadcast(scale: np.ndarray, like: np.ndarray) -> np.ndarray:
 def mse(pred: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None,
         mask: np.ndarray | None = None) -> tuple[float, np.ndarray]:
     """Mean squared error.  l_n = mean_k (p_nk - t_nk)^2,   dl_n/dp_nk = 2 (p_nk - t_nk) / K."""
-    diff = pred - target
+    diff = pred - np.asarray(target, dtype=pred.dtype)
     per_sample_size = diff.size // diff.shape[0]
     scale = _sample_scale(diff.shape[0], pred.dtype, weights, mask)
     loss = float(scale @ _per_sample_mean(diff * diff))
@@ -52,7 +55,8 @@ def huber(pred: np.ndarray, target: np.ndarray, delta: float = 1.0, weights: np.
 
     l = d^2 / 2 if |d| <= delta else delta (|d| - delta/2),    dl/dp = clip(d, -delta, delta)
     """
-    diff = pred - target
+    diff = pred - np.asarray(target, dtype=pred.dtype)
+    delta = float(delta)
     abs_diff = np.abs(diff)
     quadratic = np.minimum(abs_diff, delta)
     elementwise = quadratic * (abs_diff - 0.5 * quadratic)  # equals both branches above
@@ -79,6 +83,7 @@ def softmax_cross_entropy(logits: np.ndarray, target: np.ndarray, weights: np.nd
         per_sample = -logp[rows, target]
         grad[rows, target] -= 1.0
     else:
+        target = np.asarray(target, dtype=logits.dtype)
         per_sample = -(target * logp).sum(axis=-1)
         grad -= target
     grad *= scale[:, None]

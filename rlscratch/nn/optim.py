@@ -72,7 +72,7 @@ class Optimizer:
         self.params = model.flat_params
         self.grads = model.flat_grads
         self.schedule = make_schedule(lr)
-        self.weight_decay = weight_decay
+        self.weight_decay = float(weight_decay)  # hyperparameters as Python floats: see step()
         self.steps = 0
         self._scratch = np.empty_like(self.params)
         for name in self.state_names:
@@ -92,7 +92,8 @@ class Optimizer:
         return self._scratch
 
     def step(self) -> None:
-        self._update(self.schedule(self.steps))
+        # float(): a schedule returning an np.float64 would silently turn float32 updates into float64
+        self._update(float(self.schedule(self.steps)))
         self.steps += 1
 
     def _update(self, lr: float) -> None:
@@ -131,7 +132,7 @@ class Momentum(Optimizer):
     def __init__(self, model: Module, lr: float | dict | Schedule = 1e-2, momentum: float = 0.9,
                  nesterov: bool = False, weight_decay: float = 0.0) -> None:
         super().__init__(model, lr, weight_decay)
-        self.momentum = momentum
+        self.momentum = float(momentum)
         self.nesterov = nesterov
 
     def _update(self, lr: float) -> None:
@@ -152,8 +153,8 @@ class RMSprop(Optimizer):
     def __init__(self, model: Module, lr: float | dict | Schedule = 1e-3, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__(model, lr, weight_decay)
-        self.alpha = alpha
-        self.eps = eps
+        self.alpha = float(alpha)
+        self.eps = float(eps)
 
     def _update(self, lr: float) -> None:
         g = self._l2_gradient()
@@ -177,8 +178,8 @@ class Adam(Optimizer):
     def __init__(self, model: Module, lr: float | dict | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__(model, lr, weight_decay)
-        self.beta1, self.beta2 = betas
-        self.eps = eps
+        self.beta1, self.beta2 = float(betas[0]), float(betas[1])
+        self.eps = float(eps)
         self._scratch2 = np.empty_like(self.params)
 
     def _update(self, lr: float) -> None:
@@ -189,7 +190,7 @@ class Adam(Optimizer):
                 self.params *= 1.0 - lr * self.weight_decay
         else:
             g = self._l2_gradient()
-        tmp = self._scratch2
+        tmp = self._scratch2  # one preallocated work vector: every line below is in place
         self.m *= self.beta1
         np.multiply(g, 1.0 - self.beta1, out=tmp)
         self.m += tmp
@@ -197,12 +198,15 @@ class Adam(Optimizer):
         np.multiply(g, g, out=tmp)
         tmp *= 1.0 - self.beta2
         self.v += tmp
-        # denominator sqrt(v_hat) + eps = sqrt(v) / sqrt(1 - b2^t) + eps
+        # The bias corrections folded into two scalars (Kingma & Ba, end of section 2), which saves a
+        # pass over the vector:  lr [m / (1 - b1^t)] / (sqrt(v / (1 - b2^t)) + eps)
+        #   = step_size * m / (sqrt(v) + eps_hat),  step_size = lr c / (1 - b1^t),  eps_hat = eps c,
+        # with c = sqrt(1 - b2^t).
+        c = math.sqrt(1.0 - self.beta2 ** t)
         np.sqrt(self.v, out=tmp)
-        tmp *= 1.0 / math.sqrt(1.0 - self.beta2 ** t)
-        tmp += self.eps
+        tmp += self.eps * c
         np.divide(self.m, tmp, out=tmp)
-        tmp *= lr / (1.0 - self.beta1 ** t)
+        tmp *= lr * c / (1.0 - self.beta1 ** t)
         self.params -= tmp
 
 
