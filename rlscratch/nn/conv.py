@@ -1,0 +1,214 @@
+"""Convolution and max-pooling on NCHW images (batch, channels, height, width).
+
+Both layers look at the input through *windows*: the kh x kw patch under each output pixel. numpy's
+``as_strided`` builds a view whose extra axes walk those patches without copying anything, so the
+convolution becomes "gather every patch into a matrix (im2col), then one matrix product", and its
+backward is the product's two gradients followed by "add each patch's gradient back where the patch
+came from (col2im)". The only Python loop is over the kh*kw kernel offsets, never over pixels.
+
+Output size, for a side of length L, kernel k, stride s and zero padding p:
+
+    L_out = floor((L + 2p - k) / s) + 1
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from .init import get_initialiser
+from .module import Module
+
+
+def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def _out_size(size: int, kernel: int, stride: int) -> int:
+    return (size - kernel) // stride + 1
+
+
+def windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> np.ndarray:
+    """A read-only view (N, C, kh, kw, H_out, W_out) of x (N, C, H, W): element [n, c, i, j, a, b] is
+    x[n, c, a*sh + i, b*sw + j], kernel offset (i, j) of the window under output pixel (a, b).
+
+    No data moves: the view steps through x's memory with x's own strides, the offset axes by one
+    pixel and the output axes by one stride."""
+    (kh, kw), (sh, sw) = kernel, stride
+    n, c, h, w = x.shape
+    s_n, s_c, s_h, s_w = x.strides
+    shape = (n, c, kh, kw, _out_size(h, kh, sh), _out_size(w, kw, sw))
+    return as_strided(x, shape, (s_n, s_c, s_h, s_w, s_h * sh, s_w * sw), writeable=False)
+
+
+class Conv2d(Module):
+    """2-D convolution (strictly: cross-correlation, as in every DL library) with zero padding.
+
+    Shapes: x (N, C, H, W), weight W (O, C, kh, kw), bias b (O,), y (N, O, H_out, W_out).
+
+    Forward:   y[n, o, a, b] = b[o] + sum_{c,i,j} W[o, c, i, j] * xp[n, c, a*s + i, b*s + j]
+               with xp = x zero-padded by p on each side. As one matrix product for the whole batch:
+                   X = im2col(xp)            (C*kh*kw, N*P)  one column per output pixel of every sample,
+                                                             P = H_out*W_out
+                   Y = W_mat X + b           (O, N*P)        W_mat = W reshaped to (O, C*kh*kw)
+               and y is Y with its rows unfolded to (O, N, H_out, W_out), batch axis moved first.
+    Backward:  dL/dW_mat += dY X^T           (O, C*kh*kw)    -- Linear's rule, summed over pixels and batch
+               dL/db     += sum of dY's rows (O,)
+               dX         = W_mat^T dY       (C*kh*kw, N*P)  -- gradient of every patch entry
+               dL/dxp     = col2im(dX): each patch entry's gradient is added back to the input pixel it
+                            was read from (pixels shared by overlapping patches receive several
+                            contributions); dL/dx is dL/dxp with the padding cut off.
+
+    Layout. Folding the batch into the columns makes each step one large BLAS call, at the price of
+    moving the batch axis (a transposed copy of y in forward and of dy in backward). The other
+    natural layout keeps the batch outermost, X: (N, C*kh*kw, P), and lets ``matmul`` run one small
+    product per sample, with nothing transposed. Timed inside a conv-ReLU-dense training step (one
+    BLAS thread, 2-core machine) the two tied on the benchmark's 1->16-channel 28x28 conv, batch 64,
+    and the single large product won by 2-13% on wider layers (16->32 at 14x14, 32->64 at 10x10).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
+                 rng: np.random.Generator, stride: int | tuple[int, int] = 1,
+                 padding: int | tuple[int, int] = 0, init: str = "he", bias: bool = True,
+                 dtype=np.float32) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
+        self.add_param("W", get_initialiser(init)((out_channels, in_channels, *self.kernel), rng, dtype=dtype))
+        if bias:
+            self.add_param("b", np.zeros(out_channels, dtype=dtype))
+
+    def _pad(self, x: np.ndarray) -> np.ndarray:
+        ph, pw = self.padding
+        if ph == 0 and pw == 0:
+            return x
+        n, c, h, w = x.shape
+        # A zeroed buffer with x copied into its middle is cheaper than np.pad.
+        xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+        xp[:, :, ph:ph + h, pw:pw + w] = x
+        return xp
+
+    def _im2col(self, x: np.ndarray) -> np.ndarray:
+        """The patch matrix X (C*kh*kw, N*H_out*W_out): the windows view with the batch axis moved
+        next to the pixel axes, copied into rows. This is the only copy of the input."""
+        patches = windows(self._pad(x), self.kernel, self.stride)  # (N, C, kh, kw, H_out, W_out)
+        n, c, kh, kw, h_out, w_out = patches.shape
+        return patches.transpose(1, 2, 3, 0, 4, 5).reshape(c * kh * kw, n * h_out * w_out)
+
+    def _conv(self, cols: np.ndarray, out_shape: tuple[int, int, int]) -> np.ndarray:
+        weight = self.params["W"]
+        y = weight.reshape(weight.shape[0], -1) @ cols  # (O, K) @ (K, N*P) -> (O, N*P)
+        if "b" in self.params:
+            y += self.params["b"][:, None]
+        return np.ascontiguousarray(y.reshape(-1, *out_shape).transpose(1, 0, 2, 3))  # -> (N, O, H_out, W_out)
+
+    def _out_shape(self, x: np.ndarray) -> tuple[int, int, int]:
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+        return x.shape[0], _out_size(x.shape[2] + 2 * ph, kh, sh), _out_size(x.shape[3] + 2 * pw, kw, sw)
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return self._conv(self._im2col(x), self._out_shape(x))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        cols = self._im2col(x)
+        self._saved.append((cols, x.shape))
+        return self._conv(cols, self._out_shape(x))
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        cols, x_shape = self._saved.pop()
+        weight = self.params["W"]
+        out_ch = weight.shape[0]
+        n, _, h_out, w_out = dy.shape
+        dy_mat = np.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(out_ch, -1)  # dY (O, N*P)
+
+        self.grads["W"] += (dy_mat @ cols.T).reshape(weight.shape)
+        if "b" in self.grads:
+            self.grads["b"] += dy_mat.sum(axis=1)
+
+        # Gradient of every patch entry, (C, kh, kw, N, H_out, W_out) like the rows of X.
+        d_cols = (weight.reshape(out_ch, -1).T @ dy_mat).reshape(-1, *self.kernel, n, h_out, w_out)
+
+        # col2im: for each kernel offset (i, j), the patch entries at that offset came from a strided
+        # grid of input pixels; one vectorised add per offset sends them all back at once. Working in
+        # d_cols' own (C, N, ...) order keeps every add contiguous; the batch axis returns to the
+        # front in the one copy at the end, which also cuts off the padding.
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+        _, c, h, w = x_shape
+        dxp = np.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=d_cols.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                dxp[:, :, i:i + sh * (h_out - 1) + 1:sh, j:j + sw * (w_out - 1) + 1:sw] += d_cols[:, i, j]
+        return np.ascontiguousarray(dxp[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3))
+
+
+class MaxPool2d(Module):
+    """Max pooling over kh x kw windows taken every ``stride`` pixels (default: stride = kernel, the
+    usual non-overlapping tiling). No padding; rows/columns that do not fill a window are dropped.
+
+    Forward:   y[n, c, a, b] = max_{i,j} x[n, c, a*s + i, b*s + j]
+    Backward:  dL/dx[n, c, a*s + i*, b*s + j*] += dL/dy[n, c, a, b] for the window's arg-max (i*, j*);
+               every other input pixel of the window gets nothing from it (the max is locally the
+               identity on the winner and constant in the losers). With overlapping windows one pixel can
+               win several windows and collects all their gradients.
+
+    Ties: max is not differentiable where two entries are equal; we route the whole gradient to ONE
+    of them, the first in row-major order within the window (``argmax``'s choice), so the gradient
+    has the same total as dL/dy. (Splitting it, or giving every tied entry the full gradient, are
+    other conventions; PyTorch also picks a single winner.)
+    """
+
+    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None) -> None:
+        super().__init__()
+        self.kernel = _pair(kernel_size)
+        self.stride = self.kernel if stride is None else _pair(stride)
+
+    def _winners(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(y, index of each window's winner within its flattened kh*kw window), y (N, C, H_out, W_out)."""
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        n, c, h, w = x.shape
+        h_out, w_out = _out_size(h, kh, sh), _out_size(w, kw, sw)
+        if (kh, kw) == (sh, sw):
+            # Non-overlapping windows tile the (cropped) image: a reshape exposes them as axes 3 and 5.
+            tiles = x[:, :, :h_out * kh, :w_out * kw].reshape(n, c, h_out, kh, w_out, kw)
+            flat = tiles.transpose(0, 1, 2, 4, 3, 5).reshape(n, c, h_out, w_out, kh * kw)
+        else:
+            flat = windows(x, self.kernel, self.stride).transpose(0, 1, 4, 5, 2, 3)
+            flat = flat.reshape(n, c, h_out, w_out, kh * kw)
+        winner = flat.argmax(axis=-1)
+        y = np.take_along_axis(flat, winner[..., None], axis=-1)[..., 0]
+        return y, winner
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        if (kh, kw) == (sh, sw):  # no winner needed: reduce the tile axes directly
+            n, c, h, w = x.shape
+            h_out, w_out = h // kh, w // kw
+            return x[:, :, :h_out * kh, :w_out * kw].reshape(n, c, h_out, kh, w_out, kw).max(axis=(3, 5))
+        return self._winners(x)[0]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        y, winner = self._winners(x)
+        self._saved.append((winner, x.shape))
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        winner, x_shape = self._saved.pop()
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        n, c, h, w = x_shape
+        _, _, h_out, w_out = dy.shape
+        dx = np.zeros(x_shape, dtype=dy.dtype)
+        if (kh, kw) == (sh, sw):
+            # Scatter dy into the winner's slot of each tile, then undo forward's reshapes.
+            d_flat = np.zeros((n, c, h_out, w_out, kh * kw), dtype=dy.dtype)
+            np.put_along_axis(d_flat, winner[..., None], dy[..., None], axis=-1)
+            d_tiles = d_flat.reshape(n, c, h_out, w_out, kh, kw).transpose(0, 1, 2, 4, 3, 5)
+            dx[:, :, :h_out * kh, :w_out * kw] = d_tiles.reshape(n, c, h_out * kh, w_out * kw)
+            return dx
+        # Overlapping windows: one pixel may win several windows, so contributions must add up.
+        # np.bincount sums the weights that land on the same flat index (a fast np.add.at).
+        rows = np.arange(h_out)[:, None] * sh + winner // kw  # (N, C, H_out, W_out) input row of the winner
+        cols = np.arange(w_out)[None, :] * sw + winner % kw
+        planes = np.arange(n * c).reshape(n, c, 1, 1)  # which (n, c) image plane
+        flat_index = (planes * h + rows) * w + cols
+        dx[...] = np.bincount(flat_index.ravel(), weights=dy.ravel(), minlength=dx.size).reshape(x_shape)
+        return dx
