@@ -5,3 +5,6 @@ import gymnasium as gym
 
 if "rlscratch/MNISTBandit-v0" not in gym.registry:
     gym.register(id="rlscratch/MNISTBandit-v0", entry_point="rlscratch.envs.mnist_bandit:MNISTBandit")
+if "rlscratch/RandomWalk-v0" not in gym.registry:
+    gym.register(id="rlscratch/RandomWalk-v0", entry_point="rlscratch.envs.random_walk:RandomWalk",
+                 kwargs={"n_states": 19})

@@ -121,6 +121,12 @@ AGENTS: dict[str, str | type[Agent]] = {
     "epsilon_greedy_bandit": "rlscratch.agents.bandits:EpsilonGreedyBandit",
     "policy_gradient_bandit": "rlscratch.agents.bandits:PolicyGradientBandit",
     "linucb_bandit": "rlscratch.agents.bandits:NeuralLinUCBBandit",
+    "td": "rlscratch.agents.td:TD",
+    "td_gru": "rlscratch.agents.td_gru:RecurrentTD",
+    "a2c": "rlscratch.agents.a2c:A2C",
+    "ppo": "rlscratch.agents.ppo:PPO",
+    "muzero": "rlscratch.agents.muzero:MuZero",
+    "gumbel_muzero": "rlscratch.agents.muzero:GumbelMuZero",
 }
 
 
