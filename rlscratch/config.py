@@ -54,6 +54,9 @@ class ModelConfig:
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = bounded("relu", choices=("relu", "tanh", "sigmoid", "elu", "leaky_relu"))
     init: str = bounded("he", choices=("he", "he_uniform", "xavier", "xavier_normal", "orthogonal"))
+    # The network in the arrow notation (docs/notation.md), e.g. "M_1: dense(128); X --[M_1|relu]-> h --[M_2]-> Q";
+    # when given, it replaces hidden/activation (init stays the default initialiser of its dense layers).
+    notation: str | None = None
 
 
 @dataclass

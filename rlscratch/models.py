@@ -6,15 +6,21 @@ import numpy as np
 
 from rlscratch import nn
 from rlscratch.config import ModelConfig
+from rlscratch.errors import ConfigError
+from rlscratch.notation import NotationError, network_from_notation
 
 
 def mlp(n_in: int, n_out: int, model: ModelConfig, rng: np.random.Generator, output_gain: float | None = None,
-        dtype=np.float32) -> nn.Sequential:
+        dtype=np.float32) -> nn.Module:
     """n_in -> hidden... -> n_out with the configured activation between layers (none after the last).
 
     ``output_gain`` re-initialises the last layer orthogonally with that gain -- small (0.01) for
     policy heads so the initial policy is near uniform, 1.0 for value heads (the PPO/A2C convention).
+    When the config writes the network in the arrow notation (``model.notation``), that network is
+    built instead: see ``build_model``.
     """
+    if model.notation is not None:
+        return build_model(n_in, n_out, model, rng, output_gain, dtype)
     sizes = [n_in, *model.hidden, n_out]
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -26,3 +32,17 @@ def mlp(n_in: int, n_out: int, model: ModelConfig, rng: np.random.Generator, out
         if not last:
             layers.append(nn.get_activation(model.activation))
     return nn.Sequential(*layers).flatten()
+
+
+def build_model(n_in: int, n_out: int, model: ModelConfig, rng: np.random.Generator,
+                output_gain: float | None = None, dtype=np.float32) -> nn.Module:
+    """An agent's network from the ``model:`` section: the program in ``model.notation`` when there is one
+    (one input of n_in features, one output of n_out; a softmax output comes back as logits, since the
+    agent's loss applies it), else ``mlp``."""
+    if model.notation is None:
+        return mlp(n_in, n_out, model, rng, output_gain, dtype)
+    try:
+        return network_from_notation(model.notation, n_in, n_out, rng, init=model.init, output_gain=output_gain,
+                                     dtype=dtype)
+    except NotationError as err:
+        raise ConfigError(f"model.notation: {err}") from None
