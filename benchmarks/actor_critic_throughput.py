@@ -1,0 +1,308 @@
+"""Training throughput of rlscratch's A2C and PPO beside Stable-Baselines3's, side by side in one run,
+and where rlscratch's time goes.
+
+    python benchmarks/actor_critic_throughput.py --sb3-python /work/sb3venv/bin/python
+    python benchmarks/actor_critic_throughput.py --sb3-python PY --cases a2c --rounds 5
+    python benchmarks/actor_critic_throughput.py --profile-only          # rlscratch's time split only
+
+Cases (CartPole-v1, both libraries training from scratch with the same settings):
+
+  a2c  8 envs x n_steps 5, separate [64, 64] tanh policy and value networks with orthogonal init,
+       RMSprop (lr 7e-4, alpha 0.99, eps 1e-5), gamma 0.99, lambda 1, vf_coef 0.5, ent_coef 0,
+       max_grad_norm 0.5 (SB3's A2C defaults). Figure: env steps per second over ``--a2c-steps``
+       steps. Target: rlscratch / SB3 >= 1.5.
+  ppo  rl-baselines3-zoo's CartPole-v1 PPO (hyperparams/ppo.yml): 8 envs x n_steps 32, batch 256,
+       20 epochs, gamma 0.98, lambda 0.8, ent_coef 0, lr lin_1e-3, clip_range lin_0.2 -- which is
+       configs/ppo_cartpole.yaml. Figure: seconds for 100,000 steps. Target: rlscratch <= SB3 / 2.
+
+Method. SB3 runs in a worker subprocess of its own Python (a venv with torch and stable-baselines3:
+never a dependency of rlscratch), driven over stdin/stdout; while one side trains, the other sits idle
+blocked on its pipe. Rounds alternate between the sides, the order reversed every other round, so the
+drift of a shared machine hits both alike; the figure of a side is its median over rounds, and ratios
+are taken between those medians. rlscratch trains through its own loop (rlscratch.trainer.train: the
+collector, the agent, logging off, a one-episode evaluation and a checkpoint at the end, all inside
+the timed region); SB3 is timed around ``model.learn``. Both are pinned to one BLAS/torch thread
+(``--threads``): the networks are tiny, and on a shared machine a second thread waiting for a busy
+core turns every matrix product into a wait for the scheduler.
+
+The profile pass (after the rounds) runs rlscratch once more with timers around the vector env's
+step/reset, ``agent.act`` (the acting forward pass and sampling), ``agent.learn`` (the update: forward
+and backward over the rollout, advantages, optimizer) and the rest of ``agent.observe`` (storing the
+step), and reports each as a share of the training loop's time.
+
+This file runs under the SB3 venv's Python too (as the worker), so its top level imports only the
+standard library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = ("a2c", "ppo")
+
+
+# -- Stable-Baselines3 (the worker side) ----------------------------------------------------------------
+def sb3_train(case: str, steps: int, seed: int) -> float:
+    """Build SB3's model for ``case`` and return the seconds ``model.learn(steps)`` takes."""
+    import torch
+    from stable_baselines3 import A2C, PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
+    if case == "a2c":
+        model = A2C("MlpPolicy", env, learning_rate=7e-4, n_steps=5, gamma=0.99, gae_lambda=1.0, ent_coef=0.0,
+                    vf_coef=0.5, max_grad_norm=0.5, use_rms_prop=True, rms_prop_eps=1e-5,
+                    normalize_advantage=False, seed=seed, device="cpu", verbose=0,
+                    policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=torch.nn.Tanh,
+                                       ortho_init=True))
+    else:
+        def linear(start: float):  # the zoo's lin_X: X * progress_remaining
+            return lambda progress_remaining: progress_remaining * start
+
+        model = PPO("MlpPolicy", env, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20,
+                    ent_coef=0.0, learning_rate=linear(1e-3), clip_range=linear(0.2), seed=seed, device="cpu",
+                    verbose=0)
+    start = time.perf_counter()
+    model.learn(total_timesteps=steps)
+    seconds = time.perf_counter() - start
+    env.close()
+    return seconds
+
+
+def serve(threads: int | None) -> int:
+    """Worker loop: one JSON request per stdin line -> one JSON reply per stdout line."""
+    import stable_baselines3
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    print(json.dumps({"result": {"torch": torch.__version__, "stable_baselines3": stable_baselines3.__version__,
+                                 "threads": torch.get_num_threads()}}), flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            reply = {"result": sb3_train(**request)}
+        except Exception as error:  # tell the parent instead of dying silently
+            reply = {"error": f"{type(error).__name__}: {error}"}
+        print(json.dumps(reply), flush=True)
+    return 0
+
+
+class SB3Side:
+    def __init__(self, python: str, threads: int | None) -> None:
+        command = [python, __file__, "--worker"] + ([] if threads is None else ["--threads", str(threads)])
+        env = dict(os.environ)
+        if threads is not None:
+            env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.info = self._read()
+
+    def _read(self):
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the SB3 worker exited with code {self.process.wait()}")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"SB3 worker: {reply['error']}")
+        return reply["result"]
+
+    def train(self, case: str, steps: int, seed: int) -> float:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps({"case": case, "steps": steps, "seed": seed}) + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            self.process.wait(timeout=60)
+
+
+# -- rlscratch (this process) ---------------------------------------------------------------------------
+def rlscratch_config(case: str, steps: int, seed: int, folder: Path):
+    from rlscratch.config import load_config
+
+    common = [f"train.total_steps={steps}", "train.eval_every=0", "train.eval_episodes=1", "env.eval_num_envs=1",
+              "train.checkpoint_every=0", f"log.root={folder}", "log.tensorboard=false", "log.progress=false"]
+    if case == "a2c":
+        overrides = ["env.num_envs=8", "env.vectorization=sync", "agent.n_steps=5", "agent.gamma=0.99",
+                     "agent.gae_lambda=1.0", "agent.lr=7e-4", "agent.anneal_steps=0", "agent.optimizer=rmsprop",
+                     "agent.optimizer_eps=1e-5", "agent.rmsprop_alpha=0.99", "agent.ent_coef=0.0",
+                     "agent.vf_coef=0.5", "agent.max_grad_norm=0.5", "agent.normalize_advantage=false",
+                     "agent.shared_network=false", "agent.orthogonal_init=true", "model.hidden=[64, 64]",
+                     "model.activation=tanh"]
+        name = "a2c_cartpole"
+    else:
+        overrides = [f"agent.anneal_steps={steps}"]  # lin_ schedules run over the whole run, as in the zoo
+        name = "ppo_cartpole"
+    config, _ = load_config(str(ROOT / "configs" / f"{name}.yaml"), common + overrides, seed)
+    return config
+
+
+def rlscratch_train(case: str, steps: int, seed: int, folder: Path) -> float:
+    """Seconds of rlscratch's training loop (summary["seconds"]: from the first step to the end)."""
+    import contextlib
+
+    from rlscratch.trainer import new_run_dir, train
+
+    config = rlscratch_config(case, steps, seed, folder)
+    with contextlib.redirect_stdout(open(os.devnull, "w")):  # the loop's own start/eval/done lines
+        summary = train(config, new_run_dir(config, None))
+    return summary["seconds"]
+
+
+def rlscratch_profile(case: str, steps: int, seed: int, folder: Path) -> dict[str, float]:
+    """One more rlscratch run with timers around its parts; seconds per part."""
+    import gymnasium as gym
+    from rlscratch.agents.a2c import A2C
+    from rlscratch.agents.ppo import PPO
+
+    from rlscratch import trainer
+
+    totals = {"env step/reset": 0.0, "act (forward + sample)": 0.0, "learn (update)": 0.0, "observe (store)": 0.0}
+    evaluating = [False]
+
+    def timed(cls, name: str, part: str):
+        original = getattr(cls, name)
+
+        def wrapper(*args, **kwargs):
+            if evaluating[0]:
+                return original(*args, **kwargs)
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                totals[part] += time.perf_counter() - start
+        return original, wrapper
+
+    patches = [(gym.vector.SyncVectorEnv, "step", "env step/reset"),
+               (gym.vector.SyncVectorEnv, "reset", "env step/reset"),
+               (A2C, "act", "act (forward + sample)"), (A2C, "observe", "observe (store)"),
+               (A2C, "learn", "learn (update)"), (PPO, "learn", "learn (update)")]
+    saved = []
+    for cls, name, part in patches:
+        original, wrapper = timed(cls, name, part)
+        saved.append((cls, name, original))
+        setattr(cls, name, wrapper)
+    original_eval = trainer.Evaluator.run
+
+    def evaluate(self, *args, **kwargs):
+        evaluating[0] = True
+        start = time.perf_counter()
+        try:
+            return original_eval(self, *args, **kwargs)
+        finally:
+            evaluating[0] = False
+            totals["final evaluation"] = totals.get("final evaluation", 0.0) + time.perf_counter() - start
+
+    trainer.Evaluator.run = evaluate
+    try:
+        totals["total"] = rlscratch_train(case, steps, seed, folder)
+    finally:
+        trainer.Evaluator.run = original_eval
+        for cls, name, original in saved:
+            setattr(cls, name, original)
+    totals["observe (store)"] -= totals["learn (update)"]  # observe calls learn: keep only the storing
+    totals["loop, collector, logging"] = totals["total"] - sum(v for k, v in totals.items() if k != "total")
+    return totals
+
+
+# -- the comparison ----------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--threads", default="1", help="BLAS/torch threads for both sides: a number or 'default'")
+    parser.add_argument("--sb3-python",
+                        help="a Python with torch and stable-baselines3 (e.g. /work/sb3venv/bin/python)")
+    parser.add_argument("--cases", default=",".join(CASES), help="comma list from: a2c, ppo")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per case (default 3)")
+    parser.add_argument("--a2c-steps", type=int, default=20_000, help="env steps per A2C round (default 20,000)")
+    parser.add_argument("--ppo-steps", type=int, default=100_000, help="env steps per PPO round (default 100,000)")
+    parser.add_argument("--profile-only", action="store_true", help="rlscratch's time split only, no SB3")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    threads = None if args.threads == "default" else int(args.threads)
+    if args.worker:
+        return serve(threads)
+
+    import tempfile
+
+    import numpy as np  # noqa: F401 -- loaded before threadpoolctl, which limits the libraries already loaded
+    from threadpoolctl import threadpool_limits
+
+    if threads is not None:
+        threadpool_limits(threads)
+    cases = args.cases.split(",")
+    steps = {"a2c": args.a2c_steps, "ppo": args.ppo_steps}
+    folder = Path(tempfile.mkdtemp(prefix="rlscratch-throughput-"))
+    results: dict = {"threads": args.threads, "cases": {}}
+    sb3 = None
+    if not args.profile_only:
+        if not args.sb3_python:
+            parser.error("--sb3-python is required (or --profile-only)")
+        sb3 = SB3Side(args.sb3_python, threads)
+        results["sb3"] = sb3.info
+        print(f"SB3 worker: torch {sb3.info['torch']}, stable-baselines3 {sb3.info['stable_baselines3']}, "
+              f"{sb3.info['threads']} torch thread(s); rlscratch BLAS threads: {args.threads}", flush=True)
+    try:
+        for case in cases:
+            n = steps[case]
+            rlscratch_train(case, min(n, 2000), 100, folder)  # warm-up: imports, first allocations
+            if sb3 is not None:
+                sb3.train(case, min(n, 2000), 100)
+                times: dict[str, list[float]] = {"rlscratch": [], "sb3": []}
+                order = ["rlscratch", "sb3"]
+                for round_ in range(args.rounds):
+                    for side in order:
+                        seconds = (rlscratch_train(case, n, round_, folder) if side == "rlscratch"
+                                   else sb3.train(case, n, round_))
+                        times[side].append(seconds)
+                        print(f"  {case} round {round_}: {side:9s} {seconds:7.2f} s  ({n / seconds:7.0f} steps/s)",
+                              flush=True)
+                    order.reverse()
+                medians = {side: statistics.median(t) for side, t in times.items()}
+                speedup = medians["sb3"] / medians["rlscratch"]
+                results["cases"][case] = {"steps": n, "seconds": times, "median_seconds": medians,
+                                          "steps_per_second": {s: n / m for s, m in medians.items()},
+                                          "speedup": speedup}
+            profile = rlscratch_profile(case, n, 0, folder)
+            results["cases"].setdefault(case, {"steps": n})["profile"] = profile
+    finally:
+        if sb3 is not None:
+            sb3.close()
+
+    print()
+    for case in cases:
+        r = results["cases"][case]
+        if "speedup" in r:
+            sps = r["steps_per_second"]
+            target = ">= 1.5" if case == "a2c" else ">= 2.0 (rlscratch time <= half of SB3's)"
+            median = r["median_seconds"]
+            print(f"{case}: {r['steps']} steps, median over {args.rounds} rounds: "
+                  f"rlscratch {median['rlscratch']:.2f} s ({sps['rlscratch']:.0f} steps/s), "
+                  f"SB3 {median['sb3']:.2f} s ({sps['sb3']:.0f} steps/s); "
+                  f"speed ratio rlscratch/SB3 = {r['speedup']:.2f} (target {target})")
+        profile = r["profile"]
+        total = profile["total"]
+        print(f"  rlscratch time split ({case}, one profiled run, {total:.2f} s):")
+        for part, seconds in profile.items():
+            if part != "total":
+                print(f"    {part:28s} {seconds:7.2f} s  {100 * seconds / total:5.1f} %")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
