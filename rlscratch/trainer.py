@@ -115,12 +115,17 @@ def new_run_dir(config: RunConfig, run_dir: str | None) -> Path:
             raise ConfigError(f"run directory {path} already exists and is not empty; "
                               f"continue it with --resume {path}, or choose another --run-dir")
     else:
+        # mkdir without exist_ok claims the name atomically: two runs started in the same second
+        # (a seed sweep) get different directories.
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = Path(config.log.root) / f"{config.name}-{stamp}"
         suffix = 1
-        while path.exists():
-            suffix += 1
-            path = Path(config.log.root) / f"{config.name}-{stamp}-{suffix}"
+        while True:
+            path = Path(config.log.root) / (f"{config.name}-{stamp}" + (f"-{suffix}" if suffix > 1 else ""))
+            try:
+                path.mkdir(parents=True)
+                return path
+            except FileExistsError:
+                suffix += 1
     path.mkdir(parents=True, exist_ok=True)
     return path
 
