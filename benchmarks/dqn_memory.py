@@ -1,7 +1,7 @@
 """DQN's memory: the replay buffer's preallocated bytes, and resident memory once it is full.
 
     python benchmarks/dqn_memory.py                    # both parts below
-    python benchmarks/dqn_memory.py --steps 60000 --buffer 20000
+    python benchmarks/dqn_memory.py --steps 40000 --buffer 10000
 
 1. A 1,000,000-transition CartPole buffer (uniform and prioritized): its preallocated bytes, then
    the process's resident set size (RSS) as it is filled with CartPole-shaped transitions (1,000
@@ -99,8 +99,8 @@ def training_part(steps: int, buffer_size: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--capacity", type=int, default=1_000_000, help="part 1's buffer size")
-    parser.add_argument("--steps", type=int, default=60_000, help="part 2's env steps (0: skip part 2)")
-    parser.add_argument("--buffer", type=int, default=20_000, help="part 2's buffer size")
+    parser.add_argument("--steps", type=int, default=40_000, help="part 2's env steps (0: skip part 2)")
+    parser.add_argument("--buffer", type=int, default=10_000, help="part 2's buffer size")
     args = parser.parse_args()
     buffer_part(args.capacity)
     if args.steps:

@@ -43,8 +43,9 @@ class ReplaySamples:
 class NStepQueue:
     """Turns vector-env steps into n-step transitions as soon as their windows close.
 
-    It keeps the last n steps of all envs (they step together), and after each new step emits, for
-    every env, the transitions whose windows close at that step (rlscratch.returns.n_step_returns):
+    It keeps the last n steps of all envs (they step together) in a ring of n rows, and after each
+    new step emits, for every env, the transitions whose windows close at that step
+    (rlscratch.returns.n_step_returns):
 
     * the one that started n-1 steps ago, its window now full, unless an episode end already
       closed it;
@@ -52,6 +53,9 @@ class NStepQueue:
       rewards up to the end -- discount 0 after a termination, gamma^m after a truncation (bootstrap
       from the final observation).
 
+    Most steps have no episode end anywhere in the window, and then exactly the oldest step's full
+    window closes in every env: G = sum_k gamma^k r_k is one product with the powers of gamma, and
+    the discount is gamma^n. Only windows holding an episode end take the general computation.
     With n = 1 every step is its own transition: G = r, discount = gamma (0 if terminated).
     """
 
@@ -66,51 +70,55 @@ class NStepQueue:
         self.rewards = np.zeros((n, num_envs), dtype=np.float64)
         self.terminated = np.zeros((n, num_envs), dtype=bool)
         self.truncated = np.zeros((n, num_envs), dtype=bool)
-        self.length = 0  # steps held (rows 0..length-1, oldest first)
+        self.steps = 0  # steps pushed so far; step t lives in row t % n until step t + n replaces it
         self._names = ("obs", "next_obs", "actions", "rewards", "terminated", "truncated")
+        # powers[o, row] = gamma^((row - o) mod n): the weight of each row's reward when row o is the oldest
+        offsets = (np.arange(n)[None, :] - np.arange(n)[:, None]) % n
+        self._powers = self.gamma ** offsets
+        self._full_discount = np.full(num_envs, self.gamma ** n)
 
     def push(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
              terminated: np.ndarray, truncated: np.ndarray) -> tuple[np.ndarray, ...]:
-        """One vector step in; the transitions it completes out, as (obs, actions, G, next_obs, discount)."""
+        """One vector step in; the transitions it completes out, as (obs, actions, G, next_obs,
+        discount). The arrays may be views of the queue, valid until the next push."""
         if self.n == 1:  # n_step_returns with n = 1, without the copies
             discounts = np.where(terminated, 0.0, self.gamma)
             return obs, actions, np.asarray(rewards, dtype=np.float64), next_obs, discounts
-        if self.length == self.n:
-            # Every window that started at row 0 closed at the previous step: drop the row.
-            for name in self._names:
-                array = getattr(self, name)
-                array[:-1] = array[1:]
-            self.length -= 1
-        L = self.length
+        row = self.steps % self.n
         for name, value in zip(self._names, (obs, next_obs, actions, rewards, terminated, truncated)):
-            getattr(self, name)[L] = value
-        L = self.length = L + 1
+            getattr(self, name)[row] = value
+        self.steps += 1
+        L = min(self.steps, self.n)
+        oldest = self.steps % self.n if L == self.n else 0
 
-        returns, discounts, last = n_step_returns(self.rewards[:L], self.terminated[:L], self.truncated[:L],
-                                                  self.gamma, self.n)
-        done = self.terminated[:L] | self.truncated[:L]
+        if L == self.n and not (self.terminated.any() or self.truncated.any()):
+            return (self.obs[oldest], self.actions[oldest], self._powers[oldest] @ self.rewards,
+                    self.next_obs[row], self._full_discount)
+
+        order = (oldest + np.arange(L)) % self.n  # the held rows, oldest first
+        terminated, truncated = self.terminated[order], self.truncated[order]
+        returns, discounts, last = n_step_returns(self.rewards[order], terminated, truncated, self.gamma, self.n)
+        done = terminated | truncated
         # A window is still open if no episode ended between its start and the previous step...
         open_before = np.ones((L, self.num_envs), dtype=bool)
         if L > 1:
             open_before[:-1] = ~np.logical_or.accumulate(done[L - 2::-1], axis=0)[::-1]
         # ...and closes now if its episode ends here or it has just reached n steps.
         full = np.zeros((L, 1), dtype=bool)
-        if L == self.n:
-            full[0] = True
-        rows, envs = np.nonzero(open_before & (done[L - 1] | full))
-        return (self.obs[rows, envs], self.actions[rows, envs], returns[rows, envs],
-                self.next_obs[last[rows, envs], envs], discounts[rows, envs])
+        full[0] = L == self.n
+        starts, envs = np.nonzero(open_before & (done[L - 1] | full))
+        return (self.obs[order[starts], envs], self.actions[order[starts], envs], returns[starts, envs],
+                self.next_obs[order[last[starts, envs]], envs], discounts[starts, envs])
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        state = {name: getattr(self, name)[:self.length].copy() for name in self._names}
-        state["length"] = np.array(self.length)
+        state = {name: getattr(self, name).copy() for name in self._names}
+        state["steps"] = np.array(self.steps)
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        length = int(state["length"])
         for name in self._names:
-            _copy_into(getattr(self, name), state[name], f"n-step queue '{name}'", rows=length)
-        self.length = length
+            _copy_into(getattr(self, name), state[name], f"n-step queue '{name}'", rows=self.n)
+        self.steps = int(state["steps"])
 
 
 class ReplayBuffer:

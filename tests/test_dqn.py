@@ -209,7 +209,7 @@ def test_checkpoint_saves_only_the_filled_part(tmp_path):
 def test_dqn_learns_cartpole(tmp_path):
     """Seeded: a 20-episode greedy evaluation reaches 195 within 20,000 env steps."""
     data = {
-        "env": {"id": "CartPole-v1", "num_envs": 1},
+        "env": {"id": "CartPole-v1", "num_envs": 1, "eval_num_envs": 10},
         # the shipped config's shape at a quarter of its updates: 4,800 in all
         "agent": {"name": "dqn", "n_step": 4, "batch_size": 64, "learning_starts": 1000, "train_freq": 256,
                   "gradient_steps": 64, "target_update_interval": 64, "lr": 2.3e-3, "exploration_steps": 8000,
