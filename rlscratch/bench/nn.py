@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import math
 import os
@@ -198,64 +197,22 @@ def rlscratch_step(case: Case) -> Callable[[], None]:
 
 
 # -- PyTorch ----------------------------------------------------------------------------------------
-def build_torch(case: Case):
-    import torch
+def torch_reference():
+    """benchmarks/torch_reference.py, loaded by path: the package itself never imports torch, so the
+    comparison runs from a source checkout, with a Python that has torch."""
+    import importlib.util
 
-    layers, shape = [], case.input_shape
-    for kind, *args in case.layers:
-        if kind == "linear":
-            layers.append(torch.nn.Linear(shape[-1], args[0]))
-            shape = (args[0],)
-        elif kind == "conv":
-            n_out, kernel, padding = args
-            layers.append(torch.nn.Conv2d(shape[0], n_out, kernel, stride=1, padding=padding))
-            shape = (n_out, *(size + 2 * padding - kernel + 1 for size in shape[1:]))
-        elif kind == "flatten":
-            layers.append(torch.nn.Flatten())
-            shape = (math.prod(shape),)
-        else:
-            layers.append({"relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh}[kind]())
-    return torch.nn.Sequential(*layers)
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "torch_reference.py"
+    if not path.is_file():
+        raise SystemExit("the PyTorch comparison needs a source checkout (benchmarks/torch_reference.py)")
+    spec = importlib.util.spec_from_file_location("rlscratch_torch_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def torch_step(case: Case) -> Callable[[], None]:
-    import torch
-    import torch.nn.functional as F
-
-    torch.manual_seed(0)
-    net = build_torch(case)
-    optimizer = torch.optim.Adam(net.parameters(), lr=LR)
-    batch = {name: torch.from_numpy(value) for name, value in make_batch(case).items()}
-    x, labels, actions = batch["x"], batch["labels"], batch["actions"]
-
-    def q_backward(targets: torch.Tensor) -> None:
-        q_taken = net(x).gather(1, actions[:, None]).squeeze(1)
-        F.huber_loss(q_taken, targets, delta=1.0).backward()
-
-    if case.task == "classify":
-        def step() -> None:
-            optimizer.zero_grad()
-            F.cross_entropy(net(x), labels).backward()
-            optimizer.step()
-    elif case.task == "q":
-        def step() -> None:
-            optimizer.zero_grad()
-            q_backward(batch["targets"])
-            optimizer.step()
-    elif case.task == "dqn":
-        target_net = copy.deepcopy(net).requires_grad_(False)
-        rewards, next_x, not_done = batch["rewards"], batch["next_x"], 1.0 - batch["dones"]
-
-        def step() -> None:
-            with torch.no_grad():
-                targets = rewards + GAMMA * not_done * target_net(next_x).max(dim=1).values
-            optimizer.zero_grad()
-            q_backward(targets)
-            torch.nn.utils.clip_grad_norm_(net.parameters(), MAX_GRAD_NORM)
-            optimizer.step()
-    else:
-        raise ValueError(f"unknown task {case.task!r}")
-    return step
+    return torch_reference().torch_step(case)
 
 
 STEP_BUILDERS: dict[str, Callable[[Case], Callable[[], None]]] = {"rlscratch": rlscratch_step, "torch": torch_step}
@@ -298,9 +255,7 @@ class LocalSide:
         self._steps: dict[str, Callable[[], None]] = {}
         self._controller = None
         if framework == "torch":
-            import torch
-
-            torch.set_num_threads(threads or TORCH_THREADS)
+            torch_reference().set_threads(threads or TORCH_THREADS)
         elif threads is not None:
             self.blas_threads = threads
             try:
@@ -319,9 +274,7 @@ class LocalSide:
 
     def info(self) -> dict:
         if self.framework == "torch":
-            import torch
-
-            return {"torch": torch.__version__, "threads": torch.get_num_threads()}
+            return torch_reference().info()
         return {"numpy": np.__version__, "blas": blas_description(), "blas_threads": self.blas_threads}
 
     def setup(self, key: str, warmup: float) -> float:
