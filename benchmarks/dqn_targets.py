@@ -12,10 +12,10 @@ at or above the threshold comes by the step budget, and -- for CartPole, whose D
 collapse after solving -- its last evaluation is still at or above it.
 
 Columns: ``first >= thr`` the first evaluation step at or above the threshold; ``final`` the
-evaluation at the end of the run (20 greedy episodes unless the config says otherwise); ``wall``
-the whole run, ``cpu`` its process CPU time (what a loaded machine steals shows as wall > cpu),
-``train`` the wall-clock without the time spent in evaluations; ``updates/s`` and
-``steps/s`` are per second of ``train``.
+evaluation at the end of the run (20 greedy episodes unless the config says otherwise). Times come
+twice: wall-clock, and the process's CPU time -- on a shared machine the wall-clock includes what
+other processes took, the CPU time does not. ``all`` is the whole run, ``train`` the same without
+the evaluations; gradient ``updates/s`` and env ``steps/s`` are per second of ``train``.
 """
 
 from __future__ import annotations
@@ -61,20 +61,24 @@ def run_one(env: str, seed: int, overrides: tuple[str, ...], root: str) -> dict:
     import rlscratch.trainer as trainer
     from rlscratch.config import load_config
     from rlscratch.events import read_scalars
+    from rlscratch.nn.memory import keep_freed_memory
+
+    keep_freed_memory()  # as python -m rlscratch.train does (its BLAS thread count is set above)
 
     target = TARGETS[env]
     config, _ = load_config(str(CONFIGS / target.config),
                             [*overrides, f"log.root={root}", "log.progress=false"], seed=seed)
-    eval_seconds = 0.0
+    eval_seconds = eval_cpu = 0.0
     evaluate = trainer.Evaluator.run
 
     def timed_evaluate(self, agent, episodes):
-        nonlocal eval_seconds
-        start = time.perf_counter()
+        nonlocal eval_seconds, eval_cpu
+        start, cpu_start = time.perf_counter(), time.process_time()
         try:
             return evaluate(self, agent, episodes)
         finally:
             eval_seconds += time.perf_counter() - start
+            eval_cpu += time.process_time() - cpu_start
 
     trainer.Evaluator.run = timed_evaluate
     run_dir = Path(root) / f"{env}-seed{seed}"
@@ -83,9 +87,9 @@ def run_one(env: str, seed: int, overrides: tuple[str, ...], root: str) -> dict:
         summary = trainer.train(config, run_dir)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     steps, returns = read_scalars(run_dir)["eval/mean_return"]
-    train_seconds = wall - eval_seconds
     return {"env": env, "seed": seed, "steps": steps.tolist(), "returns": returns.tolist(),
-            "final": summary["eval_mean"], "wall": wall, "cpu": cpu, "train": train_seconds,
+            "final": summary["eval_mean"], "wall": wall, "train": wall - eval_seconds, "cpu": cpu,
+            "train_cpu": cpu - eval_cpu,
             "env_steps": summary["env_steps"], "updates": summary["updates"]}
 
 
@@ -114,8 +118,10 @@ def main() -> None:
         futures = [pool.submit(run_one, env, seed, tuple(args.set), root) for env, seed in jobs]
         results = [f.result() for f in futures]
 
-    print(f"{'env':<12}{'seed':>5}{'first >= thr':>14}{'final':>10}{'pass':>6}{'wall s':>9}{'cpu s':>8}"
-          f"{'train s':>9}{'updates/s':>11}{'steps/s':>9}")
+    print(f"{'':<44}{' wall-clock ':-^34}  {' CPU time ':-^33}")
+    print(f"{'env':<12}{'seed':>5}{'first >= thr':>14}{'final':>8}{'pass':>5}"
+          f"{'all s':>7}{'train s':>8}{'updates/s':>10}{'steps/s':>9}  {'all s':>6}{'train s':>8}{'updates/s':>10}"
+          f"{'steps/s':>9}")
     for env in dict.fromkeys(env for env, _ in jobs):
         target = TARGETS[env]
         rows = [r for r in results if r["env"] == env]
@@ -123,9 +129,10 @@ def main() -> None:
         for r in rows:
             first, ok = verdict(target, r)
             passed += ok
-            print(f"{env:<12}{r['seed']:>5}{first if first is not None else '-':>14}{r['final']:>10.1f}"
-                  f"{'yes' if ok else 'no':>6}{r['wall']:>9.1f}{r['cpu']:>8.1f}{r['train']:>9.1f}"
-                  f"{r['updates'] / r['train']:>11.0f}{r['env_steps'] / r['train']:>9.0f}")
+            print(f"{env:<12}{r['seed']:>5}{first if first is not None else '-':>14}{r['final']:>8.1f}"
+                  f"{'yes' if ok else 'no':>5}{r['wall']:>7.1f}{r['train']:>8.1f}{r['updates'] / r['train']:>10.0f}"
+                  f"{r['env_steps'] / r['train']:>9.0f}  {r['cpu']:>6.1f}{r['train_cpu']:>8.1f}"
+                  f"{r['updates'] / r['train_cpu']:>10.0f}{r['env_steps'] / r['train_cpu']:>9.0f}")
             if args.curves:
                 print("    " + "  ".join(f"{s // 1000}k:{v:.0f}" for s, v in zip(r["steps"], r["returns"])))
         need = target.need or len(rows)

@@ -15,7 +15,11 @@ windows, and episodes whose final observation is never the next stored observati
 reset), recovering next_obs from "the slot n*num_envs further on" needs per-slot episode bookkeeping
 and breaks at the ring's seam. For vector observations the second copy is cheap -- CartPole stores
 4 + 4 float32 values, and a slot costs 16 + 16 + 1 (uint8 action) + 4 + 4 = 41 bytes, so a million
-transitions take 41 MB. (Image observations would want frame sharing instead; see ``nbytes``.)
+transitions take 41 MB. (Image observations would want frames shared between slots instead.)
+Prioritized replay adds its sum-tree: 16 bytes per slot, capacity rounded up to a power of two.
+
+Checkpoints hold only the filled slots (all of them once the ring is full) and the n-step queue's
+pending windows, so a resumed run continues with exactly the buffer it stopped with.
 """
 
 from __future__ import annotations
@@ -194,14 +198,15 @@ class ReplayBuffer:
     # -- checkpoints: the filled slots only, plus the pending n-step windows ----------------------
     def state_dict(self) -> dict[str, np.ndarray]:
         state = {name: getattr(self, name)[:self.size].copy() for name in self._fields}
-        state.update(pos=np.array(self.pos), size=np.array(self.size))
+        state.update(capacity=np.array(self.capacity), pos=np.array(self.pos), size=np.array(self.size))
         state.update({f"queue/{k}": v for k, v in self.queue.state_dict().items()})
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        size = int(state["size"])
-        if size > self.capacity:
-            raise ValueError(f"the saved replay buffer holds {size} transitions, this one only {self.capacity}")
+        size, capacity = int(state["size"]), int(state["capacity"])
+        if capacity != self.capacity:  # the ring's order (pos) only means something at the same capacity
+            raise ValueError(f"the saved replay buffer has {capacity} slots, this one {self.capacity} "
+                             "(keep the run's buffer_size when resuming)")
         for name in self._fields:
             _copy_into(getattr(self, name), state[name], f"replay buffer '{name}'", rows=size)
         self.pos, self.size = int(state["pos"]), size

@@ -261,5 +261,5 @@ def test_state_dict_round_trip_saves_filled_part_and_pending_windows(cls):
         assert np.array_equal(original.tree.nodes, restored.tree.nodes)
     a, b = original.sample(16, np.random.default_rng(5)), restored.sample(16, np.random.default_rng(5))
     assert np.array_equal(a.indices, b.indices)
-    with pytest.raises(ValueError, match="only 10"):
+    with pytest.raises(ValueError, match="60 slots, this one 10"):
         cls(10, **kwargs).load_state_dict(state)
