@@ -299,3 +299,19 @@ def test_evaluate_and_plot_commands(tmp_path, capsys):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert run_main(plot.main, [runs[0], "--tag", "no/such"]) == 2
     assert "has no scalar 'no/such'" in capsys.readouterr().err
+
+
+SHIPPED_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.stem)
+def test_every_shipped_config_validates(path):
+    """Each shipped config loads, its agent section passes the agent's own dataclass, its env id is
+    known to gymnasium, and its file name starts with its agent's name (<agent>_<env>.yaml)."""
+    from rlscratch.agent import agent_config
+
+    config, _ = load_config(str(path))
+    name = config.agent["name"]
+    agent_config(resolve_agent(name), config.agent)
+    assert path.stem.startswith(name + "_"), (path.name, name)
+    assert config.env.id in gym.registry, config.env.id

@@ -243,10 +243,10 @@ def test_gru_beats_the_memoryless_agent_on_the_walk_seen_through_its_moves(tmp_p
     configs run 100k): GRU 0.19 (0.16-0.18 with seeds 1-4), MLP 0.354-0.357."""
     held_out = make_env(EnvConfig(id="rlscratch/RandomWalk-v0", kwargs={"n_states": 7, "observe": "move"}))
     errors = {}
-    for name in ("td_gru_random_walk_moves", "td_mlp_random_walk_moves"):
+    for name in ("td_gru_random_walk_moves", "td_gru_memoryless_random_walk_moves"):
         agent = train_moves_walk(name, tmp_path)
         errors[name] = prediction_error(agent, held_out, episodes=300, seed=10**6, against="true_values")
-    gru, mlp = errors["td_gru_random_walk_moves"], errors["td_mlp_random_walk_moves"]
+    gru, mlp = errors["td_gru_random_walk_moves"], errors["td_gru_memoryless_random_walk_moves"]
     assert mlp > 0.33 and gru < 0.25, errors
 
 

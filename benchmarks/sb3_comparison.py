@@ -1,12 +1,17 @@
-"""Training throughput of rlscratch's A2C and PPO beside Stable-Baselines3's, side by side in one run,
+"""Training time of rlscratch's DQN, A2C and PPO beside Stable-Baselines3's, side by side in one run,
 and where rlscratch's time goes.
 
-    python benchmarks/actor_critic_throughput.py --sb3-python /work/sb3venv/bin/python
-    python benchmarks/actor_critic_throughput.py --sb3-python PY --cases a2c --rounds 5
-    python benchmarks/actor_critic_throughput.py --profile-only          # rlscratch's time split only
+    python benchmarks/sb3_comparison.py --sb3-python /work/sb3venv/bin/python
+    python benchmarks/sb3_comparison.py --sb3-python PY --cases dqn --rounds 3
+    python benchmarks/sb3_comparison.py --profile-only          # rlscratch's time split only
 
-Cases (CartPole-v1, both libraries training from scratch with the same settings):
+Cases (CartPole-v1, both libraries training from scratch):
 
+  dqn  each library's tuned CartPole DQN: SB3 with rl-baselines3-zoo's hyperparams/dqn.yml (lr 2.3e-3,
+       batch 64, buffer 100,000, learning_starts 1,000, bursts of 128 updates every 256 steps, a
+       target copy every 10 steps, eps to 0.04 over 16% of the run, [256, 256] ReLU) against
+       configs/dqn_cartpole.yaml as shipped. No evaluation on either side. Figure: seconds for
+       ``--dqn-steps`` (50,000) steps. Target: rlscratch <= 0.4 x SB3.
   a2c  8 envs x n_steps 5, separate [64, 64] tanh policy and value networks with orthogonal init,
        RMSprop (lr 7e-4, alpha 0.99, eps 1e-5), gamma 0.99, lambda 1, vf_coef 0.5, ent_coef 0,
        max_grad_norm 0.5 (SB3's A2C defaults). Figure: env steps per second over ``--a2c-steps``
@@ -46,18 +51,23 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = ("a2c", "ppo")
+CASES = ("dqn", "a2c", "ppo")
 
 
 # -- Stable-Baselines3 (the worker side) ----------------------------------------------------------------
 def sb3_train(case: str, steps: int, seed: int) -> float:
     """Build SB3's model for ``case`` and return the seconds ``model.learn(steps)`` takes."""
     import torch
-    from stable_baselines3 import A2C, PPO
+    from stable_baselines3 import A2C, DQN, PPO
     from stable_baselines3.common.env_util import make_vec_env
 
-    env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
-    if case == "a2c":
+    env = make_vec_env("CartPole-v1", n_envs=1 if case == "dqn" else 8, seed=seed)
+    if case == "dqn":
+        model = DQN("MlpPolicy", env, learning_rate=2.3e-3, batch_size=64, buffer_size=100_000,
+                    learning_starts=1000, gamma=0.99, target_update_interval=10, train_freq=256,
+                    gradient_steps=128, exploration_fraction=0.16, exploration_final_eps=0.04,
+                    policy_kwargs=dict(net_arch=[256, 256]), seed=seed, device="cpu", verbose=0)
+    elif case == "a2c":
         model = A2C("MlpPolicy", env, learning_rate=7e-4, n_steps=5, gamma=0.99, gae_lambda=1.0, ent_coef=0.0,
                     vf_coef=0.5, max_grad_norm=0.5, use_rms_prop=True, rms_prop_eps=1e-5,
                     normalize_advantage=False, seed=seed, device="cpu", verbose=0,
@@ -142,6 +152,8 @@ def rlscratch_config(case: str, steps: int, seed: int, folder: Path):
                      "agent.shared_network=false", "agent.orthogonal_init=true", "model.hidden=[64, 64]",
                      "model.activation=tanh"]
         name = "a2c_cartpole"
+    elif case == "dqn":
+        overrides, name = [], "dqn_cartpole"
     else:
         overrides = [f"agent.anneal_steps={steps}"]  # lin_ schedules run over the whole run, as in the zoo
         name = "ppo_cartpole"
@@ -165,6 +177,7 @@ def rlscratch_profile(case: str, steps: int, seed: int, folder: Path) -> dict[st
     """One more rlscratch run with timers around its parts; seconds per part."""
     import gymnasium as gym
     from rlscratch.agents.a2c import A2C
+    from rlscratch.agents.dqn import DQN
     from rlscratch.agents.ppo import PPO
 
     from rlscratch import trainer
@@ -188,7 +201,9 @@ def rlscratch_profile(case: str, steps: int, seed: int, folder: Path) -> dict[st
     patches = [(gym.vector.SyncVectorEnv, "step", "env step/reset"),
                (gym.vector.SyncVectorEnv, "reset", "env step/reset"),
                (A2C, "act", "act (forward + sample)"), (A2C, "observe", "observe (store)"),
-               (A2C, "learn", "learn (update)"), (PPO, "learn", "learn (update)")]
+               (A2C, "learn", "learn (update)"), (PPO, "learn", "learn (update)"),
+               (DQN, "act", "act (forward + sample)"), (DQN, "observe", "observe (store)"),
+               (DQN, "update", "learn (update)")]
     saved = []
     for cls, name, part in patches:
         original, wrapper = timed(cls, name, part)
@@ -225,9 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", default="1", help="BLAS/torch threads for both sides: a number or 'default'")
     parser.add_argument("--sb3-python",
                         help="a Python with torch and stable-baselines3 (e.g. /work/sb3venv/bin/python)")
-    parser.add_argument("--cases", default=",".join(CASES), help="comma list from: a2c, ppo")
+    parser.add_argument("--cases", default=",".join(CASES), help="comma list from: dqn, a2c, ppo")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per case (default 3)")
     parser.add_argument("--a2c-steps", type=int, default=20_000, help="env steps per A2C round (default 20,000)")
+    parser.add_argument("--dqn-steps", type=int, default=50_000, help="env steps per DQN round (default 50,000)")
     parser.add_argument("--ppo-steps", type=int, default=100_000, help="env steps per PPO round (default 100,000)")
     parser.add_argument("--profile-only", action="store_true", help="rlscratch's time split only, no SB3")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
@@ -244,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     if threads is not None:
         threadpool_limits(threads)
     cases = args.cases.split(",")
-    steps = {"a2c": args.a2c_steps, "ppo": args.ppo_steps}
+    steps = {"dqn": args.dqn_steps, "a2c": args.a2c_steps, "ppo": args.ppo_steps}
     folder = Path(tempfile.mkdtemp(prefix="rlscratch-throughput-"))
     results: dict = {"threads": args.threads, "cases": {}}
     sb3 = None
@@ -287,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         r = results["cases"][case]
         if "speedup" in r:
             sps = r["steps_per_second"]
-            target = ">= 1.5" if case == "a2c" else ">= 2.0 (rlscratch time <= half of SB3's)"
+            target = {"dqn": ">= 2.5 (rlscratch time <= 0.4 x SB3's)", "a2c": ">= 1.5",
+                      "ppo": ">= 2.0 (rlscratch time <= half of SB3's)"}[case]
             median = r["median_seconds"]
             print(f"{case}: {r['steps']} steps, median over {args.rounds} rounds: "
                   f"rlscratch {median['rlscratch']:.2f} s ({sps['rlscratch']:.0f} steps/s), "
