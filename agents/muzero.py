@@ -1,0 +1,262 @@
+"""MuZero (Schrittwieser et al. 2020) and Gumbel MuZero (Danihelka et al. 2022) on vector observations.
+
+The model, the search and the loss live in rlscratch.muzero; this file is the agent around them:
+
+    act(obs):     one batched search for all parallel envs (rlscratch.muzero.mcts), from the learned
+                  model's hidden states; in training the root gets Dirichlet noise (MuZero) or Gumbel
+                  noise (Gumbel MuZero), and the action is drawn from the visit counts with a
+                  temperature (MuZero) or is the search's own choice (Gumbel); evaluation plays
+                  greedily without noise.
+    observe(step): store every env's step -- observation, action, reward, the search's root value and
+                  policy -- as one row of that env's game segment (rlscratch.muzero.replay), plus a row
+                  holding the final observation when its episode ended. Then train: ``train_ratio``
+                  gradient updates per env step once ``warmup_steps`` have been collected.
+    an update:    sample B positions (prioritized by |v_0 - z_0|, with importance weights); optionally
+                  *reanalyze* a fraction of them -- re-run the search with the latest model at their
+                  rows and overwrite the stored values and policies, so old games get fresh targets;
+                  build K-step targets (n-step values bootstrapped from the stored search values, or
+                  from a target network); unroll the model K steps and take an optimizer step on the
+                  loss of rlscratch.muzero.loss; refresh the priorities.
+
+Everything the run needs to resume exactly (network, optimizer, target network, replay with its
+priorities, counters, the random generator) is in ``components()``/``counters``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rlscratch import nn
+from rlscratch.agent import Agent, EnvSpec, Step
+from rlscratch.config import ModelConfig, bounded
+from rlscratch.errors import ConfigError
+from rlscratch.muzero.loss import unrolled_loss
+from rlscratch.muzero.mcts import MCTS, SearchConfig, SearchResult, select_action
+from rlscratch.muzero.model import MuZeroNet
+from rlscratch.muzero.replay import W_FINAL, W_STEP, GameReplay, make_targets
+
+
+@dataclass
+class MuZeroConfig:
+    # search
+    num_simulations: int = bounded(50, ge=1)
+    gumbel: bool = bounded(False, help="Gumbel MuZero's root search (sequential halving) instead of pUCT")
+    max_considered_actions: int = bounded(16, ge=1, help="Gumbel: actions sampled at the root")
+    gumbel_scale: float = bounded(1.0, ge=0)
+    discount: float = bounded(0.997, gt=0, le=1)
+    pb_c_init: float = bounded(1.25, gt=0)
+    pb_c_base: float = bounded(19652.0, gt=0)
+    dirichlet_alpha: float = bounded(0.25, gt=0)
+    exploration_fraction: float = bounded(0.25, ge=0, le=1)
+    temperature_schedule: list = bounded(default_factory=lambda: [[0, 1.0], [15000, 0.5], [25000, 0.25]],
+                                         help="[[env_step, T], ...]: visit-count temperature from that step on")
+    # model
+    state_dim: int = bounded(32, ge=1)
+    value_support: int = bounded(20, ge=1, help="values on the support -S..S after h(x)")
+    reward_support: int = bounded(5, ge=1)
+    # training
+    unroll_steps: int = bounded(5, ge=1, help="K")
+    td_steps: int = bounded(10, ge=1, help="n of the n-step value targets")
+    batch_size: int = bounded(128, ge=1)
+    lr: float = bounded(3e-3, gt=0)
+    lr_final: float | None = bounded(None, ge=0, help="decay lr linearly to this over lr_decay_updates")
+    lr_decay_updates: int = bounded(20_000, ge=1)
+    optimizer: str = bounded("adam", choices=("adam", "adamw", "sgd", "momentum"))
+    weight_decay: float = bounded(1e-4, ge=0)
+    max_grad_norm: float = bounded(5.0, ge=0, help="global gradient-norm clip; 0: none")
+    value_coef: float = bounded(0.25, ge=0)
+    state_grad_scale: float = bounded(0.5, ge=0, le=1, help="gradient into the dynamics' state input, per step")
+    replay_capacity: int = bounded(100_000, ge=2, help="rows held, over all envs")
+    warmup_steps: int = bounded(1000, ge=0, help="env steps before the first update")
+    train_ratio: float = bounded(0.5, gt=0, help="gradient updates per env step")
+    value_target: str = bounded("search", choices=("search", "target"),
+                                help="bootstrap n-step targets from stored search values or a target network")
+    target_update_interval: int = bounded(200, ge=1, help="updates between target-network copies")
+    reanalyze_fraction: float = bounded(0.0, ge=0, le=1, help="share of each batch whose targets are re-searched")
+    prioritized: bool = True
+    priority_alpha: float = bounded(1.0, ge=0)
+    priority_beta: float = bounded(0.4, ge=0, le=1, help="annealed to 1 over priority_beta_steps")
+    priority_beta_steps: int = bounded(25_000, ge=1, help="env steps")
+    priority_eps: float = bounded(1e-6, gt=0)
+
+
+class MuZero(Agent):
+    Config = MuZeroConfig
+    counters = ("updates", "env_steps", "train_credit")
+
+    def __init__(self, config: MuZeroConfig, spec: EnvSpec, model: ModelConfig, rng: np.random.Generator) -> None:
+        super().__init__(config, spec, model, rng)
+        self.n_actions = spec.n_actions
+        self.schedule = self._temperature_schedule(config.temperature_schedule)
+        self.net = MuZeroNet(spec.obs_dim, spec.n_actions, rng, state_dim=config.state_dim, hidden=model.hidden,
+                             value_support=config.value_support, reward_support=config.reward_support,
+                             activation=model.activation, init=model.init)
+        self.target = self.net.clone() if config.value_target == "target" else None
+        lr: float | dict = config.lr
+        if config.lr_final is not None:
+            lr = {"kind": "linear", "start": config.lr, "end": config.lr_final, "steps": config.lr_decay_updates}
+        if config.optimizer == "momentum":
+            self.optimizer = nn.make_optimizer("momentum", self.net, lr=lr, momentum=0.9,
+                                               weight_decay=config.weight_decay)
+        else:
+            self.optimizer = nn.make_optimizer(config.optimizer, self.net, lr=lr, weight_decay=config.weight_decay)
+        self.search_config = SearchConfig(
+            num_simulations=config.num_simulations, discount=config.discount, pb_c_init=config.pb_c_init,
+            pb_c_base=config.pb_c_base, dirichlet_alpha=config.dirichlet_alpha,
+            exploration_fraction=config.exploration_fraction, gumbel=config.gumbel,
+            max_considered_actions=config.max_considered_actions, gumbel_scale=config.gumbel_scale)
+        # preallocated trees: one search for the training envs, one for evaluation's, one for reanalysis
+        # (which reallocates whenever its batch size changes)
+        self._searches: dict[int, MCTS] = {}
+        self._reanalyze_search = MCTS(self.search_config, self.n_actions)
+        self.replay = GameReplay(config.replay_capacity, spec.num_envs, (spec.obs_dim,), spec.n_actions,
+                                 alpha=config.priority_alpha if config.prioritized else 0.0, eps=config.priority_eps)
+        self.window = config.unroll_steps + config.td_steps + 1
+        self.env_steps = 0
+        self.train_credit = 0.0
+        self._last_search: SearchResult | None = None
+        # evaluation's searches break ties with their own generator, so evaluating (how often, with
+        # how many envs) never changes what training does
+        self.eval_rng = np.random.default_rng(rng.integers(2**63))
+
+    @staticmethod
+    def _temperature_schedule(schedule: list) -> list[tuple[int, float]]:
+        try:
+            pairs = sorted((int(step), float(t)) for step, t in schedule)
+        except (TypeError, ValueError):
+            raise ConfigError(f"agent.temperature_schedule: expected [[env_step, temperature], ...], got {schedule!r}"
+                              ) from None
+        if not pairs or any(t < 0 for _, t in pairs):
+            raise ConfigError("agent.temperature_schedule: needs at least one [env_step, temperature >= 0] pair")
+        return pairs
+
+    def temperature(self) -> float:
+        current = self.schedule[0][1]
+        for step, t in self.schedule:
+            if self.env_steps >= step:
+                current = t
+        return current
+
+    def _search(self, batch: int) -> MCTS:
+        if batch not in self._searches:
+            if len(self._searches) >= 4:   # a stream of odd batch sizes must not pile up trees
+                self._searches.clear()
+            self._searches[batch] = MCTS(self.search_config, self.n_actions)
+        return self._searches[batch]
+
+    def _obs(self, obs: np.ndarray) -> np.ndarray:
+        return np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
+
+    # -- acting -----------------------------------------------------------------------------------
+    def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
+        obs = self._obs(obs)
+        rng = self.rng if explore else self.eval_rng
+        result = self._search(len(obs)).run(self.net, obs, rng, explore)
+        if explore:
+            self._last_search = result   # observe() stores its root values and policies
+        if result.action is not None:     # Gumbel MuZero chose already (noise-free when evaluating)
+            return result.action
+        return select_action(result.visit_counts, self.temperature() if explore else 0.0, rng)
+
+    # -- storing and training ---------------------------------------------------------------------------
+    def observe(self, step: Step) -> dict[str, float]:
+        search = self._last_search
+        if search is None:
+            raise RuntimeError("observe() without a preceding act(explore=True)")
+        final_values = None
+        truncated = np.asarray(step.truncated) & ~np.asarray(step.terminated)
+        if truncated.any():
+            # a truncated episode's value goes on past its final observation: bootstrap from it
+            _, _, final_values = self.net.initial_inference(self._obs(step.next_obs))
+        self.replay.add(self._obs(step.obs), step.action, step.reward, search.root_value, search.policy,
+                        self._obs(step.next_obs), step.terminated, step.truncated, final_values)
+        self._last_search = None
+        n = len(step.reward)
+        self.env_steps += n
+        metrics: dict[str, float] = {"search/root_value": float(search.root_value.mean())}
+        if self.env_steps < self.config.warmup_steps:
+            return metrics
+        self.train_credit += n * self.config.train_ratio
+        while self.train_credit >= 1.0:
+            self.train_credit -= 1.0
+            metrics.update(self.train_step())
+        return metrics
+
+    def _beta(self) -> float:
+        c = self.config
+        return c.priority_beta + (1.0 - c.priority_beta) * min(1.0, self.env_steps / c.priority_beta_steps)
+
+    def train_step(self) -> dict[str, float]:
+        c = self.config
+        sample = self.replay.sample(c.batch_size, self.rng, self._beta() if c.prioritized else 0.0)
+        metrics = {}
+        if c.reanalyze_fraction > 0:
+            count = int(round(c.reanalyze_fraction * c.batch_size))
+            if count:
+                metrics["train/reanalyzed_rows"] = float(self.reanalyze(sample.env[:count], sample.start[:count]))
+        window = self.replay.window(sample.env, sample.start, self.window)
+        values = None
+        if self.target is not None:
+            obs = window.obs.reshape(-1, *window.obs.shape[2:])
+            values = self.target.initial_inference(obs)[2].reshape(window.status.shape)
+        batch = make_targets(window, c.unroll_steps, c.td_steps, c.discount, self.rng, values)
+        batch.weights = sample.weights if c.prioritized else np.ones(c.batch_size)
+
+        self.net.zero_grad()
+        result = unrolled_loss(self.net, batch, value_coef=c.value_coef, state_grad_scale=c.state_grad_scale)
+        grad_norm = nn.clip_grad_norm(self.net.flat_grads, c.max_grad_norm) if c.max_grad_norm > 0 else 0.0
+        self.optimizer.step()
+        self.updates += 1
+        if self.target is not None and self.updates % c.target_update_interval == 0:
+            self.target.copy_from(self.net)
+
+        known = batch.value_mask[:, 0] > 0
+        if c.prioritized and known.any():
+            errors = np.abs(result.initial_value.astype(np.float64) - batch.target_value[:, 0])
+            self.replay.update_priorities(sample.leaf[known], errors[known])
+        metrics.update({"loss/total": result.loss, "loss/policy": result.policy_loss, "loss/value": result.value_loss,
+                        "loss/reward": result.reward_loss, "train/grad_norm": grad_norm,
+                        "train/value_target": float(batch.target_value[:, 0].mean()),
+                        "train/lr": self.optimizer.lr})
+        return metrics
+
+    def reanalyze(self, env: np.ndarray, start: np.ndarray) -> int:
+        """Re-run the search with the current model at every state row of these windows (no noise)
+        and overwrite the stored root values and policies. Returns the number of rows searched."""
+        window = self.replay.window(env, start, self.window)
+        rows = (window.status == W_STEP) | ((window.status == W_FINAL) & ~window.terminated[:, None])
+        envs = np.broadcast_to(env[:, None], rows.shape)[rows]
+        slots = window.slots[rows]
+        key = np.unique(envs * self.replay.per_env + slots)
+        envs, slots = np.divmod(key, self.replay.per_env)
+        if len(key) == 0:
+            return 0
+        result = self._reanalyze_search.run(self.net, self.replay.obs[envs, slots], self.rng, explore=False)
+        final = self.replay.kind[envs, slots] != 0
+        # a final row has no action: keep its (zero) policy, refresh only its value
+        policies = np.where(final[:, None], self.replay.policies[envs, slots], result.policy)
+        self.replay.refresh(envs, slots, result.root_value, policies)
+        return len(key)
+
+    def components(self) -> dict:
+        parts = {"rng": self.rng, "eval_rng": self.eval_rng, "net": self.net, "optimizer": self.optimizer,
+                 "replay": self.replay}
+        if self.target is not None:
+            parts["target"] = self.target
+        return parts
+
+
+@dataclass
+class GumbelMuZeroConfig(MuZeroConfig):
+    """MuZero's settings with Gumbel MuZero's root search and its small simulation budget."""
+
+    gumbel: bool = True
+    num_simulations: int = bounded(8, ge=1)
+
+
+class GumbelMuZero(MuZero):
+    """MuZero with Gumbel MuZero's search: the same agent, other defaults (agent name gumbel_muzero)."""
+
+    Config = GumbelMuZeroConfig

@@ -1,0 +1,135 @@
+"""MuZero's training loss: unroll the learned model K steps along stored actions, forward and
+backward by hand.
+
+For a position t of a stored game with actions a_t..a_{t+K-1}:
+
+    s_0 = h(o_t),    s_{k+1}, r_{k+1} = g(s_k, a_{t+k}),    p_k, v_k = f(s_k)      k = 0..K
+
+    L = sum_{k=0}^{K} c_k [ CE(pi_k, p_k) + lambda_v CE(twohot(z_k), v_k) + [k > 0] CE(twohot(u_k), r_k) ]
+
+with c_0 = 1 and c_k = 1/K for k > 0 (so the whole unroll weighs about as much as the first step),
+pi_k the search policy stored at t+k, z_k the n-step value target and u_k the observed reward of
+step t+k-1. Each term is a softmax cross-entropy, whose gradient with respect to its logits is
+simply (softmax - target) -- see docs/backprop.md. Every sample n is weighted by w_n (importance
+weights from prioritized replay) and by a 0/1 mask per target (no policy beyond the end of an
+episode, nothing past data we do not have), and the batch is averaged over its N samples.
+
+**Gradient scaling.** MuZero halves the gradient flowing back into the hidden state at every
+unrolled step (``scale_gradient(s, 0.5)`` in the paper's pseudocode), so that the gradient the
+representation receives stays bounded however long the unroll: the state s_k (k >= 1) enters the
+next dynamics call as 0.5 s_k + 0.5 stopgrad(s_k) -- the same value, half the gradient. In backward
+that is one multiplication of dL/ds_k coming out of the dynamics by ``state_grad_scale``.
+
+The backward pass visits the calls in exactly the reverse of the forward order,
+
+    forward:   h, f_0, g_0, f_1, g_1, ..., g_{K-1}, f_K
+    backward:  f_K, g_{K-1}, f_{K-1}, ..., g_0, f_0, h
+
+and because each rlscratch module keeps a stack of its forward calls, the prediction and dynamics
+networks (used K+1 and K times) pop their own calls in that order and accumulate their gradients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rlscratch import nn
+
+from .model import MuZeroNet
+from .support import logits_to_scalar, scalar_to_support
+
+
+@dataclass
+class UnrollBatch:
+    """Inputs and targets of one unrolled update (N samples, K unroll steps, A actions)."""
+
+    obs: np.ndarray             # (N, obs_dim)   observation o_t
+    actions: np.ndarray         # (N, K)         actions a_t..a_{t+K-1} (random past an episode's end)
+    target_policy: np.ndarray   # (N, K+1, A)    search policies pi_0..pi_K
+    policy_mask: np.ndarray     # (N, K+1)
+    target_value: np.ndarray    # (N, K+1)       scalar value targets z_0..z_K
+    value_mask: np.ndarray      # (N, K+1)
+    target_reward: np.ndarray   # (N, K+1)       scalar rewards u_k; column 0 unused
+    reward_mask: np.ndarray     # (N, K+1)       column 0 unused
+    weights: np.ndarray         # (N,)           importance-sampling weights
+
+
+@dataclass
+class UnrollResult:
+    loss: float
+    policy_loss: float
+    value_loss: float
+    reward_loss: float
+    initial_value: np.ndarray   # (N,) predicted v_0, for prioritized replay's |v_0 - z_0|
+    states: list[np.ndarray]    # s_0..s_K of this forward pass (the gradient check detaches them)
+
+
+def unrolled_loss(net: MuZeroNet, batch: UnrollBatch, value_coef: float = 0.25, state_grad_scale: float = 0.5,
+                  backward: bool = True, detached_states: list[np.ndarray] | None = None) -> UnrollResult:
+    """The loss above; with ``backward`` its gradient is *added* into ``net``'s gradients.
+
+    ``detached_states`` exists for the gradient check only: the states s_0..s_K of an earlier
+    forward pass at the same parameters (``UnrollResult.states``). Then each dynamics input
+    is computed as c s_k + (1 - c) s_k^detached, a function whose true derivative *is* the scaled
+    gradient, so finite differences can verify the scaling too. In training leave it None: the value
+    is identical and only the backward multiplies by c.
+    """
+    n, K = batch.actions.shape
+    dtype = net.dtype
+    c = float(state_grad_scale)
+    base = np.asarray(batch.weights, dtype=np.float64).reshape(n)
+    value_targets = scalar_to_support(batch.target_value, net.value_support)     # (N, K+1, 2S+1)
+    reward_targets = scalar_to_support(batch.target_reward, net.reward_support)
+
+    parts = {"policy": 0.0, "value": 0.0, "reward": 0.0}
+    grads_policy, grads_value, grads_reward = [], [], []
+
+    def cross_entropy(logits, target, mask, scale, name):
+        # nn's softmax cross-entropy divides by N itself: L = sum_n weight_n l_n / N
+        loss, grad = nn.softmax_cross_entropy(logits, target, weights=base * mask * scale)
+        parts[name] += loss
+        return grad
+
+    state = net.represent(batch.obs)
+    states = [state]
+    initial_value = None
+    for k in range(K + 1):
+        scale = 1.0 if k == 0 else 1.0 / K
+        policy_logits, value_logits = net.predict(state)
+        if k == 0:
+            initial_value = logits_to_scalar(value_logits.astype(np.float64), net.value_support)
+        grads_policy.append(cross_entropy(policy_logits, batch.target_policy[:, k], batch.policy_mask[:, k],
+                                          scale, "policy"))
+        grads_value.append(cross_entropy(value_logits, value_targets[:, k], batch.value_mask[:, k],
+                                         scale * value_coef, "value"))
+        if k == K:
+            break
+        state_in = state
+        if k > 0 and detached_states is not None:
+            state_in = c * state + (1.0 - c) * detached_states[k]
+        state, reward_logits = net.dynamics(state_in, batch.actions[:, k])
+        states.append(state)
+        grads_reward.append(cross_entropy(reward_logits, reward_targets[:, k + 1], batch.reward_mask[:, k + 1],
+                                          1.0 / K, "reward"))
+
+    if backward:
+        d_from_dynamics = None
+        for k in range(K, -1, -1):
+            d_state = net.predict_backward(grads_policy[k], grads_value[k])
+            if d_from_dynamics is not None:
+                d_state += d_from_dynamics
+            if k > 0:
+                d_input = net.dynamics_backward(d_state, grads_reward[k - 1])
+                # the state s_{k-1} entered this dynamics call through scale_gradient(., c) unless
+                # it is s_0 (the paper scales only the states the dynamics itself produced)
+                d_from_dynamics = d_input * c if k - 1 > 0 else d_input
+        net.represent_backward(d_state)
+    else:
+        net.clear_saved()
+
+    loss = parts["policy"] + parts["value"] + parts["reward"]
+    raw_value_loss = parts["value"] / value_coef if value_coef else 0.0  # logged without its coefficient
+    return UnrollResult(float(loss), parts["policy"], raw_value_loss, parts["reward"], initial_value.astype(dtype),
+                        states)
