@@ -198,6 +198,8 @@ class MCTS:
         depth = np.arange(S + 3)
         exponent = depth[None, :] - depth[:, None] - 1
         self.discount_matrix_t = np.where(exponent >= 0, config.discount ** np.maximum(exponent, 0), 0.0).T.copy()
+        self.discount_matrix = self.discount_matrix_t.T.copy()
+        self.discount_powers = config.discount ** depth.astype(np.float64)   # gamma^0, gamma^1, ...
         # sqrt(N) (c1 + log((N + c2 + 1) / c2)) for every integer visit count N the search can reach
         visits = np.arange(S + 3, dtype=np.float64)
         self.exploration_coef = np.sqrt(visits) * (
@@ -325,6 +327,21 @@ class MCTS:
         return path[self.rows, leaf_depth - 1], leaf_depth
 
     def _expand(self, new, parent, action, leaf_depth, next_state, reward, logits, value) -> None:
+        if self.batch == 1:
+            # one tree: plain element writes cost a fraction of the fancy-indexed ones below
+            edge = int(parent[0]) * self.n_actions + int(action[0])
+            depth = int(leaf_depth[0])
+            self.flat_children[edge] = new     # tree 0: global index == local index
+            self.in_edge[0, new] = edge
+            self.depth[0, new] = depth
+            self.states[0, new] = next_state[0]
+            self.reward[0, new] = reward[0]
+            self.raw_value[0, new] = value[0]
+            if self.config.gumbel:
+                self.logits[0, new] = logits[0]
+            self.prior[0, new] = softmax(logits[0])
+            self.path[0, depth] = new
+            return
         node = self.root_index + new
         edge = parent * self.n_actions + action
         self.flat_children[edge] = node
@@ -343,6 +360,9 @@ class MCTS:
 
         With the leaf value written in as if it were one more reward, x_{d+1} = v, the return at
         depth k is G_k = sum_{j>k} gamma^{j-k-1} x_j for every k at once: x @ M^T."""
+        if self.batch == 1:
+            self._backup_one(int(leaf_depth[0]), leaf_value[0])
+            return
         L = int(leaf_depth.max()) + 1                                  # path length, root to leaf
         path = self.path[:, :L]
         x = self.flat_reward.take(self.path[:, :L + 1])                # r_j (0 at the root and padding)
@@ -371,6 +391,33 @@ class MCTS:
                 np.minimum(self.low, _min(np.where(on_path, q, np.inf), axis=1), out=self.low)
                 np.maximum(self.high, _max(np.where(on_path, q, -np.inf), axis=1), out=self.high)
 
+    def _backup_one(self, depth: int, leaf_value) -> None:
+        """``_backup`` for a single tree, on 1-D views of its path (no padding, fewer array calls):
+        with rewards r_0..r_d along the path (r_0 = 0 at the root) and leaf value v,
+
+            G = M[:d+1, :d+1] r + v (gamma^d, ..., gamma, 1),     M[k, j] = gamma^{j-k-1} (j > k)."""
+        L = depth + 1
+        path = self.path[0, :L]
+        rewards = self.flat_reward.take(path)
+        returns = self.discount_matrix[:L, :L] @ rewards
+        returns += self.discount_powers[depth::-1] * leaf_value
+        self.flat_value_sum[path] += returns
+        self.flat_visits[path] += 1.0
+        below = path[1:]
+        edges = self.flat_in_edge.take(below)
+        q = self.flat_value_sum.take(below)
+        q /= self.flat_visits.take(below)
+        q *= self.config.discount
+        q += rewards[1:]
+        self.flat_edge_q[edges] = q
+        self.flat_edge_visits[edges] += 1.0
+        if not self.config.gumbel:
+            low, high = float(_min(q)), float(_max(q))
+            if low < self.low[0]:
+                self.low[0] = low
+            if high > self.high[0]:
+                self.high[0] = high
+
     def _edge_stats(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Visit counts and Q-values of the edges of nodes [:, :n]; an unvisited edge's Q is its
         parent's mean value."""
@@ -387,9 +434,14 @@ class MCTS:
             scores[:, 0] = self._gumbel_root_scores(visits[:, 0], q[:, 0])
         else:
             # normalize_q inlined: before any Q is seen, low = inf sends every score to -inf -> 0
-            inverse_span = 1.0 / np.maximum(self.high - self.low, config.value_delta)
-            scores = q - self.low[:, None, None]
-            scores *= inverse_span[:, None, None]
+            if self.batch == 1:
+                low, high = float(self.low[0]), float(self.high[0])
+                scores = q - low
+                scores *= 1.0 / max(high - low, config.value_delta)
+            else:
+                inverse_span = 1.0 / np.maximum(self.high - self.low, config.value_delta)
+                scores = q - self.low[:, None, None]
+                scores *= inverse_span[:, None, None]
             np.maximum(scores, 0.0, out=scores)   # clip to [0, 1] (np.clip's wrapper costs more)
             np.minimum(scores, 1.0, out=scores)
             coef = self.exploration_coef.take(self.visits[:, :n].astype(np.intp))

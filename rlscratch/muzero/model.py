@@ -135,13 +135,22 @@ class MuZeroNet(nn.Module):
 
             dynamics = plan(self.dynamics_net)
             first_t, first_b, first_act = dynamics[0]
+            reward_bins, value_bins = self.reward_bins, self.value_bins
+            # both heads' support means in one product: block-diagonal [1 | i] moments, columns
+            # (sum_r, sum_r i, sum_v, sum_v i) of the concatenated [reward | value] exponentials
+            heads = np.zeros((reward_bins + value_bins, 4), dtype=self.dtype)
+            heads[:reward_bins, :2] = support_moments(self.reward_support, self.dtype)
+            heads[reward_bins:, 2:] = support_moments(self.value_support, self.dtype)
+            spread = np.zeros((2, reward_bins + value_bins), dtype=self.dtype)
+            spread[0, :reward_bins] = spread[1, reward_bins:] = 1.0
             self._plans = {
                 "representation": plan(self.representation), "prediction": plan(self.prediction),
                 # [s | onehot(a)] W^T = s W_s^T + (row a of W_a^T): the one-hot product is a row lookup
                 "dynamics_first": (first_t[:self.state_dim], first_t[self.state_dim:], first_b, first_act),
                 "dynamics_rest": dynamics[1:],
-                "reward_moments": support_moments(self.reward_support, self.dtype),
                 "value_moments": support_moments(self.value_support, self.dtype),
+                "head_moments": heads, "head_spread": spread,
+                "head_starts": np.array([0, reward_bins]),
             }
         return self._plans
 
@@ -212,16 +221,18 @@ class MuZeroNet(nn.Module):
         weight_state, weight_action, bias, activation = plans["dynamics_first"]
         x = state @ weight_state
         x += bias
-        x += weight_action[actions]
+        x += weight_action.take(actions, axis=0)
         x = self._run(plans["dynamics_rest"], _activate(x, activation))
         next_state = _scale(x[:, :self.state_dim], self.scale_next.eps)
         out = self._run(plans["prediction"], next_state)
-        # both support means through one inverse transform
-        means = np.concatenate([logits_to_mean(x[:, self.state_dim:], plans["reward_moments"]),
-                                logits_to_mean(out[:, self.n_actions:], plans["value_moments"])])
-        scalars = inverse_transform(means)
-        n = len(state)
-        return next_state, scalars[:n], out[:, :self.n_actions], scalars[n:]
+        # both support means at once (logits_to_mean for the two heads side by side): subtract each
+        # head's own maximum (one reduceat, spread back over its bins by a 0/1 product), exp, then
+        # the block moments give (sum e, sum e i) per head
+        logits = np.concatenate([x[:, self.state_dim:], out[:, self.n_actions:]], axis=1)
+        logits -= np.maximum.reduceat(logits, plans["head_starts"], axis=1) @ plans["head_spread"]
+        sums = np.exp(logits, out=logits) @ plans["head_moments"]
+        scalars = inverse_transform(sums[:, 1::2] / sums[:, 0::2])     # (N, 2): reward, value
+        return next_state, scalars[:, 0], out[:, :self.n_actions], scalars[:, 1]
 
 
 def _activate(x: np.ndarray, activation) -> np.ndarray:
