@@ -2,20 +2,37 @@
 
     x --[MLP]--> one output per arm --(explore)--> a --env--> r --> replay (x, a, r) --> minibatch updates
 
-Three ways to explore, on the same network (the config's ``model:`` section):
+Three ways to explore, on the same kind of network (the config's ``model:`` section):
 
-* ``EpsilonGreedyBandit`` -- the network regresses each arm's expected reward, f_a(x) ~ E[r | x, a],
-  trained by MSE on the *taken* arm's output only (the other arms' rewards were never seen). It
-  plays argmax_a f_a(x), and a uniformly random arm with probability epsilon (decaying).
+* ``EpsilonGreedyBandit`` -- the network predicts each arm's expected reward f_a(x) ~ E[r | x, a] and
+  is trained by MSE on the *taken* arm's prediction only (the other arms' rewards were never seen).
+  It plays argmax_a f_a(x), and a uniformly random arm with probability epsilon (decaying).
 * ``PolicyGradientBandit`` -- a softmax policy pi(a|x) trained by REINFORCE with a baseline. With one
   step per episode the return is the reward, so the gradient is (r - b) grad log pi(a|x).
-* ``NeuralLinUCBBandit`` -- the regression network of the first, with *directed* exploration: an
-  upper confidence bound from a per-arm Bayesian linear regression on the network's last hidden
-  features phi(x). It tries an arm because its reward is uncertain for *this* x, not at random.
+* ``NeuralLinUCBBandit`` -- the reward predictor of the first, with *directed* exploration: an upper
+  confidence bound from a per-arm Bayesian linear regression on the network's last hidden features
+  phi(x). It tries an arm because its reward is uncertain for *this* x, not at random.
+
+Reward models (``reward_model``) for the two that predict rewards:
+
+* ``independent`` -- f_a(x) = z_a(x), one free output per arm: the general contextual bandit.
+* ``softmax`` -- f(x) = softmax(z(x)): the predicted rewards of the arms are positive and sum to one.
+  That is a prior belief about the problem -- exactly one arm pays 1, as when the arms are the
+  classes of a classification task (MNIST) -- and a strong one: a round whose guess was right
+  (r = 1 pushes f_a up) now also pushes every other arm down on that x, which independent outputs
+  only learn from guessing them wrongly. Measured on MNIST (benchmarks/bandit_targets.py) it is the
+  difference between a test accuracy stuck near 95% and one that keeps improving past 97.5%.
 
 All three learn from minibatches drawn from a replay of the most recent rounds (``replay_size``),
 with ``updates_per_round`` gradient steps per round, and act on a batch of contexts at once (one per
 parallel env). The greedy policy (``explore=False``) is the argmax of predicted reward or of the policy.
+
+``augment_shift: k`` (image observations) trains on each replayed image translated by a random
+offset of up to k pixels each way: another prior, that moving the image does not change the reward
+(a digit moved by a pixel is the same digit), so every round also stands for its shifted copies. A
+bandit learns only what its few rounds teach it, and this makes each one count for more: measured on
+MNIST (first 10,000 rounds, seeds 0-3, epsilon-greedy) k = 1 cuts the cumulative regret from about
+1,000-1,100 to about 700 (k = 2: about 820). Acting always sees the image as it is.
 """
 
 from __future__ import annotations
@@ -27,6 +44,7 @@ import numpy as np
 from rlscratch import nn
 from rlscratch.agent import Agent, EnvSpec, Step
 from rlscratch.config import ModelConfig, bounded
+from rlscratch.errors import ConfigError
 from rlscratch.models import mlp
 
 
@@ -80,20 +98,26 @@ class ReplayConfig:
     batch_size: int = bounded(64, ge=1)
     replay_size: int = bounded(20_000, ge=1, help="the most recent rounds kept to learn from")
     updates_per_round: float = bounded(1.0, gt=0, help="gradient steps per round (fractions accumulate)")
-    initial_value: float | None = None  # every arm's initial predicted reward (optimism when high); None: random
+    lr_end: float | None = bounded(None, gt=0, help="decay lr linearly to this over lr_decay_rounds; None: constant")
+    lr_decay_rounds: int = bounded(60_000, ge=1)
+    augment_shift: int = bounded(0, ge=0, help="train on replayed images translated by up to this many pixels "
+                                               "(image observations only); 0: as observed")
+
+
+def make_optimizer(net: nn.Module, config: ReplayConfig) -> nn.Adam:
+    """Adam, with the learning rate decayed linearly (per gradient step) if the config asks for it."""
+    if config.lr_end is None:
+        return nn.Adam(net, lr=config.lr)
+    steps = int(config.lr_decay_rounds * config.updates_per_round)
+    return nn.Adam(net, lr=nn.optim.linear(config.lr, config.lr_end, steps))
 
 
 def build_net(n_in: int, n_out: int, model: ModelConfig, rng: np.random.Generator,
-              output_gain: float | None = None, initial_output: float | None = None) -> nn.Sequential:
+              output_gain: float | None = None) -> nn.Sequential:
     """obs -> hidden... -> one output per arm. The first layer's input is the image itself, whose
-    gradient nobody needs: skipping it saves a third of that (largest) layer's backward pass.
-    ``initial_output`` starts every output near that value (small last-layer weights, that bias)."""
-    if initial_output is not None:
-        output_gain = 0.01
+    gradient nobody needs: skipping it saves a third of that (largest) layer's backward pass."""
     net = mlp(n_in, n_out, model, rng, output_gain=output_gain)
     net.layers[0].input_grad = False
-    if initial_output is not None:
-        net.layers[-1].params["b"][:] = initial_output
     return net
 
 
@@ -102,17 +126,83 @@ def flat(obs: np.ndarray) -> np.ndarray:
     return obs.reshape(len(obs), -1)
 
 
-def regression_step(net: nn.Module, optimizer: nn.optim.Optimizer, obs: np.ndarray, action: np.ndarray,
-                    reward: np.ndarray) -> float:
-    """One gradient step on L = mean_n (f_{a_n}(x_n) - r_n)^2: only the taken arm's output has a target,
-    so the other outputs get zero gradient."""
-    pred = net(obs)
-    rows = np.arange(len(action))
-    loss, dpred_taken = nn.mse(pred[rows, action], reward)
-    dpred = np.zeros_like(pred)
-    dpred[rows, action] = dpred_taken
+def image_shape(spec: EnvSpec, config: ReplayConfig) -> tuple[int, ...] | None:
+    """The observations' image shape ((H, W) or (C, H, W)) when the config augments them, else None."""
+    if not config.augment_shift:
+        return None
+    if len(spec.obs_shape) not in (2, 3):
+        raise ConfigError(f"agent.augment_shift translates images, but this env's observations have shape "
+                          f"{spec.obs_shape}; give them as images "
+                          f"(for rlscratch/MNISTBandit-v0: env.kwargs.flat: false)")
+    return spec.obs_shape
+
+
+def random_shift(x: np.ndarray, shape: tuple[int, ...], max_shift: int, rng: np.random.Generator) -> np.ndarray:
+    """Each row of x (a flattened image of ``shape``) translated by its own (dy, dx), uniform on
+    {-max_shift..max_shift}^2, the uncovered border filled with zeros:
+
+        out[i, j] = x[i - dy, j - dx]   (0 where that falls outside the image)
+
+    Data augmentation for a reward that an image's position does not change (a digit moved by a pixel
+    or two is the same digit): each replayed round (x, a, r) also stands for (shift(x), a, r). Nothing
+    is differentiated through it (the first layer computes no input gradient)."""
+    n, (h, w), s = len(x), shape[-2:], max_shift
+    images = x.reshape(n, -1, h, w)
+    padded = np.zeros((n, images.shape[1], h + 2 * s, w + 2 * s), dtype=x.dtype)
+    padded[:, :, s:s + h, s:s + w] = images
+    # window offset o = s - shift: out[i, j] = padded[i + o] = x[i + o - s] = x[i - shift]
+    offset_y, offset_x = rng.integers(0, 2 * s + 1, (2, n))
+    out = np.empty_like(images)
+    for oy in range(2 * s + 1):
+        for ox in range(2 * s + 1):
+            rows = np.flatnonzero((offset_y == oy) & (offset_x == ox))
+            if len(rows):
+                out[rows] = padded[rows, :, oy:oy + h, ox:ox + w]
+    return out.reshape(n, -1)
+
+
+def replayed_obs(replay: BanditReplay, idx: np.ndarray, shape: tuple[int, ...] | None, max_shift: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """The contexts of the replayed rounds ``idx``, randomly translated if the config asks for it."""
+    return replay.obs[idx] if shape is None else random_shift(replay.obs[idx], shape, max_shift, rng)
+
+
+REWARD_MODELS = ("softmax", "independent")
+
+
+def predicted_rewards(outputs: np.ndarray, reward_model: str) -> np.ndarray:
+    """f(x) from the network's outputs z(x): softmax(z), or z itself."""
+    return nn.softmax(outputs) if reward_model == "softmax" else outputs
+
+
+def reward_regression_loss(outputs: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
+                           reward_model: str) -> tuple[float, np.ndarray]:
+    """MSE of the taken arms' predicted rewards, and its gradient with respect to the outputs z, by hand:
+
+        L = 1/N sum_n (f_{a_n}(x_n) - r_n)^2,    g_n = dL/df_{a_n} = 2 (f_{a_n} - r_n) / N
+
+    independent (f = z):        dL/dz_n = g_n onehot(a_n)     -- the other arms' outputs get nothing
+    softmax     (f = softmax z): df_a/dz = f_a (onehot(a) - f), so
+                                 dL/dz_n = g_n f_{a_n} (onehot(a_n) - f_n)   -- every arm moves
+    """
+    f = predicted_rewards(outputs, reward_model)
+    rows = np.arange(len(actions))
+    loss, g = nn.mse(f[rows, actions], rewards)
+    if reward_model == "softmax":
+        doutputs = f * -(g * f[rows, actions])[:, None]
+        doutputs[rows, actions] += g * f[rows, actions]
+    else:
+        doutputs = np.zeros_like(outputs)
+        doutputs[rows, actions] = g
+    return loss, doutputs
+
+
+def regression_step(net: nn.Module, optimizer: nn.optim.Optimizer, obs: np.ndarray, actions: np.ndarray,
+                    rewards: np.ndarray, reward_model: str) -> float:
+    """One gradient step of the reward regression on a minibatch of rounds."""
+    loss, doutputs = reward_regression_loss(net(obs), actions, rewards, reward_model)
     net.zero_grad()
-    net.backward(dpred)
+    net.backward(doutputs)
     optimizer.step()
     return loss
 
@@ -120,6 +210,7 @@ def regression_step(net: nn.Module, optimizer: nn.optim.Optimizer, obs: np.ndarr
 # -- (a) epsilon-greedy on a reward regression --------------------------------------------------------
 @dataclass
 class EpsilonGreedyConfig(ReplayConfig):
+    reward_model: str = bounded("softmax", choices=REWARD_MODELS)
     epsilon_start: float = bounded(0.1, ge=0, le=1)
     epsilon_end: float = bounded(0.0, ge=0, le=1)
     epsilon_decay_rounds: int = bounded(10_000, ge=1, help="rounds to go linearly from start to end")
@@ -138,9 +229,10 @@ class EpsilonGreedyBandit(Agent):
     def __init__(self, config: EpsilonGreedyConfig, spec: EnvSpec, model: ModelConfig,
                  rng: np.random.Generator) -> None:
         super().__init__(config, spec, model, rng)
-        self.net = build_net(spec.obs_dim, spec.n_actions, model, rng, initial_output=config.initial_value)
-        self.optimizer = nn.Adam(self.net, lr=config.lr)
+        self.net = build_net(spec.obs_dim, spec.n_actions, model, rng)
+        self.optimizer = make_optimizer(self.net, config)
         self.replay = BanditReplay(config.replay_size, (spec.obs_dim,))
+        self.image_shape = image_shape(spec, config)  # None: no augmentation
         self.rounds = 0  # rounds played (summed over parallel envs)
         self.update_credit = 0.0  # gradient steps owed: updates_per_round per round, paid in whole steps
 
@@ -150,7 +242,7 @@ class EpsilonGreedyBandit(Agent):
         return c.epsilon_start + (c.epsilon_end - c.epsilon_start) * min(self.rounds / c.epsilon_decay_rounds, 1.0)
 
     def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
-        greedy = self.net.infer(flat(obs)).argmax(axis=1)
+        greedy = self.net.infer(flat(obs)).argmax(axis=1)  # softmax is monotone: argmax f = argmax z
         if not explore:
             return greedy
         random_arm = self.rng.integers(0, self.spec.n_actions, len(obs))
@@ -163,8 +255,9 @@ class EpsilonGreedyBandit(Agent):
         losses = []
         while self.update_credit >= 1.0:
             idx = self.replay.sample(self.config.batch_size, self.rng)
-            losses.append(regression_step(self.net, self.optimizer, self.replay.obs[idx], self.replay.action[idx],
-                                          self.replay.reward[idx]))
+            x = replayed_obs(self.replay, idx, self.image_shape, self.config.augment_shift, self.rng)
+            losses.append(regression_step(self.net, self.optimizer, x, self.replay.action[idx],
+                                          self.replay.reward[idx], self.config.reward_model))
             self.update_credit -= 1.0
             self.updates += 1
         metrics = {"train/epsilon": self.epsilon}
@@ -240,8 +333,9 @@ class PolicyGradientBandit(Agent):
         outputs = self.n_arms + (config.baseline == "value")  # logits, then b(x)
         # Small last-layer weights: the first policy is near uniform, so every arm gets tried.
         self.policy = build_net(spec.obs_dim, outputs, model, rng, output_gain=0.01)
-        self.optimizer = nn.Adam(self.policy, lr=config.lr)
+        self.optimizer = make_optimizer(self.policy, config)
         self.replay = BanditReplay(config.replay_size, (spec.obs_dim,))
+        self.image_shape = image_shape(spec, config)  # None: no augmentation
         self.rounds = 0
         self.update_credit = 0.0
         self.baseline_mean = 0.0
@@ -269,22 +363,23 @@ class PolicyGradientBandit(Agent):
                                            "train/mean_ratio": []}
         while self.update_credit >= 1.0:
             idx = self.replay.sample(self.config.batch_size, self.rng)
-            x, a, r = self.replay.obs[idx], self.replay.action[idx], self.replay.reward[idx]
+            x = replayed_obs(self.replay, idx, self.image_shape, self.config.augment_shift, self.rng)
+            a, r = self.replay.action[idx], self.replay.reward[idx]
             out = self.policy(x)
             logits = out[:, :self.n_arms]
             p = nn.softmax(logits)
             ratio = np.minimum(p[np.arange(len(a)), a] / self.replay.prob[idx], self.config.max_ratio)
             if self.config.baseline == "value":
                 value = out[:, self.n_arms]
-                b = value  # held constant in the policy loss: it only centres the reward
-                # b(x) regresses E_{a ~ pi}[r | x]: the ratio reweights the replayed rounds to pi
+                # b(x) regresses E_{a ~ pi}[r | x] (the ratio reweights the replayed rounds to pi); in
+                # the policy loss it is a constant that only centres the reward
                 value_loss, dvalue = nn.mse(value, r, weights=ratio)
+                loss, dlogits = policy_gradient_loss(logits, a, ratio * (r - value), self.config.entropy_coef)
+                dout = np.concatenate([dlogits, self.config.value_coef * dvalue[:, None]], axis=1)
                 metrics["loss/value"].append(value_loss)
             else:
-                b = self.baseline_mean
-            loss, dlogits = policy_gradient_loss(logits, a, ratio * (r - b), self.config.entropy_coef)
-            dout = dlogits if self.config.baseline != "value" else \
-                np.concatenate([dlogits, self.config.value_coef * dvalue[:, None]], axis=1)
+                loss, dout = policy_gradient_loss(logits, a, ratio * (r - self.baseline_mean),
+                                                  self.config.entropy_coef)
             self.policy.zero_grad()
             self.policy.backward(dout)
             self.optimizer.step()
@@ -305,43 +400,32 @@ class PolicyGradientBandit(Agent):
 
 
 # -- (c) Neural-LinUCB: upper confidence bounds on the last hidden features ----------------------------
-class ArmRegressions:
-    """One Bayesian linear regression per arm on features phi (Gaussian prior N(0, I / lambda)):
+class ArmPrecisions:
+    """Per-arm precision matrices of a Bayesian linear regression on features phi (prior N(0, I / lambda)):
 
-        A_a = lambda I + sum_{rounds where a was played} phi phi^T,    b_a = sum r phi,
-        theta_a = A_a^{-1} b_a  (posterior mean = ridge estimate),   var(theta_a . phi) ~ phi^T A_a^{-1} phi
+        A_a = lambda I + sum_{rounds where a was played} phi phi^T,     var(w_a . phi) ~ phi^T A_a^{-1} phi
 
-    A_a is kept as its inverse and updated by Sherman-Morrison, so adding a round costs O(d^2), not O(d^3):
+    kept as inverses and updated by Sherman-Morrison, so adding a round costs O(d^2), not O(d^3):
 
         (A + phi phi^T)^{-1} = A^{-1} - (A^{-1} phi)(A^{-1} phi)^T / (1 + phi^T A^{-1} phi)
 
-    Everything is float64: thousands of rank-1 updates accumulate round-off in float32.
+    float64: thousands of rank-1 updates would accumulate round-off in float32.
     """
 
     def __init__(self, n_arms: int, dim: int, prior: float) -> None:
         self.prior = prior
         self.inverse = np.repeat(np.eye(dim)[None] / prior, n_arms, axis=0)  # A_a^{-1}: (arms, d, d)
-        self.b = np.zeros((n_arms, dim))
-        self.theta = np.zeros((n_arms, dim))
 
-    def add(self, arm: int, phi: np.ndarray, reward: float) -> None:
+    def add(self, arm: int, phi: np.ndarray) -> None:
         u = self.inverse[arm] @ phi
         self.inverse[arm] -= np.outer(u, u) / (1.0 + phi @ u)
-        self.b[arm] += reward * phi
-        self.theta[arm] = self.inverse[arm] @ self.b[arm]
 
-    def rebuild(self, features: np.ndarray, arms: np.ndarray, rewards: np.ndarray) -> None:
-        """Refit every arm from scratch on the given rounds (their features under a new network)."""
+    def rebuild(self, features: np.ndarray, arms: np.ndarray) -> None:
+        """Every A_a from scratch, from the given rounds (their features under a new network)."""
         eye = self.prior * np.eye(features.shape[1])
         for arm in range(len(self.inverse)):
-            phi, r = features[arms == arm], rewards[arms == arm]
+            phi = features[arms == arm]
             self.inverse[arm] = np.linalg.inv(eye + phi.T @ phi)
-            self.b[arm] = r @ phi
-            self.theta[arm] = self.inverse[arm] @ self.b[arm]
-
-    def mean(self, features: np.ndarray) -> np.ndarray:
-        """theta_a . phi for every context (rows) and arm (columns)."""
-        return features @ self.theta.T
 
     def width(self, features: np.ndarray) -> np.ndarray:
         """sqrt(phi^T A_a^{-1} phi) for every context (rows) and arm (columns)."""
@@ -349,38 +433,38 @@ class ArmRegressions:
         return np.sqrt(np.maximum(quadratic, 0.0))
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {"inverse": self.inverse.copy(), "b": self.b.copy(), "theta": self.theta.copy()}
+        return {"inverse": self.inverse.copy()}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        for key in ("inverse", "b", "theta"):
-            if state[key].shape != getattr(self, key).shape:
-                raise ValueError(f"arm regressions: '{key}' has shape {state[key].shape}, "
-                                 f"expected {getattr(self, key).shape}")
-            np.copyto(getattr(self, key), state[key])
+        if state["inverse"].shape != self.inverse.shape:
+            raise ValueError(f"precision matrices of shape {state['inverse'].shape}, expected {self.inverse.shape}")
+        np.copyto(self.inverse, state["inverse"])
 
 
 @dataclass
 class NeuralLinUCBConfig(ReplayConfig):
-    alpha: float = bounded(0.1, ge=0, help="exploration: how many posterior standard deviations of optimism")
-    prior: float = bounded(1.0, gt=0, help="lambda: the ridge / prior precision of each arm's regression")
-    refresh_every: int = bounded(500, ge=1, help="rounds between new features (and refitting the arms on them)")
+    reward_model: str = bounded("softmax", choices=REWARD_MODELS)
+    alpha: float = bounded(0.1, ge=0, help="exploration: how many standard deviations of optimism")
+    prior: float = bounded(1.0, gt=0, help="lambda: the prior precision (ridge) of each arm's regression")
+    refresh_every: int = bounded(500, ge=1, help="rounds between new features (and rebuilding A_a on them)")
 
 
 class NeuralLinUCBBandit(Agent):
-    """Neural-Linear LinUCB (Riquelme et al. 2018; Li et al. 2010): a network learns a representation,
-    and an exact Bayesian linear regression per arm on its last hidden layer phi(x) gives both the
-    reward estimate and its uncertainty. The agent plays the arm with the highest upper bound,
+    """The network f predicts each arm's reward (trained as in EpsilonGreedyBandit). Its last hidden
+    layer gives features phi(x), in which its last layer is linear: z_a(x) = w_a . phi(x) + c_a. A
+    Bayesian linear regression of each arm's weights w_a on the rounds it was played gives the width
+    of a confidence interval around the prediction, and the agent plays the highest upper bound:
 
-        a = argmax_a  theta_a . phi(x) + alpha sqrt(phi(x)^T A_a^{-1} phi(x)),
+        a = argmax_a  f_a(x) + alpha sqrt(phi(x)^T A_a^{-1} phi(x))
 
-    so a rarely played arm, or a context unlike those an arm was played on, gets tried: the
-    exploration is directed, not random. The network is trained on replayed rounds exactly as in
-    EpsilonGreedyBandit (it is the representation learner); the arms' regressions use a frozen copy
-    of it, replaced every ``refresh_every`` rounds, when every arm is refit on the replay's rounds
-    under the new features. Between refreshes the features are fixed, so each new round is an exact
-    rank-1 update. (Early on, before the network has learnt much, phi is a random ReLU projection of
-    the pixels and the regressions are a kernel method -- which learns from few rounds far better than
-    a few SGD steps do.) The greedy action is argmax_a theta_a . phi(x)."""
+    (NeuralUCB (Zhou et al. 2020) with the gradient restricted to the last layer -- the gradient of
+    z_a with respect to it is phi(x) in arm a's block, so its precision matrix splits per arm: LinUCB
+    (Li et al. 2010) on learnt features.) An arm rarely played on contexts like x has a wide interval
+    there, so it gets tried: the exploration is directed, not random, and fades where the arms are known.
+
+    The widths use a frozen copy of the network's features, replaced every ``refresh_every`` rounds,
+    when every A_a is rebuilt from the replay's rounds under the new features; in between, each round
+    is an exact rank-1 update. The greedy action is argmax_a f_a(x)."""
 
     Config = NeuralLinUCBConfig
     counters = ("updates", "rounds", "update_credit")
@@ -388,42 +472,46 @@ class NeuralLinUCBBandit(Agent):
     def __init__(self, config: NeuralLinUCBConfig, spec: EnvSpec, model: ModelConfig,
                  rng: np.random.Generator) -> None:
         super().__init__(config, spec, model, rng)
-        self.net = build_net(spec.obs_dim, spec.n_actions, model, rng, initial_output=config.initial_value)
-        self.optimizer = nn.Adam(self.net, lr=config.lr)
+        self.net = build_net(spec.obs_dim, spec.n_actions, model, rng)
+        self.optimizer = make_optimizer(self.net, config)
         self.feature_net = self.net.clone()  # frozen between refreshes
         self.replay = BanditReplay(config.replay_size, (spec.obs_dim,))
+        self.image_shape = image_shape(spec, config)  # None: no augmentation
         hidden = model.hidden[-1] if model.hidden else spec.obs_dim
-        self.arms = ArmRegressions(spec.n_actions, hidden + 1, config.prior)
+        self.precisions = ArmPrecisions(spec.n_actions, hidden + 1, config.prior)
         self.rounds = 0
         self.update_credit = 0.0
 
     def features(self, obs: np.ndarray) -> np.ndarray:
-        """phi(x): the frozen network's last hidden layer, plus a constant 1 (each arm's intercept)."""
+        """phi(x): the frozen network's last hidden layer, plus a constant 1 (for the output's bias)."""
         h = obs
         for layer in self.feature_net.layers[:-1]:
             h = layer.infer(h)
         return np.concatenate([h, np.ones((len(h), 1), h.dtype)], axis=1, dtype=np.float64)
 
     def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
-        phi = self.features(flat(obs))
+        x = flat(obs)
+        outputs = self.net.infer(x)
         if not explore:
-            return self.arms.mean(phi).argmax(axis=1)
-        return (self.arms.mean(phi) + self.config.alpha * self.arms.width(phi)).argmax(axis=1)
+            return outputs.argmax(axis=1)  # softmax is monotone: argmax f = argmax z
+        reward = predicted_rewards(outputs, self.config.reward_model)
+        return (reward + self.config.alpha * self.precisions.width(self.features(x))).argmax(axis=1)
 
     def observe(self, step: Step) -> dict[str, float]:
         obs = flat(step.obs)
         self.replay.add(obs, step.action, step.reward)
         phi = self.features(obs)
         for i, arm in enumerate(step.action):
-            self.arms.add(int(arm), phi[i], float(step.reward[i]))
+            self.precisions.add(int(arm), phi[i])
         before, self.rounds = self.rounds, self.rounds + len(step.action)
         self.update_credit += self.config.updates_per_round * len(step.action)
 
         losses = []
         while self.update_credit >= 1.0:
             idx = self.replay.sample(self.config.batch_size, self.rng)
-            losses.append(regression_step(self.net, self.optimizer, self.replay.obs[idx], self.replay.action[idx],
-                                          self.replay.reward[idx]))
+            x = replayed_obs(self.replay, idx, self.image_shape, self.config.augment_shift, self.rng)
+            losses.append(regression_step(self.net, self.optimizer, x, self.replay.action[idx],
+                                          self.replay.reward[idx], self.config.reward_model))
             self.update_credit -= 1.0
             self.updates += 1
         if self.rounds // self.config.refresh_every > before // self.config.refresh_every:
@@ -434,12 +522,12 @@ class NeuralLinUCBBandit(Agent):
         return metrics
 
     def refresh(self) -> None:
-        """New features from the trained network, and every arm refit on the replay under them."""
+        """New features from the trained network, and every A_a rebuilt on the replay under them."""
         self.feature_net.copy_from(self.net)
         n = self.replay.size
         phi = np.concatenate([self.features(self.replay.obs[i:min(i + 4096, n)]) for i in range(0, n, 4096)])
-        self.arms.rebuild(phi, self.replay.action[:n], self.replay.reward[:n])
+        self.precisions.rebuild(phi, self.replay.action[:n])
 
     def components(self) -> dict:
         return {"rng": self.rng, "net": self.net, "optimizer": self.optimizer, "feature_net": self.feature_net,
-                "replay": self.replay, "arms": self.arms}
+                "replay": self.replay, "precisions": self.precisions}

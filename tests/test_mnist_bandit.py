@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import yaml
 from gymnasium.utils.env_checker import check_env
+from threadpoolctl import threadpool_limits
 
 from rlscratch import nn
 from rlscratch.agent import EnvSpec, Step, agent_config, resolve_agent
@@ -52,6 +53,12 @@ def play(env: gym.Env, rounds: int, action: int = 0) -> list[tuple[np.ndarray, f
         out.append((obs, reward, info))
         env.reset()
     return out
+
+
+def next_index(env: gym.Env) -> int:
+    """Start the next round; the position in the split of its image."""
+    env.reset()
+    return env.index
 
 
 # -- the environment -----------------------------------------------------------------------------------
@@ -114,18 +121,10 @@ def test_shuffled_order_is_seeded_and_each_pass_is_a_permutation():
 
     env = make(split="test").unwrapped
     env.reset(seed=3)
-    first_pass = [env.index]
-    for _ in range(9_999):
-        env.reset()
-        first_pass.append(env.index)
+    first_pass = [env.index] + [next_index(env) for _ in range(9_999)]
     assert sorted(first_pass) == list(range(10_000))  # every image exactly once per pass
     second_pass = [next_index(env) for _ in range(100)]
     assert second_pass != first_pass[:100]  # a new order for the next pass
-
-
-def next_index(env: gym.Env) -> int:
-    env.reset()
-    return env.index
 
 
 def test_get_state_set_state_resumes_exactly():
@@ -175,6 +174,61 @@ def test_policy_gradient_loss_matches_finite_differences():
         assert errors["logits"] <= 1e-6, errors
 
 
+@pytest.mark.parametrize("reward_model", ["softmax", "independent"])
+def test_reward_regression_gradient_matches_finite_differences(reward_model):
+    from rlscratch.agents.bandits import reward_regression_loss
+
+    rng = np.random.default_rng(2)
+    outputs = rng.standard_normal((7, 10))
+    actions = rng.integers(0, 10, 7)
+    rewards = rng.integers(0, 2, 7).astype(np.float64)
+    _, analytic = reward_regression_loss(outputs, actions, rewards, reward_model)
+    errors = nn.check_gradients(lambda: reward_regression_loss(outputs, actions, rewards, reward_model)[0],
+                                {"outputs": (outputs, analytic)})
+    assert errors["outputs"] <= 1e-6, errors
+    if reward_model == "independent":  # only the taken arm's output has a target
+        untaken = np.ones_like(outputs, dtype=bool)
+        untaken[np.arange(7), actions] = False
+        assert not analytic[untaken].any()
+
+
+def test_random_shift_translates_each_image_by_its_own_offset():
+    """Every output is its input moved by some (dy, dx) in {-k..k}^2 with zeros shifted in, checked
+    against an explicit slice-by-slice shift; over a batch every offset turns up."""
+    from rlscratch.agents.bandits import random_shift
+
+    rng = np.random.default_rng(0)
+    k, n = 2, 400
+    images = rng.random((n, 1, 6, 5)).astype(np.float32)
+    out = random_shift(images.reshape(n, -1), (1, 6, 5), k, np.random.default_rng(1)).reshape(images.shape)
+    assert out.dtype == np.float32
+
+    def shifted(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
+        moved = np.zeros_like(image)
+        moved[:, max(dy, 0):6 + min(dy, 0), max(dx, 0):5 + min(dx, 0)] = \
+            image[:, max(-dy, 0):6 + min(-dy, 0), max(-dx, 0):5 + min(-dx, 0)]
+        return moved
+
+    offsets = set()
+    for image, result in zip(images, out):
+        matches = [(dy, dx) for dy in range(-k, k + 1) for dx in range(-k, k + 1)
+                   if np.array_equal(result, shifted(image, dy, dx))]
+        assert len(matches) == 1, matches  # random pixels: exactly one offset explains the output
+        offsets.add(matches[0])
+    assert len(offsets) == (2 * k + 1) ** 2
+    assert np.array_equal(random_shift(images.reshape(n, -1), (1, 6, 5), 0, rng), images.reshape(n, -1))
+
+
+def test_augmentation_needs_image_observations():
+    from rlscratch.errors import ConfigError
+
+    cls = resolve_agent("epsilon_greedy_bandit")
+    config = agent_config(cls, {"name": "epsilon_greedy_bandit", "augment_shift": 1})
+    flat_spec = EnvSpec(gym.spaces.Box(0.0, 1.0, (784,), np.float32), gym.spaces.Discrete(10), 1)
+    with pytest.raises(ConfigError, match="flat: false"):
+        cls(config, flat_spec, ModelConfig(hidden=[8]), np.random.default_rng(0))
+
+
 def test_policy_gradient_through_the_network_matches_finite_differences():
     """The same loss backpropagated through a small float64 MLP, checked parameter by parameter."""
     from rlscratch.agents.bandits import build_net, policy_gradient_loss
@@ -197,38 +251,45 @@ def test_policy_gradient_through_the_network_matches_finite_differences():
 
 
 def run_rounds(agent_name: str, params: dict, rounds: int, hidden: list[int], seed: int = 0,
-               num_envs: int = 1) -> np.ndarray:
+               num_envs: int = 1, obs_shape: tuple[int, ...] = (784,)) -> np.ndarray:
     """Play ``rounds`` training rounds directly (no env wrappers): the reward of each round."""
     images, labels = load_mnist("train")
     order = np.random.default_rng(seed).permutation(len(labels))[:rounds]
-    x, y = scale_images(images[order]), labels[order].astype(np.int64)
+    x, y = scale_images(images[order]).reshape(rounds, *obs_shape), labels[order].astype(np.int64)
     cls = resolve_agent(agent_name)
-    spec = EnvSpec(gym.spaces.Box(0.0, 1.0, (784,), np.float32), gym.spaces.Discrete(10), num_envs)
+    spec = EnvSpec(gym.spaces.Box(0.0, 1.0, obs_shape, np.float32), gym.spaces.Discrete(10), num_envs)
     agent = cls(agent_config(cls, {"name": agent_name, **params}), spec, ModelConfig(hidden=hidden),
                 np.random.default_rng(seed))
     rewards = []
-    for t in range(0, rounds, num_envs):
-        obs = x[t:t + num_envs]
-        action = agent.act(obs)
-        reward = (action == y[t:t + num_envs]).astype(np.float64)
-        done = np.ones(len(action), dtype=bool)
-        agent.observe(Step(obs, action, reward, obs, done, ~done, {}))
-        rewards.extend(reward)
+    # Small matrices: a second BLAS thread only waits for a busy core (many times slower on a shared machine).
+    with threadpool_limits(1):
+        for t in range(0, rounds, num_envs):
+            obs = x[t:t + num_envs]
+            action = agent.act(obs)
+            reward = (action == y[t:t + num_envs]).astype(np.float64)
+            done = np.ones(len(action), dtype=bool)
+            agent.observe(Step(obs, action, reward, obs, done, ~done, {}))
+            rewards.extend(reward)
     return np.array(rewards)
 
 
 def test_a_bandit_agent_learns_mnist_from_reward_alone():
     """Random guessing is right 10% of the time; from the reward alone the agent passes 60% online
-    accuracy within 2,000 rounds (small network, seeded: a few seconds)."""
+    accuracy within 2,000 rounds (small network, seeded: a few seconds; measured: 78% on rounds
+    1,000-2,000)."""
     rewards = run_rounds("linucb_bandit", {"batch_size": 32, "refresh_every": 250, "replay_size": 2000},
                          rounds=2000, hidden=[64])
     assert rewards[1000:].mean() > 0.6, rewards[1000:].mean()
 
 
+@pytest.mark.parametrize("augment", [False, True])
 @pytest.mark.parametrize("agent_name", AGENTS)
-def test_every_agent_runs_with_parallel_envs(agent_name):
-    rewards = run_rounds(agent_name, {"batch_size": 16, "refresh_every": 50} if agent_name == "linucb_bandit"
-                         else {"batch_size": 16}, rounds=200, hidden=[16], num_envs=4)
+def test_every_agent_runs_with_parallel_envs(agent_name, augment):
+    params = {"batch_size": 16, "augment_shift": int(augment)}
+    if agent_name == "linucb_bandit":
+        params["refresh_every"] = 50
+    rewards = run_rounds(agent_name, params, rounds=200, hidden=[16], num_envs=4,
+                         obs_shape=(1, 28, 28) if augment else (784,))
     assert rewards.shape == (200,)
 
 
@@ -263,7 +324,8 @@ def test_training_run_logs_cumulative_regret(tmp_path):
     from rlscratch.events import read_scalars
 
     config, _ = load_config(str(short_config(tmp_path, "epsilon_greedy_bandit")))
-    summary = train(config, tmp_path / "run")
+    with threadpool_limits(1):
+        summary = train(config, tmp_path / "run")
     scalars = read_scalars(tmp_path / "run")
     steps, regret = scalars["charts/cumulative_regret"]
     assert list(steps) == [100, 200, 300, 400, 500, 600]
@@ -281,11 +343,12 @@ def test_resume_is_exact(tmp_path):
     """Interrupted and resumed (mid-pass, off the checkpoint grid) = uninterrupted: same data order,
     same agent state. LinUCB carries the most state (replay, frozen features, arm regressions)."""
     config, _ = load_config(str(short_config(tmp_path, "linucb_bandit", refresh_every=100)))
-    full = train(config, tmp_path / "full")
-    interrupted = train(config, tmp_path / "split", stop_at=350)
-    assert interrupted["interrupted"]
-    resumed = train(config, tmp_path / "split", resume=True)
+    with threadpool_limits(1):
+        full = train(config, tmp_path / "full")
+        interrupted = train(config, tmp_path / "split", stop_at=350)
+        assert interrupted["interrupted"]
+        resumed = train(config, tmp_path / "split", resume=True)
     assert np.array_equal(resumed["agent"].net.flat_params, full["agent"].net.flat_params)
-    assert np.array_equal(resumed["agent"].arms.inverse, full["agent"].arms.inverse)
+    assert np.array_equal(resumed["agent"].precisions.inverse, full["agent"].precisions.inverse)
     assert resumed["cumulative_regret"] == full["cumulative_regret"]
     assert resumed["eval_mean"] == full["eval_mean"]
