@@ -86,7 +86,7 @@ def unrolled_loss(net: MuZeroNet, batch: UnrollBatch, value_coef: float = 0.25, 
     parts = {"policy": 0.0, "value": 0.0, "reward": 0.0}
     grads_policy, grads_value, grads_reward = [], [], []
 
-    def cross_entropy(logits, target, mask, scale, name):
+    def cross_entropy(logits: np.ndarray, target: np.ndarray, mask: np.ndarray, scale: float, name: str) -> np.ndarray:
         # nn's softmax cross-entropy divides by N itself: L = sum_n weight_n l_n / N
         loss, grad = nn.softmax_cross_entropy(logits, target, weights=base * mask * scale)
         parts[name] += loss

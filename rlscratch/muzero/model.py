@@ -112,7 +112,7 @@ class MuZeroNet(nn.Module):
         self.prediction.layers[-1].params["W"][...] = 0.0
         self.flatten(dtype)
 
-    def flatten(self, dtype=None) -> MuZeroNet:
+    def flatten(self, dtype: np.dtype | type | None = None) -> MuZeroNet:
         super().flatten(dtype)
         self._plans = None  # the parameter views the inference plans hold are stale now
         return self
@@ -195,13 +195,13 @@ class MuZeroNet(nn.Module):
     def predict_backward(self, d_policy_logits: np.ndarray, d_value_logits: np.ndarray) -> np.ndarray:
         return self.prediction.backward(np.concatenate([d_policy_logits, d_value_logits], axis=1))
 
-    def forward(self, obs: np.ndarray):
+    def forward(self, obs: np.ndarray) -> np.ndarray:
         raise NotImplementedError("train through represent/dynamics/predict (see rlscratch.muzero.loss)")
 
-    def backward(self, dy):
-        raise NotImplementedError
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        raise NotImplementedError("see rlscratch.muzero.loss")
 
-    def infer(self, obs: np.ndarray):
+    def infer(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.initial_inference(obs)
 
     # -- search: nothing kept, scalars out -------------------------------------------------------

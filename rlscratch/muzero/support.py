@@ -77,7 +77,7 @@ def support_to_scalar(probs: np.ndarray, support_size: int, eps: float = EPS) ->
     return inverse_transform(expected_support(probs, support_size), eps)
 
 
-def support_moments(support_size: int, dtype=np.float32) -> np.ndarray:
+def support_moments(support_size: int, dtype: np.dtype | type = np.float32) -> np.ndarray:
     """The (2S+1, 2) matrix [1 | i]: e @ it gives (sum_i e_i, sum_i e_i i) in one product."""
     return np.stack([np.ones(support_bins(support_size)), np.arange(-support_size, support_size + 1)],
                     axis=1).astype(dtype)
