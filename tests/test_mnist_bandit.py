@@ -294,9 +294,22 @@ def test_every_agent_runs_with_parallel_envs(agent_name, augment):
 
 
 # -- the configs and the training loop ------------------------------------------------------------------
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load keeps the last of two equal keys silently; this refuses them."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        duplicates = {key for key in keys if keys.count(key) > 1}
+        if duplicates:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate keys {duplicates}", node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
 @pytest.mark.parametrize("agent_name", AGENTS)
 def test_shipped_configs_validate(agent_name):
-    config, _ = load_config(str(CONFIGS / f"{agent_name}_mnist.yaml"))
+    path = CONFIGS / f"{agent_name}_mnist.yaml"
+    yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # no key written twice (the last would win unseen)
+    config, _ = load_config(str(path))
     assert config.agent["name"] == agent_name and config.env.id == ENV_ID
     assert config.env.kwargs["split"] == "train" and config.train.total_steps == 60_000
     assert config.env.eval_kwargs == {"split": "test", "order": "sequential"}
