@@ -37,6 +37,7 @@ from rlscratch.muzero.replay import (
 )
 from rlscratch.muzero.support import (
     inverse_transform,
+    inverse_transform_scalar,
     logits_to_scalar,
     scalar_to_support,
     support_to_scalar,
@@ -116,6 +117,30 @@ def test_inference_matches_training_path(rng):
     assert np.allclose(reward, logits_to_scalar(reward_logits, net.reward_support))
     assert np.allclose(value, logits_to_scalar(value_logits, net.value_support))
     assert net.saved_count() == 0
+
+
+def test_one_root_inference_matches_batched(rng):
+    """recurrent_inference_one (1-D, reused buffers, Python-float scalars) gives what the batched
+    call gives row by row, writes the next state into the slot it is handed, and leaves no buffer
+    shared between the state it wrote and the logits it returned."""
+    net = tiny_net(rng)
+    for layer in (net.dynamics_net.layers[-1], net.prediction.layers[-1]):   # heads away from zero
+        layer.params["W"][...] = rng.standard_normal(layer.params["W"].shape)
+    state, _, _ = net.initial_inference(rng.standard_normal((4, 3)))
+    actions = np.array([0, 1, 1, 0])
+    next_state, reward, logits, value = net.recurrent_inference(state, actions)
+    slots = np.zeros_like(state)
+    for i in range(4):
+        r, policy_logits, v = net.recurrent_inference_one(state[i], int(actions[i]), slots[i])
+        assert isinstance(r, float) and isinstance(v, float)
+        assert np.allclose(policy_logits, logits[i], rtol=1e-5, atol=1e-6)
+        assert r == pytest.approx(reward[i], rel=1e-5, abs=1e-6) and v == pytest.approx(value[i], rel=1e-5, abs=1e-6)
+    assert np.allclose(slots, next_state, rtol=1e-5, atol=1e-6)
+
+
+def test_inverse_transform_scalar_matches_array():
+    y = np.concatenate([np.linspace(-25, 25, 501), [0.0, -0.0, 1e-9, -3.3]])
+    assert [inverse_transform_scalar(float(v)) for v in y] == pytest.approx(inverse_transform(y), rel=1e-12, abs=1e-12)
 
 
 @pytest.mark.parametrize("state_grad_scale", [1.0, 0.5])
@@ -301,11 +326,20 @@ def test_batched_search_matches_reference(n_actions, simulations):
     model = TableModel(n_actions, random_table(n_actions, seed=7), roots)
     obs = np.arange(5.0)
     config = SearchConfig(num_simulations=simulations, discount=0.95)
-    batched = MCTS(config, n_actions).run(model, obs, np.random.default_rng(1), explore=False)
+    batched_search = MCTS(config, n_actions)
+    batched = batched_search.run(model, obs, np.random.default_rng(1), explore=False)
     assert set(model.leaf_batches) == {5}   # every simulation: one model call for all five leaves
     single = MCTS(config, n_actions)
     for i in range(5):
         alone = single.run(model, obs[i:i + 1], np.random.default_rng(2), explore=False)
+        # one root runs on Python lists (_simulate_one_root): it must leave the same tree behind
+        # (the real nodes: the batched search also parks its padding on UNEXPANDED, the last one)
+        nodes = slice(0, simulations + 1)
+        for name in ("visits", "depth", "edge_visits"):
+            assert np.array_equal(getattr(single, name)[0, nodes], getattr(batched_search, name)[i, nodes]), name
+        for name in ("value_sum", "edge_q", "prior"):
+            assert np.allclose(getattr(single, name)[0, nodes], getattr(batched_search, name)[i, nodes],
+                               rtol=1e-12), name
         visits, value = reference_search(model, obs[i:i + 1], simulations, 0.95)
         assert np.array_equal(batched.visit_counts[i], visits)
         assert np.array_equal(alone.visit_counts[0], visits)

@@ -18,6 +18,12 @@ backup touched -- so recomputing all choices after each backup, as one array ope
 (roots x nodes x actions), gives exactly the choices a node-by-node descent would compute, while
 the descent itself becomes pointer chasing.
 
+**One root.** With a single tree every numpy call costs more than the arithmetic it does, so a pUCT
+search over one root (``_simulate_one_root``) runs the same algorithm on Python lists laid out like
+the arrays -- computing each node's scores as the descent passes it instead of rescoring the tree
+-- and a model may offer ``recurrent_inference_one`` (MuZeroNet does: 1-D vectors, reused buffers)
+for its one leaf per simulation. A test checks that it leaves exactly the batched search's tree.
+
 **MuZero's pUCT** (Schrittwieser et al. 2020, appendix B). At node s with visit count N(s), child
 visit counts N(s, a), prior P(s, a) and values Q(s, a) = r(s, a) + gamma V(child):
 
@@ -76,7 +82,10 @@ class SearchModel(Protocol):
 
     def recurrent_inference(self, state: np.ndarray, actions: np.ndarray,
                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """state (B, D), actions (B,) -> next state (B, D), reward (B,), policy logits (B, A), value (B,)."""
+        """state (B, D), actions (B,) -> next state (B, D), reward (B,), policy logits (B, A), value (B,).
+
+        (A model may also offer ``recurrent_inference_one(state (D,), action, next_state_out (D,))
+        -> (reward, policy logits, value)`` for one-root searches; without it they call this.)"""
         ...
 
 
@@ -198,12 +207,11 @@ class MCTS:
         depth = np.arange(S + 3)
         exponent = depth[None, :] - depth[:, None] - 1
         self.discount_matrix_t = np.where(exponent >= 0, config.discount ** np.maximum(exponent, 0), 0.0).T.copy()
-        self.discount_matrix = self.discount_matrix_t.T.copy()
-        self.discount_powers = config.discount ** depth.astype(np.float64)   # gamma^0, gamma^1, ...
         # sqrt(N) (c1 + log((N + c2 + 1) / c2)) for every integer visit count N the search can reach
         visits = np.arange(S + 3, dtype=np.float64)
         self.exploration_coef = np.sqrt(visits) * (
             config.pb_c_init + np.log((visits + config.pb_c_base + 1.0) / config.pb_c_base))
+        self.exploration_coef_list = self.exploration_coef.tolist()
         m = min(config.max_considered_actions, n_actions)
         self.considered_visits = np.array(sequence_of_considered_visits(m, S) + [0], dtype=np.int64)
 
@@ -234,7 +242,6 @@ class MCTS:
         self.tie_noise = np.zeros((B, N, A))
         # per search
         self.path = np.zeros((B, N + 1), dtype=np.int64)
-        self._one_node, self._one_depth = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
         self.low = np.zeros(B)
         self.high = np.zeros(B)
         self.gumbel = np.zeros((B, A))
@@ -258,6 +265,9 @@ class MCTS:
         if B != self.batch or self.states.shape[2:] != state.shape[1:] or self.states.dtype != state.dtype:
             self._allocate(B, state.shape[1:], state.dtype)
         self._reset(state, logits, value, rng, explore)
+        if B == 1 and not self.config.gumbel:
+            self._simulate_one_root(model)
+            return self._result()
         for simulation in range(self.config.num_simulations):
             parent, leaf_depth = self._select()
             action = self.flat_choice_action.take(parent)
@@ -303,15 +313,6 @@ class MCTS:
         Returns the (global) node to expand from and the depth of the node to create; the nodes
         passed are in ``self.path[:, :depth]`` (UNEXPANDED after a tree's own path has ended)."""
         path, choice = self.path, self.flat_choice_child
-        if self.batch == 1:
-            # one tree: walking the pointers with Python integers beats any array call
-            node, depth, trash = 0, 0, int(self.trash[0])
-            path[0, 0] = 0
-            while (nxt := int(choice[node])) != trash:
-                depth += 1
-                path[0, depth] = node = nxt
-            self._one_node[0], self._one_depth[0] = node, depth + 1
-            return self._one_node, self._one_depth
         node = path[:, 0] = self.root_index
         depth = 0
         while True:
@@ -327,21 +328,6 @@ class MCTS:
         return path[self.rows, leaf_depth - 1], leaf_depth
 
     def _expand(self, new, parent, action, leaf_depth, next_state, reward, logits, value) -> None:
-        if self.batch == 1:
-            # one tree: plain element writes cost a fraction of the fancy-indexed ones below
-            edge = int(parent[0]) * self.n_actions + int(action[0])
-            depth = int(leaf_depth[0])
-            self.flat_children[edge] = new     # tree 0: global index == local index
-            self.in_edge[0, new] = edge
-            self.depth[0, new] = depth
-            self.states[0, new] = next_state[0]
-            self.reward[0, new] = reward[0]
-            self.raw_value[0, new] = value[0]
-            if self.config.gumbel:
-                self.logits[0, new] = logits[0]
-            self.prior[0, new] = softmax(logits[0])
-            self.path[0, depth] = new
-            return
         node = self.root_index + new
         edge = parent * self.n_actions + action
         self.flat_children[edge] = node
@@ -360,9 +346,6 @@ class MCTS:
 
         With the leaf value written in as if it were one more reward, x_{d+1} = v, the return at
         depth k is G_k = sum_{j>k} gamma^{j-k-1} x_j for every k at once: x @ M^T."""
-        if self.batch == 1:
-            self._backup_one(int(leaf_depth[0]), leaf_value[0])
-            return
         L = int(leaf_depth.max()) + 1                                  # path length, root to leaf
         path = self.path[:, :L]
         x = self.flat_reward.take(self.path[:, :L + 1])                # r_j (0 at the root and padding)
@@ -382,41 +365,91 @@ class MCTS:
         self.flat_edge_visits[edges] += 1.0
         if not self.config.gumbel:
             # the tree-wide bounds take every Q(s, a) on the paths just updated
-            if self.batch == 1:
-                q = q[:, :int(leaf_depth[0])]
-                np.minimum(self.low, _min(q, axis=1), out=self.low)
-                np.maximum(self.high, _max(q, axis=1), out=self.high)
-            else:
-                on_path = below != self.trash[:, None]
-                np.minimum(self.low, _min(np.where(on_path, q, np.inf), axis=1), out=self.low)
-                np.maximum(self.high, _max(np.where(on_path, q, -np.inf), axis=1), out=self.high)
+            on_path = below != self.trash[:, None]
+            np.minimum(self.low, _min(np.where(on_path, q, np.inf), axis=1), out=self.low)
+            np.maximum(self.high, _max(np.where(on_path, q, -np.inf), axis=1), out=self.high)
 
-    def _backup_one(self, depth: int, leaf_value) -> None:
-        """``_backup`` for a single tree, on 1-D views of its path (no padding, fewer array calls):
-        with rewards r_0..r_d along the path (r_0 = 0 at the root) and leaf value v,
+    def _simulate_one_root(self, model: SearchModel) -> None:
+        """All simulations of a pUCT search over ONE root, on Python numbers.
 
-            G = M[:d+1, :d+1] r + v (gamma^d, ..., gamma, 1),     M[k, j] = gamma^{j-k-1} (j > k)."""
-        L = depth + 1
-        path = self.path[0, :L]
-        rewards = self.flat_reward.take(path)
-        returns = self.discount_matrix[:L, :L] @ rewards
-        returns += self.discount_powers[depth::-1] * leaf_value
-        self.flat_value_sum[path] += returns
-        self.flat_visits[path] += 1.0
-        below = path[1:]
-        edges = self.flat_in_edge.take(below)
-        q = self.flat_value_sum.take(below)
-        q /= self.flat_visits.take(below)
-        q *= self.config.discount
-        q += rewards[1:]
-        self.flat_edge_q[edges] = q
-        self.flat_edge_visits[edges] += 1.0
-        if not self.config.gumbel:
-            low, high = float(_min(q)), float(_max(q))
-            if low < self.low[0]:
-                self.low[0] = low
-            if high > self.high[0]:
-                self.high[0] = high
+        The same select / expand / backup as the batched steps, but with a single tree every numpy
+        call would cost more than the arithmetic it does. So the tree's statistics are copied into
+        preallocated Python lists indexed exactly like the arrays (node i, edge i * A + a), the
+        simulations run on those, and the lists are written back into the arrays at the end. The
+        descent computes each node's pUCT scores as it passes (no rescoring of the whole tree), and
+        the backup walks the path leaf to root with G_k = r_{k+1} + gamma G_{k+1}, G_d = v."""
+        config, A, unexpanded = self.config, self.n_actions, self.unexpanded
+        gamma, delta = config.discount, config.value_delta
+        visits = self.visits[0].astype(np.int64).tolist()
+        value_sum, reward, raw_value = self.value_sum[0].tolist(), self.reward[0].tolist(), self.raw_value[0].tolist()
+        depth_of, in_edge = self.depth[0].tolist(), self.in_edge[0].tolist()
+        children, prior = self.children[0].reshape(-1).tolist(), self.prior[0].reshape(-1).tolist()
+        edge_visits, edge_q = [0] * len(children), [0.0] * len(children)
+        tie = self.tie_noise[0].reshape(-1).tolist()
+        exploration_coef = self.exploration_coef_list
+        states = self.states[0]
+        infer = getattr(model, "recurrent_inference_one", None) or _one_at_a_time(model)
+        low, high = math.inf, -math.inf
+        path = [0] * (config.num_simulations + 2)
+        for new in range(1, config.num_simulations + 1):
+            # select: pUCT at each node, down to an action whose child does not exist yet
+            node, depth = 0, 0
+            inverse_span = 1.0 / (high - low if high - low > delta else delta)
+            while True:
+                n = visits[node]
+                coef, parent_mean, first = exploration_coef[n], value_sum[node] / n, node * A
+                best, action = -math.inf, 0
+                for a in range(A):
+                    edge = first + a
+                    edge_n = edge_visits[edge]
+                    score = ((edge_q[edge] if edge_n else parent_mean) - low) * inverse_span
+                    score = 0.0 if score < 0.0 else 1.0 if score > 1.0 else score
+                    score += prior[edge] * coef / (edge_n + 1.0)
+                    score += tie[edge]
+                    if score > best:
+                        best, action = score, a
+                child = children[first + action]
+                if child == unexpanded:
+                    break
+                node, depth = child, depth + 1
+                path[depth] = node
+            # expand: one network call, its state written straight into the new node's slot
+            edge, depth = first + action, depth + 1
+            r, logits, v = infer(states[node], action, states[new])
+            children[edge], in_edge[new], depth_of[new], path[depth] = new, edge, depth, new
+            reward[new] = r
+            raw_value[new] = v
+            logits = logits.tolist()
+            top = max(logits)
+            e = [math.exp(x - top) for x in logits]
+            total = sum(e)
+            prior[new * A:(new + 1) * A] = [x / total for x in e]
+            # backup: value sums and visits of the path's nodes, Q(s, a) and N(s, a) of its edges
+            g = v
+            for k in range(depth, 0, -1):
+                node = path[k]
+                value_sum[node] += g
+                visits[node] += 1
+                r = reward[node]
+                q = value_sum[node] / visits[node] * gamma + r
+                edge = in_edge[node]
+                edge_q[edge] = q
+                edge_visits[edge] += 1
+                if q < low:
+                    low = q
+                if q > high:
+                    high = q
+                g = r + gamma * g
+            value_sum[0] += g
+            visits[0] += 1
+        self.visits[0], self.value_sum[0], self.reward[0], self.raw_value[0] = visits, value_sum, reward, raw_value
+        self.depth[0], self.in_edge[0] = depth_of, in_edge
+        shape = self.children.shape[1:]
+        self.children[0] = np.reshape(children, shape)
+        self.prior[0] = np.reshape(prior, shape)
+        self.edge_visits[0] = np.reshape(edge_visits, shape)
+        self.edge_q[0] = np.reshape(edge_q, shape)
+        self.low[0], self.high[0] = low, high
 
     def _edge_stats(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Visit counts and Q-values of the edges of nodes [:, :n]; an unvisited edge's Q is its
@@ -434,14 +467,9 @@ class MCTS:
             scores[:, 0] = self._gumbel_root_scores(visits[:, 0], q[:, 0])
         else:
             # normalize_q inlined: before any Q is seen, low = inf sends every score to -inf -> 0
-            if self.batch == 1:
-                low, high = float(self.low[0]), float(self.high[0])
-                scores = q - low
-                scores *= 1.0 / max(high - low, config.value_delta)
-            else:
-                inverse_span = 1.0 / np.maximum(self.high - self.low, config.value_delta)
-                scores = q - self.low[:, None, None]
-                scores *= inverse_span[:, None, None]
+            inverse_span = 1.0 / np.maximum(self.high - self.low, config.value_delta)
+            scores = q - self.low[:, None, None]
+            scores *= inverse_span[:, None, None]
             np.maximum(scores, 0.0, out=scores)   # clip to [0, 1] (np.clip's wrapper costs more)
             np.minimum(scores, 1.0, out=scores)
             coef = self.exploration_coef.take(self.visits[:, :n].astype(np.intp))
@@ -486,6 +514,15 @@ class MCTS:
         sigma = completed_q_sigma(q, visits, self.raw_value[:, 0], self.prior[:, 0], self.config)
         policy = softmax(self.logits[:, 0] + sigma)
         return SearchResult(visits, policy, root_value, q, action)
+
+
+def _one_at_a_time(model: SearchModel):
+    """``recurrent_inference_one`` for a model that has only the batched call (the tests' fakes)."""
+    def infer(state: np.ndarray, action: int, next_state_out: np.ndarray) -> tuple[float, np.ndarray, float]:
+        next_state, reward, logits, value = model.recurrent_inference(state[None], np.array([action]))
+        next_state_out[...] = next_state[0]
+        return float(reward[0]), np.asarray(logits[0], dtype=np.float64), float(value[0])
+    return infer
 
 
 def select_action(visit_counts: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:

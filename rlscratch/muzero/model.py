@@ -27,7 +27,7 @@ import numpy as np
 
 from rlscratch import nn
 
-from .support import inverse_transform, logits_to_mean, support_bins, support_moments
+from .support import inverse_transform, inverse_transform_scalar, logits_to_mean, support_bins, support_moments
 
 
 class MinMaxScale(nn.Module):
@@ -152,6 +152,17 @@ class MuZeroNet(nn.Module):
                 "head_moments": heads, "head_spread": spread,
                 "head_starts": np.array([0, reward_bins]),
             }
+
+            def plan_one(steps: list) -> list:
+                # recurrent_inference_one's layers: each also gets an output vector reused from call to
+                # call and, for a ReLU, a zero vector to take the maximum with
+                return [(weight_t, bias, activation, np.zeros(len(bias), self.dtype),
+                         np.zeros(len(bias), self.dtype) if activation == "relu" else None)
+                        for weight_t, bias, activation in steps]
+
+            self._plans["one_dynamics"] = plan_one(dynamics)
+            self._plans["one_prediction"] = plan_one(self._plans["prediction"])
+            self._plans["reward_moments"] = support_moments(self.reward_support, self.dtype)
         return self._plans
 
     @staticmethod
@@ -233,6 +244,59 @@ class MuZeroNet(nn.Module):
         sums = np.exp(logits, out=logits) @ plans["head_moments"]
         scalars = inverse_transform(sums[:, 1::2] / sums[:, 0::2])     # (N, 2): reward, value
         return next_state, scalars[:, 0], out[:, :self.n_actions], scalars[:, 1]
+
+    def recurrent_inference_one(self, state: np.ndarray, action: int, next_state_out: np.ndarray,
+                                ) -> tuple[float, np.ndarray, float]:
+        """``recurrent_inference`` for ONE (state, action), as a search over a single root calls it:
+        state (D,) and an int in; s_{k+1} written into ``next_state_out`` (D,) (the tree's own slot
+        for the new node); returns (reward, policy logits (A,), value) with Python-float scalars.
+
+        The same maths on 1-D vectors. At batch size 1 numpy's fixed cost per call is most of the
+        time, so every layer writes into a vector reused from call to call (``np.dot(..., out=)``),
+        a ReLU takes the maximum with a stored zero vector (a Python 0 costs numpy a conversion),
+        and the two support means end in Python floats. The logits returned live in a reused
+        vector: read them before the next call."""
+        plans = self._inference_plans()
+        D, A = self.state_dim, self.n_actions
+        weight_state, weight_action, _, _ = plans["dynamics_first"]
+        (_, bias, activation, x, zeros), *rest = plans["one_dynamics"]
+        # [s | onehot(a)] W^T = s W_s^T + (row a of W_a^T)
+        np.dot(state, weight_state, out=x)
+        x += bias
+        x += weight_action[action]
+        x = self._run_one(rest, _activate_one(x, activation, zeros))
+        # MinMaxScale, the operations of _scale, into the tree's slot
+        state_part = x[:D]
+        low = np.minimum.reduce(state_part)
+        span = np.maximum.reduce(state_part) - low
+        span += self.scale_next.eps
+        next_state = np.subtract(state_part, low, out=next_state_out)
+        next_state /= span
+        out = self._run_one(plans["one_prediction"], next_state)
+        reward = _support_mean_one(x[D:], plans["reward_moments"])
+        value = _support_mean_one(out[A:], plans["value_moments"])
+        return inverse_transform_scalar(reward), out[:A], inverse_transform_scalar(value)
+
+    @staticmethod
+    def _run_one(steps: list, x: np.ndarray) -> np.ndarray:
+        for weight_t, bias, activation, out, zeros in steps:
+            x = np.dot(x, weight_t, out=out)
+            x += bias
+            x = _activate_one(x, activation, zeros)
+        return x
+
+
+def _activate_one(x: np.ndarray, activation, zeros: np.ndarray | None) -> np.ndarray:
+    if zeros is not None:   # ReLU
+        return np.maximum(x, zeros, out=x)
+    return x if activation is None else activation.infer(x[None])[0]
+
+
+def _support_mean_one(logits: np.ndarray, moments: np.ndarray) -> float:
+    """``logits_to_mean`` for one vector of support logits, as a Python float."""
+    e = logits - np.maximum.reduce(logits)
+    total, weighted = np.dot(np.exp(e, out=e), moments).tolist()
+    return weighted / total
 
 
 def _activate(x: np.ndarray, activation) -> np.ndarray:
