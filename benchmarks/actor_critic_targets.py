@@ -19,10 +19,8 @@ its rounds, plus greedy accuracy on the 10,000 test images.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import seed_runs
 from seed_runs import steps_to
@@ -97,20 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     seed_runs.add_run_arguments(parser, "actor_critic_targets")
     args = parser.parse_args(argv)
 
-    suites = []
-    for name in args.suites.split(","):
-        if name not in SUITES:
-            parser.error(f"unknown suite '{name}' (choose from {', '.join(SUITES)})")
-        suites.append(SUITES[name])
-    root = seed_runs.new_root(args)
+    suites = [SUITES[name] for name in seed_runs.choose(parser, args.suites, SUITES, "suite")]
     jobs = [(suite.config, seed) for suite in suites for seed in seed_runs.seeds_from(args, suite.seeds)]
-    print(f"{len(jobs)} runs, {args.jobs} at a time, run directories under {root} ({seed_runs.load_note()})",
-          flush=True)
-    results = seed_runs.launch_all(jobs, root, args.set, args.jobs)
+    results = seed_runs.launch_from_args(args, jobs)
     report = [format_suite(suite, [r for r in results if r["config"] == suite.config]) for suite in suites]
     print("\n\n".join(report))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"overrides": args.set, "results": results}, indent=1))
+    seed_runs.write_json(args, results)
     return 0
 
 

@@ -21,10 +21,8 @@ the evaluations; gradient ``updates/s`` and env ``steps/s`` are per second of ``
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import seed_runs
 from seed_runs import steps_to
@@ -87,11 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown env {unknown[0]!r} (choose from {', '.join(TARGETS)})")
 
-    root = seed_runs.new_root(args)
     jobs = [(TARGETS[env].config, seed) for env in args.envs for seed in seed_runs.seeds_from(args, TARGETS[env].seeds)]
-    print(f"{len(jobs)} runs, {args.jobs} at a time, run directories under {root} ({seed_runs.load_note()})",
-          flush=True)
-    results = seed_runs.launch_all(jobs, root, args.set, args.jobs)
+    results = seed_runs.launch_from_args(args, jobs)
 
     print(f"{'':<44}{' wall-clock ':-^34}  {' CPU time ':-^33}")
     print(f"{'env':<12}{'seed':>5}{'first >= thr':>14}{'final':>8}{'pass':>5}"
@@ -100,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     for env in args.envs:
         target = TARGETS[env]
         print(format_target(env, target, [r for r in results if r["config"] == target.config], args.curves))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"overrides": args.set, "results": results}, indent=1))
+    seed_runs.write_json(args, results)
     return 0
 
 

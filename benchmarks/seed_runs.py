@@ -5,6 +5,9 @@ a pool of such runs; and the helpers their tables use.
     from seed_runs import launch_all, steps_to
     results = launch_all([("dqn_cartpole", 0), ("dqn_cartpole", 1)], root, overrides=[], workers=2)
 
+A benchmark script takes the common options with ``add_run_arguments(parser, name)`` and then runs
+its jobs with ``launch_from_args(args, jobs)`` and saves them with ``write_json(args, results)``.
+
 Each run is ``python benchmarks/seed_runs.py --job CONFIG SEED ROOT -- OVERRIDES...``, which prints
 one JSON line. A subprocess per run keeps runs from sharing anything (allocator, imports, BLAS
 state), and with numpy's BLAS pinned to one thread ``workers`` runs use ``workers`` cores: the
@@ -14,7 +17,9 @@ slower on a shared machine.
 A run's result holds its evaluation curve (``evals``: [step, mean return] pairs, read back from its
 TensorBoard events), the final evaluation, counters, and its time twice -- wall-clock and the
 process's CPU time (on a shared machine wall-clock also counts the time spent waiting for a core;
-CPU time does not) -- each once in all and once without the evaluations (``train_*``).
+CPU time does not) -- each once in all and once without the evaluations (``train_*``). A bandit run
+also reports its regret: the total (``cumulative_regret``) and its curve (``regret_curve``:
+[step, cumulative regret] pairs, one every ``train.log_every`` rounds).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -66,7 +71,9 @@ def run_job(config_name: str, seed: int, root: str, overrides: list[str]) -> dic
     wall0, cpu0 = time.perf_counter(), time.process_time()
     summary = trainer.train(config, run_dir)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    steps, means = read_scalars(run_dir).get("eval/mean_return", (np.array([]), np.array([])))
+    scalars = read_scalars(run_dir)
+    empty = (np.array([]), np.array([]))
+    steps, means = scalars.get("eval/mean_return", empty)
     result = {"config": config_name, "seed": seed, "run_dir": str(run_dir), "env_steps": summary["env_steps"],
               "episodes": summary["episodes"], "updates": summary["updates"],
               "seconds": wall, "cpu_seconds": cpu,
@@ -75,6 +82,8 @@ def run_job(config_name: str, seed: int, root: str, overrides: list[str]) -> dic
               "evals": [[int(s), float(m)] for s, m in zip(steps, means)]}
     if "cumulative_regret" in summary:
         result["cumulative_regret"] = summary["cumulative_regret"]
+        rounds, regret = scalars.get("charts/cumulative_regret", empty)  # empty if it ended before log_every
+        result["regret_curve"] = [[int(s), float(r)] for s, r in zip(rounds, regret)]
     return result
 
 
@@ -114,6 +123,15 @@ def add_run_arguments(parser: argparse.ArgumentParser, root_name: str) -> None:
     parser.add_argument("--json", metavar="PATH", help="also write every result as JSON")
 
 
+def choose(parser: argparse.ArgumentParser, names: str, choices: Iterable[str], what: str) -> list[str]:
+    """The names of a comma list such as --suites, each checked against ``choices`` (else a usage error)."""
+    chosen = names.split(",")
+    for name in chosen:
+        if name not in choices:
+            parser.error(f"unknown {what} '{name}' (choose from {', '.join(choices)})")
+    return chosen
+
+
 def seeds_from(args: argparse.Namespace, default: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(int(s) for s in args.seeds.split(",")) if args.seeds else default
 
@@ -121,6 +139,21 @@ def seeds_from(args: argparse.Namespace, default: tuple[int, ...]) -> tuple[int,
 def new_root(args: argparse.Namespace) -> Path:
     """A fresh folder under --root for this invocation's runs."""
     return Path(args.root) / time.strftime("%Y%m%d-%H%M%S")
+
+
+def launch_from_args(args: argparse.Namespace, jobs: list[tuple[str, int]],
+                     on_result: Callable[[dict], None] | None = None) -> list[dict]:
+    """``launch_all`` as the options of ``add_run_arguments`` ask, under a fresh folder of --root, after
+    a line saying how many runs there are and where they go."""
+    root = new_root(args)
+    print(f"{len(jobs)} runs, {args.jobs} at a time, run directories under {root} ({load_note()})", flush=True)
+    return launch_all(jobs, root, args.set, args.jobs, on_result)
+
+
+def write_json(args: argparse.Namespace, results: list[dict]) -> None:
+    """Every result, and the overrides they ran with, to --json if given."""
+    if args.json:
+        Path(args.json).write_text(json.dumps({"overrides": args.set, "results": results}, indent=1))
 
 
 def load_note() -> str:
