@@ -279,6 +279,19 @@ def test_adam_and_adamw_by_hand(decoupled):
     assert np.allclose(run_optimizer(lambda mod: cls(mod, lr=lr, weight_decay=wd), GRADS)[0], theta)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_optimizer_step_flushes_subnormal_weights(dtype):
+    """A step leaves no weight between 0 and the smallest normal float (subnormals make every later
+    product with them many times slower on x86), and leaves normal weights as the update made them."""
+    tiny = np.finfo(dtype).tiny
+    layer = nn.Linear(3, 1, np.random.default_rng(0)).flatten(dtype)
+    w = layer.flat_params
+    w[:] = [tiny / 4, -tiny / 1024, tiny, -0.5]
+    layer.flat_grads[:] = 0.0
+    nn.SGD(layer, lr=0.1).step()
+    assert w.tolist() == [0.0, 0.0, tiny, -0.5]
+
+
 def test_schedules_and_clipping():
     assert nn.optim.linear(1.0, 0.0, 10)(5) == pytest.approx(0.5)
     assert nn.optim.linear(1.0, 0.0, 10)(50) == 0.0
