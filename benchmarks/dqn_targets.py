@@ -21,7 +21,6 @@ the evaluations; gradient ``updates/s`` and env ``steps/s`` are per second of ``
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from dataclasses import dataclass
 
@@ -69,8 +68,7 @@ def format_target(env: str, target: Target, rows: list[dict], curves: bool) -> s
                      f"{r['updates'] / cpu:>10.0f}{r['env_steps'] / cpu:>9.0f}")
         if curves:
             lines.append("    " + "  ".join(f"{s // 1000}k:{v:.0f}" for s, v in r["evals"]))
-    # the target's share of passing seeds, applied to the seeds actually run (--seeds may differ)
-    need = math.ceil((target.need or len(target.seeds)) / len(target.seeds) * len(rows))
+    need = seed_runs.passes_needed(target.need or len(target.seeds), len(target.seeds), len(rows))
     hold = ", still there at the end" if target.must_hold else ""
     lines.append(f"{env}: {passed}/{len(rows)} seeds reach {target.threshold:g} by {target.by:,} steps{hold} "
                  f"(target: {need} of {len(rows)}) -> {'MET' if passed >= need else 'NOT MET'}\n")

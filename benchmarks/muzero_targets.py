@@ -22,7 +22,6 @@ give or take).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from dataclasses import dataclass
 
@@ -68,8 +67,7 @@ def format_suite(suite: Suite, results: list[dict]) -> str:
     ok = [r for r in results if "error" not in r]
     slowest_cpu = max((r["cpu_seconds"] for r in ok), default=0.0)
     slowest_wall = max((r["seconds"] for r in ok), default=0.0)
-    # the suite's share of passing seeds, applied to the seeds actually run (--seeds may differ)
-    need = math.ceil(suite.need / len(suite.seeds) * len(results))
+    need = seed_runs.passes_needed(suite.need, len(suite.seeds), len(results))
     verdict = "PASS" if reached >= need else "FAIL"
     lines.append(f"reached 475 within 25,000 steps: {reached}/{len(results)} seeds (need {need}) -> {verdict}; "
                  f"slowest run {slowest_wall / 60:.1f} min wall, {slowest_cpu / 60:.1f} min CPU "

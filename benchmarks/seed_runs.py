@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -130,6 +131,12 @@ def choose(parser: argparse.ArgumentParser, names: str, choices: Iterable[str], 
         if name not in choices:
             parser.error(f"unknown {what} '{name}' (choose from {', '.join(choices)})")
     return chosen
+
+
+def passes_needed(need: int, of: int, runs: int) -> int:
+    """A target of ``need`` passing seeds out of ``of``, applied to the ``runs`` seeds actually run
+    (--seeds may ask for fewer or others): the same share, rounded up."""
+    return math.ceil(need / of * runs)
 
 
 def seeds_from(args: argparse.Namespace, default: tuple[int, ...]) -> tuple[int, ...]:
