@@ -13,8 +13,10 @@ docs/notation.md has the grammar and how every construct maps to a forward and a
 ``python -m rlscratch.notation FILE`` prints a program's parameters and its backward pass.
 """
 
-from .compiler import NotationModel, compile_program, explain, network_from_notation
-from .parser import NotationError, Program, format_program, parse
+from .explain import explain
+from .model import NotationModel, compile_program, network_from_notation
+from .parser import parse
+from .syntax import NotationError, Program, format_program
 
 __all__ = ["NotationError", "NotationModel", "Program", "compile_program", "explain", "format_program",
            "network_from_notation", "parse"]

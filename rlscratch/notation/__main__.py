@@ -14,8 +14,8 @@ from pathlib import Path
 from rlscratch.cli import run_cli
 from rlscratch.errors import UserError
 
-from .compiler import explain
-from .parser import NotationError
+from .explain import explain
+from .syntax import NotationError
 
 
 def main(argv: list[str] | None = None) -> int:
