@@ -121,7 +121,9 @@ def _forward_lines(op: Op, an: Analysis) -> list[str]:
     nograd = "    (nograd: no gradient flows back)" if op.nograd else ""
     if op.param is not None:
         definition = PARAM_LAYERS[op.fn]
-        formula = definition.forward if an.params[op.param].bias else definition.forward.replace(" + b", "")
+        spec = an.params[op.param]
+        no_bias = spec.kind in ("dense", "conv") and not spec.bias
+        formula = definition.forward.replace(" + b", "") if no_bias else definition.forward
         return [f"{out} = {render(formula, _names(op, an, definition))}{nograd}"]
     if op.fn in BINARY or op.fn in ("concat", "pick", "neg"):
         if op.outputs[0].kind == "tmp":
