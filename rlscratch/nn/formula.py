@@ -46,10 +46,12 @@ def max_k(v):
 
 
 def pick(v, i):
+    i = np.asarray(i).reshape(len(i)).astype(np.int64)
     return v[np.arange(len(i)), i][:, None]
 
 
 def one_hot(i, v):
+    i = np.asarray(i).reshape(len(i)).astype(np.int64)
     out = np.zeros(v.shape, dtype=v.dtype)
     out[np.arange(len(i)), i] = 1
     return out
@@ -90,18 +92,25 @@ def compile_formula(formula: str, args: tuple[str, ...]) -> Callable[..., np.nda
     return eval(compile(f"lambda {', '.join(args)}: {formula}", f"<formula {formula}>", "eval"), NAMESPACE)  # noqa: S307
 
 
-def python(formula: str) -> str:
-    """The formula as a line of generated code: numpy's functions spelled np.exp, np.log, ..."""
+def python(formula: str, names: Mapping[str, str] | None = None) -> str:
+    """The formula as a line of generated code: numpy's functions spelled np.exp, np.log, ..., and each
+    name replaced by the Python expression in ``names`` (a name not in it is kept)."""
     tree = ast.parse(formula, mode="eval")
+    names = names or {}
 
-    class Qualify(ast.NodeTransformer):
+    class Rewrite(ast.NodeTransformer):
         def visit_Call(self, node: ast.Call) -> ast.AST:
-            self.generic_visit(node)
+            node.args = [self.visit(a) for a in node.args]
             if isinstance(node.func, ast.Name) and node.func.id in NUMPY_FUNCTIONS:
                 node.func = ast.Attribute(ast.Name("np", ast.Load()), node.func.id, ast.Load())
             return node
 
-    return ast.unparse(Qualify().visit(tree))
+        def visit_Name(self, node: ast.Name) -> ast.AST:
+            if node.id in names:
+                return ast.parse(names[node.id], mode="eval").body
+            return node
+
+    return ast.unparse(Rewrite().visit(tree))
 
 
 # -- printing ----------------------------------------------------------------------------------------
