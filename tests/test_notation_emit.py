@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import re
 import subprocess
 import sys
 
@@ -148,3 +149,23 @@ def test_emit_refuses_objectives_and_backward_recurrences():
         emit("O: 3\nPolicy: dense(2)\nO_t --[Policy|softmax]-> pi_t $ A_t * log(pi_t[a_t])")
     with pytest.raises(NotationError, match="forward in time only; A_{t\\+1} looks ahead"):
         emit("TD: 1\nTD_t + 0.9 * A_{t+1} -> A_t\n0 -> A_{T+1}")
+
+
+@pytest.mark.parametrize("keep_every", [1, 4, 7, 40])
+def test_checkpointing_recomputes_to_the_same_gradients_keeping_only_every_kth_state(keep_every, tmp_path):
+    """keep_every=k: forward keeps h_0, h_k, h_2k, ... (and the last) and no intermediate of any step;
+    backward recomputes each segment from its kept state. The gradients are exactly the full cache's."""
+    module = load(emit(PROGRAMS["gru"][0]), tmp_path, f"gru_keep{keep_every}")
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((23, 6, 5)), rng.standard_normal((23, 6, 2))
+    params = {k: v.astype(np.float64) for k, v in module.init_params(0).items()}
+    full_loss, full = module.loss_and_gradients(params, x, y)
+    loss, grads = module.loss_and_gradients(params, x, y, keep_every=keep_every)
+    assert loss == full_loss
+    for key in full:
+        np.testing.assert_array_equal(grads[key], full[key])
+    _, cache = module.forward(params, x, keep_every=keep_every)
+    assert sorted(cache["h"]) == sorted({t for t in range(0, 24, keep_every)} | {23})
+    assert all(len(cache[name]) == 0 for name in cache if re.fullmatch(r"v\d+", name))
+    _, cache = module.forward(params, x)
+    assert sorted(cache["h"]) == list(range(24))

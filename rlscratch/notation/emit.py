@@ -304,11 +304,12 @@ class _Writer:
         for block in before:
             em.run_ops(block.ops, self.env, self.read(None), "    ", self.tapes["before"])
         if timed:
-            em.fwd.append("    for t in range(1, T + 1):")
+            em.fwd += ["    def step(t):", '        """One step of the recurrence: every value of step t."""']
             em.in_loop = True
             for block in self.loop_order(timed):
                 em.run_ops(block.ops, self.env, self.read("t"), "        ", self.tapes["loop"])
             em.in_loop = False
+            em.fwd += self.forward_loop()
         for block in after:
             em.run_ops(block.ops, self.env, self.read(None), "    ", self.tapes["after"])
         live: set[str] = set()
@@ -318,6 +319,32 @@ class _Writer:
             if len(live) == size:
                 break
         return "\n".join(self.header() + self.forward_function() + self.loss_function(backward))
+
+    def forgettable(self) -> list[str]:
+        """The per-step states checkpointing may drop (not data, not outputs: those are always kept)."""
+        outputs = {name for name, _, _ in self.an.outputs}
+        return sorted(_ident(n) for n in self.an.recurrent - set(self.an.data) - outputs)
+
+    def forward_loop(self) -> list[str]:
+        temps = ", ".join(sorted(self.em.cached)) + ("," if len(self.em.cached) == 1 else "")
+        states = ", ".join(self.forgettable()) + ("," if len(self.forgettable()) == 1 else "")
+        lags = [-r.index.offset for b in self.an.blocks if b.over_time for r in b.reads
+                if r.index is not None and r.index.base == "t" and r.name not in self.an.data]
+        return ["", "    def forget(t, kept):",
+                '        """Checkpointing: drop the values of step t, and its states unless t is a kept step."""',
+                f"        for values in ({temps}):",
+                "            values.pop(t, None)",
+                f"        for values in ({states}):" if states else "        for values in ():",
+                "            if not kept:",
+                "                values.pop(t, None)",
+                "",
+                f"    if keep_every and {max(lags, default=1)} > 1:",
+                "        raise ValueError('keep_every: this program reads states more than one step back')",
+                "    for t in range(1, T + 1):",
+                "        step(t)",
+                "        if keep_every:  # keep every keep_every-th state and the last; backward recomputes the rest",
+                "            forget(t, kept=True)",
+                "            forget(t - 1, kept=(t - 1) % keep_every == 0)"]
 
     def reads_time(self, block: Block) -> bool:
         return any(r.name in self.an.recurrent and r.name not in self.an.data for r in block.reads)
@@ -390,9 +417,29 @@ class _Writer:
                 if loss.over_time:
                     self.loss(loss, "        ", body, step, live)
             em.backward(self.tapes["loop"], "        ", body, step, live)
-            out += ["    for t in range(T, 0, -1):"] + (body or ["        pass"])
+            out += ["    for t in range(T, 0, -1):"] + self.recompute() + body + self.release()
         em.backward(self.tapes["before"], "    ", out, plain, live)
         return out
+
+    def recompute(self) -> list[str]:
+        """Checkpointing, at the top of each backward step: recompute the segment since the last kept state."""
+        if not self.em.cached:
+            return []
+        probe = sorted(self.em.cached)[0]
+        grads = [f"                d{n}.setdefault(s, np.zeros(np.shape({n}[s]), dtype=DTYPE))"
+                 for n in self.forgettable()]
+        return [f"        if keep_every and t not in {probe}:  # recompute steps start+1 .. t from the kept state",
+                "            start = (t - 1) // keep_every * keep_every",
+                "            for s in range(start + 1, t + 1):",
+                "                step(s)"] + (["            for s in range(start, t + 1):"] + grads if grads else [])
+
+    def release(self) -> list[str]:
+        """Checkpointing, at the end of each backward step: step t's values and gradients are used up."""
+        if not self.em.cached:
+            return []
+        lines = ["        if keep_every:", "            forget(t, kept=t % keep_every == 0 or t == T)"]
+        lines += [f"            d{n}.pop(t, None)" for n in self.forgettable()]
+        return lines
 
     # -- the module ----------------------------------------------------------------------------------
     def params(self) -> dict[str, tuple]:
@@ -422,8 +469,10 @@ class _Writer:
     def forward_function(self) -> list[str]:
         an, em = self.an, self.em
         sig = ", ".join(_ident(n) for n in an.inputs)
-        out = [f"def forward(params, {sig}):",
-               '    """The outputs, and the cache of every value computed (what backward reads)."""']
+        keep = ", keep_every=None" if self.tapes["loop"] else ""
+        out = [f"def forward(params, {sig}{keep}):",
+               '    """The outputs, and the cache of every value computed (what backward reads). keep_every=k keeps',
+               '    only every k-th state of the recurrence; backward recomputes the rest (checkpointing)."""']
         out += [f"    {_ident(k)} = params[{k!r}]" for k in self.params()]
         out.append("    T = None")
         for name in an.inputs:
@@ -449,11 +498,14 @@ class _Writer:
         sig = ", ".join(_ident(n) for n in an.inputs)
         targets = ", ".join(_ident(n) for n in an.targets)
         states = {_ident(n) for n in an.recurrent - set(an.data)} | self.plain_states()
-        out = [f"def loss_and_gradients(params, {sig}{', ' + targets if targets else ''}):",
+        loop = bool(self.tapes["loop"])
+        keep = ", keep_every=None" if loop else ""
+        out = [f"def loss_and_gradients(params, {sig}{', ' + targets if targets else ''}{keep}):",
                '    """The program\'s => losses and the gradient of each parameter: forward, then backward."""',
-               f"    _, cache = forward(params, {sig})"]
+               f"    _, cache = forward(params, {sig}{', keep_every=keep_every' if loop else ''})"]
         out += [f"    {_ident(k)} = params[{k!r}]" for k in self.params()]
-        names = sorted(states | em.cached | em.plain | {_ident(n) for n in an.inputs} | {"T", "N"})
+        names = sorted(states | em.cached | em.plain | {_ident(n) for n in an.inputs} | {"T", "N"}
+                       | ({"step", "forget"} if loop else set()))
         out += [f"    {n} = cache[{n!r}]" for n in names]
         for name in an.targets:
             if name in an.sequences:
