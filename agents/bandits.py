@@ -123,7 +123,8 @@ def build_net(n_in: int, n_out: int, model: ModelConfig, rng: np.random.Generato
     """obs -> hidden... -> one output per arm. The first layer's input is the image itself, whose
     gradient nobody needs: skipping it saves a third of that (largest) layer's backward pass."""
     net = mlp(n_in, n_out, model, rng, output_gain=output_gain)
-    net.layers[0].input_grad = False
+    if model.notation is None:  # (a network from model.notation already skips it)
+        net.layers[0].input_grad = False
     return net
 
 
@@ -478,6 +479,9 @@ class NeuralLinUCBBandit(Agent):
     def __init__(self, config: NeuralLinUCBConfig, spec: EnvSpec, model: ModelConfig,
                  rng: np.random.Generator) -> None:
         super().__init__(config, spec, model, rng)
+        if model.notation is not None:
+            raise ConfigError("model.notation: linucb_bandit reads its network's last hidden layer (model.hidden), "
+                              "which a notation program does not expose; use model.hidden, or another bandit agent")
         self.net = build_net(spec.obs_dim, spec.n_actions, model, rng)
         self.optimizer = make_optimizer(self.net, config)
         self.feature_net = self.net.clone()  # frozen between refreshes

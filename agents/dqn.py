@@ -105,6 +105,9 @@ def q_network(obs_dim: int, n_actions: int, model: ModelConfig, rng: np.random.G
     else:
         if not model.hidden:
             raise ConfigError("agent.dueling needs at least one hidden layer (model.hidden) to share")
+        if model.notation is not None:
+            raise ConfigError("model.notation: agent.dueling splits model.hidden's last layer into two streams; "
+                              "write the Q-network in the notation without dueling, or drop model.notation")
         width = model.hidden[-1]
         trunk = mlp(obs_dim, width, dataclasses.replace(model, hidden=model.hidden[:-1]), rng)
         head = Dueling(nn.Linear(width, 1, rng, init=model.init), nn.Linear(width, n_actions, rng, init=model.init))

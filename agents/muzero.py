@@ -88,6 +88,9 @@ class MuZero(Agent):
 
     def __init__(self, config: MuZeroConfig, spec: EnvSpec, model: ModelConfig, rng: np.random.Generator) -> None:
         super().__init__(config, spec, model, rng)
+        if model.notation is not None:
+            raise ConfigError("model.notation: MuZero builds its three networks (representation, dynamics, "
+                              "prediction) from model.hidden; a notation program cannot replace them -- remove it")
         self.n_actions = spec.n_actions
         self.schedule = self._temperature_schedule(config.temperature_schedule)
         self.net = MuZeroNet(spec.obs_dim, spec.n_actions, rng, state_dim=config.state_dim, hidden=model.hidden,

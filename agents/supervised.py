@@ -65,6 +65,9 @@ class Supervised(Agent):
     def __init__(self, config: SupervisedConfig, spec, model, rng: np.random.Generator) -> None:
         super().__init__(config, spec, model, rng)
         if config.network == "cnn":
+            if model.notation is not None:
+                raise ConfigError("model.notation: network: cnn is built from agent.channels; with model.notation "
+                                  "the program is the network (set network: mlp; the program may hold conv layers)")
             self.net = cnn(config, rng)
         else:
             self.net = mlp(784, 10, model, rng)

@@ -193,6 +193,8 @@ class TD(Agent):
         self.policy = BehaviourPolicy(spec.action_space, config.action_probs)
         self.eval_rng = rng.spawn(1)[0]  # evaluation episodes draw actions without disturbing training's stream
         if config.value == "linear":
+            if model.notation is not None:
+                raise ConfigError("model.notation: value: linear has no network to write; set agent.value: mlp")
             self.value = nn.Sequential(nn.Linear(spec.obs_dim, 1, rng, bias=False)).flatten()
             self.value.flat_params = 0.0  # V = 0 everywhere, as in Sutton & Barto's experiments
         else:

@@ -104,8 +104,11 @@ def test_size_errors_name_the_fix():
         compile_program("X: 3\nX --[M_1: dense(4)|relu]-> h --[M_2]-> p", np.random.default_rng(0))
     with pytest.raises(NotationError, match="M reads h with 5 features here but 3 features elsewhere"):
         compile_program("X: 3\nM: dense(5)\nX --[M]-> h --[M]-> p", np.random.default_rng(0))
-    with pytest.raises(NotationError, match="conv does not compile yet"):
+    with pytest.raises(NotationError, match=r"conv reads images shaped \(C, H, W\), but X has 3 features: reshape"):
         compile_program("X: 3\nC: conv(8, 3)\nX --[C]-> h", np.random.default_rng(0))
+    with pytest.raises(NotationError, match=r"M is a dense layer and reads C\(reshape\(1, 2, 2\)\(X\)\), shaped "
+                                            r"\(2, 2, 2\): flatten it first"):
+        compile_program("X: 4\nC: conv(2, 1)\nX --[reshape(1, 2, 2)|C|M: dense(3)]-> h", np.random.default_rng(0))
 
 
 # -- finite differences ----------------------------------------------------------------------------

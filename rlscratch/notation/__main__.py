@@ -1,7 +1,9 @@
 """python -m rlscratch.notation FILE [--size X=784 ...]
+   python -m rlscratch.notation emit FILE [--out model.py] [--size X=784 ...]
 
 Prints the parsed program (canonical form), its data and inferred parameter shapes, and the forward,
-loss and backward passes one line per step -- the chain rule written out. Errors are one line and
+loss and backward passes one line per step -- the chain rule written out. With ``emit``, writes the
+program as a standalone numpy module instead (standard output, or --out). Errors are one line and
 exit status 2.
 """
 
@@ -14,13 +16,20 @@ from pathlib import Path
 from rlscratch.cli import run_cli
 from rlscratch.errors import UserError
 
-from .compiler import explain
-from .parser import NotationError
+from .emit import emit
+from .explain import explain
+from .syntax import NotationError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rlscratch.notation", description=__doc__.split("\n\n")[1])
+    argv = sys.argv[1:] if argv is None else argv
+    generate = bool(argv) and argv[0] == "emit"
+    prog = "python -m rlscratch.notation" + (" emit" if generate else "")
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[1])
     parser.add_argument("file", help="a program in the arrow notation ('-' reads standard input)")
+    if generate:
+        argv = argv[1:]
+        parser.add_argument("--out", metavar="FILE", help="write the module here (default: standard output)")
     parser.add_argument("--size", action="append", default=[], metavar="NAME=N",
                         help="the feature size of a data state not declared in the file, e.g. --size X=784")
     args = parser.parse_args(argv)
@@ -38,9 +47,16 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as err:
             raise UserError(f"cannot read {args.file}: {err.strerror}") from None
     try:
-        sys.stdout.write(explain(text, sizes))
+        output = emit(text, sizes, name=Path(where).stem) if generate else explain(text, sizes)
     except NotationError as err:
         raise UserError(f"{where}: {err}") from None
+    if generate and args.out:
+        try:
+            Path(args.out).write_text(output)
+        except OSError as err:
+            raise UserError(f"cannot write {args.out}: {err.strerror}") from None
+    else:
+        sys.stdout.write(output)
     return 0
 
 
