@@ -22,7 +22,7 @@ import rlscratch
 from rlscratch.agent import Agent, EnvSpec, agent_config, resolve_agent
 from rlscratch.checkpoint import CheckpointManager, read_checkpoint
 from rlscratch.collector import Collector
-from rlscratch.config import RunConfig, from_dict, to_dict
+from rlscratch.config import RunConfig, to_dict
 from rlscratch.envs.factory import env_seeds, make_obs_normalizer, make_vec_env, spaces_of
 from rlscratch.envs.wrappers import ObservationNormalizer
 from rlscratch.errors import CheckpointError, ConfigError
@@ -288,15 +288,12 @@ def train(config: RunConfig, run_dir: Path, resume: bool = False, stop_at: int |
 
 def load_run_config(run_dir: Path, overrides: list[str] = ()) -> tuple[RunConfig, dict]:
     """The resolved config a run directory was started with, plus any --set overrides."""
-    from rlscratch.config import apply_override, read_yaml
+    from rlscratch.config import load_saved_config
 
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise CheckpointError(f"{run_dir} is not an rlscratch run directory (no config.yaml)")
-    data = read_yaml(path)
-    for assignment in overrides:
-        apply_override(data, assignment)
-    return from_dict(RunConfig, data), data
+    return load_saved_config(path, overrides)
 
 
 def load_trained_agent(run_dir: Path, checkpoint: Path | None = None,
