@@ -50,5 +50,28 @@ def read_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict]:
         raise CheckpointError(f"{err}; delete it to fall back on an earlier checkpoint") from None
     if "meta" not in arrays:
         raise CheckpointError(f"{path} is not an rlscratch checkpoint (no 'meta' entry)")
-    meta = json.loads(str(arrays.pop("meta")))
-    return arrays, meta
+    return arrays, parse_meta(arrays.pop("meta"), path)
+
+
+# What the loop reads back from every checkpoint's meta entry, and the type each must have.
+META_KEYS: dict[str, type] = {"agent": str, "env_id": str, "num_envs": int, "env_steps": int}
+
+
+def parse_meta(entry: np.ndarray, path: Path) -> dict:
+    """A checkpoint's ``meta`` JSON, checked: cut short, not JSON, a key missing or of the wrong type
+    each name the file and the key (a hand-edited or damaged checkpoint must not half-load)."""
+    fix = "delete it to fall back on an earlier checkpoint"
+    try:
+        meta = json.loads(str(entry))
+    except (json.JSONDecodeError, UnicodeError) as err:
+        raise CheckpointError(f"{path}: its meta entry is not valid JSON ({err}); {fix}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: its meta entry should be a JSON object, got {type(meta).__name__}; {fix}")
+    for key, kind in META_KEYS.items():
+        if key not in meta:
+            raise CheckpointError(f"{path}: its meta entry has no '{key}'; {fix}")
+        if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
+            raise CheckpointError(f"{path}: its meta entry has {key}={meta[key]!r}, not a {kind.__name__}; {fix}")
+    if not isinstance(meta.get("elapsed", 0.0), (int, float)) or isinstance(meta.get("elapsed"), bool):
+        raise CheckpointError(f"{path}: its meta entry has elapsed={meta['elapsed']!r}, not a number; {fix}")
+    return meta
