@@ -75,6 +75,7 @@ class Supervised(Agent):
         lr = nn.optim.cosine(config.lr, steps) if config.lr_schedule == "cosine" else config.lr
         self.optimizer = nn.Adam(self.net, lr=lr, weight_decay=config.weight_decay)
         self.epoch = 0
+        self.input_shape = (1, 28, 28) if config.network == "cnn" else (784,)  # one image, as act() takes it
 
     def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
         return self.net.infer(obs).argmax(axis=1)

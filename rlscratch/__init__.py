@@ -11,3 +11,11 @@ __version__ = "0.1.0"
 _checkout = _Path(__file__).resolve().parent.parent
 if (_checkout / "pyproject.toml").is_file() and (_checkout / "agents" / "__init__.py").is_file():
     __path__.append(str(_checkout))  # noqa: F821 - __path__ is defined for packages
+
+
+def load(run_dir: str | _Path, checkpoint: str | _Path | None = None) -> "TrainedAgent":  # noqa: F821
+    """The agent a run directory trained, ready to act: ``rlscratch.load(run_dir).act(obs)``
+    (see rlscratch/trained.py)."""
+    from rlscratch.trained import load as _load
+
+    return _load(run_dir, checkpoint)

@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import importlib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -325,6 +326,15 @@ def apply_override(data: dict, assignment: str) -> None:
             raise ConfigError(f"--set {assignment!r}: '{key}' holds {child!r}, not a section")
         node = child
     node[keys[-1]] = value
+
+
+def run_name(config: RunConfig, stamp: str) -> str:
+    """A run directory's name, ``<config>-<env>-s<seed>-<timestamp>``: a seed sweep or an env swapped
+    by --set stays readable in ``ls runs/`` and TensorBoard. The env is its id's last part
+    (rlscratch/MNISTBandit-v0 -> MNISTBandit-v0), reduced to characters safe in a file name."""
+    env = re.split(r"[/:]", config.env.id)[-1]
+    env = re.sub(r"[^A-Za-z0-9._-]", "_", env) or "env"
+    return f"{config.name}-{env}-s{config.seed}-{stamp}"
 
 
 def import_modules(config: RunConfig) -> None:

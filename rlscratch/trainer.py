@@ -22,7 +22,7 @@ import rlscratch
 from rlscratch.agent import Agent, EnvSpec, agent_config, resolve_agent
 from rlscratch.checkpoint import CheckpointManager, read_checkpoint
 from rlscratch.collector import Collector
-from rlscratch.config import RunConfig, to_dict
+from rlscratch.config import RunConfig, run_name, to_dict
 from rlscratch.envs.factory import env_seeds, make_obs_normalizer, make_vec_env, spaces_of
 from rlscratch.envs.wrappers import ObservationNormalizer
 from rlscratch.errors import CheckpointError, ConfigError
@@ -120,7 +120,7 @@ def new_run_dir(config: RunConfig, run_dir: str | None) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         suffix = 1
         while True:
-            path = Path(config.log.root) / (f"{config.name}-{stamp}" + (f"-{suffix}" if suffix > 1 else ""))
+            path = Path(config.log.root) / (run_name(config, stamp) + (f"-{suffix}" if suffix > 1 else ""))
             try:
                 path.mkdir(parents=True)
                 return path
