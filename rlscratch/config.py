@@ -264,12 +264,13 @@ class _StrictLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             try:
-                first = seen.setdefault(key, line)
+                first = seen.get(key)
             except TypeError:  # an unhashable key: let PyYAML report it
                 continue
-            if first != line:
-                raise ConfigError(f"{self.name}: key '{key}' appears twice (lines {first} and {line}); "
-                                  "keep one of them")
+            if first is not None:
+                where = f"lines {first} and {line}" if first != line else f"line {line}"
+                raise ConfigError(f"{self.name}: key '{key}' appears twice ({where}); keep one of them")
+            seen[key] = line
         return super().construct_mapping(node, deep)
 
 

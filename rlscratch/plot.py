@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     formats = plt.figure().canvas.get_supported_filetypes()
     plt.close("all")
-    if out.suffix.lower().lstrip(".") not in formats:  # checked before any work, not after
-        raise UserError(f"--out {out}: matplotlib cannot write '{out.suffix or 'no extension'}' files; "
+    if out.suffix and out.suffix.lower().lstrip(".") not in formats:  # checked before any work, not after
+        raise UserError(f"--out {out}: matplotlib cannot write '{out.suffix}' files; "
                         f"end the name in one of {', '.join('.' + f for f in sorted(formats))}")
     if out.is_dir():
         raise UserError(f"--out {out} is a directory; give a file name such as {out / 'curves.png'}")
