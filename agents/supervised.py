@@ -104,7 +104,7 @@ class Supervised(Agent):
 
         if run.resume:
             path = run.checkpoints.latest()
-            arrays, meta = read_checkpoint(path)
+            arrays, meta = read_checkpoint(path, ("agent",))
             try:
                 if meta["agent"] != run.config.agent["name"]:
                     raise ValueError(f"it was written by agent {meta['agent']!r}")

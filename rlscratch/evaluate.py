@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rlscratch.cli import run_cli
+from rlscratch.cli import Parser, run_cli
 from rlscratch.errors import UserError
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rlscratch.evaluate", description=__doc__.split("\n\n")[1],
+    p = Parser(prog="python -m rlscratch.evaluate", description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--episodes", type=int, default=20)

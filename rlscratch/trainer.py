@@ -20,7 +20,7 @@ import yaml
 
 import rlscratch
 from rlscratch.agent import Agent, EnvSpec, agent_config, resolve_agent
-from rlscratch.checkpoint import CheckpointManager, read_checkpoint
+from rlscratch.checkpoint import LOOP_META, CheckpointManager, read_checkpoint
 from rlscratch.collector import Collector
 from rlscratch.config import RunConfig, run_name, to_dict
 from rlscratch.envs.factory import env_seeds, make_obs_normalizer, make_vec_env, spaces_of
@@ -187,7 +187,7 @@ def train(config: RunConfig, run_dir: Path, resume: bool = False, stop_at: int |
     env_steps, elapsed_before = 0, 0.0
     if resume:
         path = checkpoints.latest()
-        arrays, meta = read_checkpoint(path)
+        arrays, meta = read_checkpoint(path, LOOP_META)
         _check_meta(meta, config, path)
         try:
             agent.load_state_dict(sub_state(arrays, "agent"))
@@ -304,7 +304,7 @@ def load_trained_agent(run_dir: Path, checkpoint: Path | None = None,
     path = checkpoint or CheckpointManager(run_dir / "checkpoints").latest()
     if path is None:
         raise CheckpointError(f"no checkpoint in {run_dir / 'checkpoints'}; train first or pass --checkpoint")
-    arrays, meta = read_checkpoint(Path(path))
+    arrays, meta = read_checkpoint(Path(path), LOOP_META)
     _check_meta(meta, config, Path(path))
     envs = make_vec_env(config.env, evaluation=True)
     observation_space, action_space = spaces_of(envs)

@@ -413,3 +413,20 @@ def test_saved_config_yaml_is_complete_and_loads(base_run):
     config, data = load_run_config(base_run)
     assert set(yaml.safe_load((base_run / "config.yaml").read_text())) >= {"env", "agent", "model", "train", "log"}
     assert config.agent["name"] == "dqn" and data["agent"]["lr"] == pytest.approx(2.3e-3)
+
+
+def test_event_file_cut_mid_record_still_plots(base_run, tmp_path):
+    """A file still being written ends in a partial record: that is skipped, not called damaged;
+    and the CRC check agrees with TensorBoard's own writer on every complete record."""
+    from rlscratch.events import masked_crc32c, read_scalars
+
+    # CRC-32C("123456789") is 0xE3069283 (the standard check value); masked: rotated right 15, plus a constant
+    assert masked_crc32c(b"") == 0xA282EAD8 and masked_crc32c(b"123456789") == 0xC78AB0E5
+    run = tmp_path / "run"
+    shutil.copytree(base_run, run)
+    (path,) = run.glob("events.out.tfevents.*")
+    whole = read_scalars(run)
+    path.write_bytes(path.read_bytes()[:-7])
+    cut = read_scalars(run)
+    points = lambda scalars: sum(len(steps) for steps, _ in scalars.values())  # noqa: E731
+    assert set(cut) <= set(whole) and points(whole) - 1 <= points(cut) <= points(whole)
