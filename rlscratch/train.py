@@ -12,6 +12,7 @@ import argparse
 import os
 import shutil
 import sys
+import textwrap
 from pathlib import Path
 
 from rlscratch.cli import Parser, memory_message, run_cli
@@ -27,10 +28,15 @@ def catalogue() -> str:
     from rlscratch.agent import AGENTS
 
     envs = sorted(name for name in gym.registry if name.startswith("rlscratch/"))
+
+    def names(items: list[str]) -> str:
+        return textwrap.fill(", ".join(items), width=100, initial_indent="  ", subsequent_indent="  ",
+                             break_on_hyphens=False)
+
     return "\n".join([
-        "agents (agent.name; --describe AGENT lists its hyperparameters):", "  " + ", ".join(sorted(AGENTS)),
-        "configs (--config NAME):", "  " + ", ".join(shipped_configs()),
-        "environments of rlscratch's own (env.id; plus any gymnasium id):", "  " + ", ".join(envs),
+        "agents (agent.name; --describe AGENT lists its hyperparameters):", names(sorted(AGENTS)),
+        "configs (--config NAME):", names(shipped_configs()),
+        "environments of rlscratch's own (env.id; plus any gymnasium id):", names(envs),
     ])
 
 
