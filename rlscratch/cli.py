@@ -30,7 +30,7 @@ def memory_message(err: MemoryError, agent_section: dict) -> str:
     wanted = re.search(r"allocate ([\d.]+ \w+) for an array with shape (\([^)]*\))", str(err))
     need = f"an array of {wanted.group(1)} (shape {wanted.group(2)})" if wanted else "more memory than is free"
     sizes = [f"agent.{key} (now {value})" for key, value in agent_section.items()
-             if any(word in key for word in ("buffer", "capacity")) and isinstance(value, int)]
+             if any(word in key for word in ("buffer", "capacity", "replay")) and isinstance(value, int)]
     lower = " or ".join(sizes) if sizes else "the sizes in the agent: and model: sections"
     return f"out of memory: the run needed {need}; lower {lower}"
 

@@ -430,3 +430,21 @@ def test_event_file_cut_mid_record_still_plots(base_run, tmp_path):
     cut = read_scalars(run)
     points = lambda scalars: sum(len(steps) for steps, _ in scalars.values())  # noqa: E731
     assert set(cut) <= set(whole) and points(whole) - 1 <= points(cut) <= points(whole)
+
+
+def test_run_saved_before_imports_existed_still_loads(base_run, tmp_path):
+    """`imports` came after runs were already being saved (config.ADDED_LATER): a config.yaml without
+    it is complete; without any other key it is not."""
+    from rlscratch.errors import ConfigError
+    from rlscratch.trainer import load_run_config
+
+    run = tmp_path / "run"
+    shutil.copytree(base_run, run)
+    text = (run / "config.yaml").read_text()
+    assert "imports: []\n" in text
+    (run / "config.yaml").write_text(text.replace("imports: []\n", ""))
+    config, _ = load_run_config(run)
+    assert config.imports == []
+    (run / "config.yaml").write_text(text.replace("  keep_checkpoints: 3\n", ""))
+    with pytest.raises(ConfigError, match="no 'train.keep_checkpoints'"):
+        load_run_config(run)
