@@ -161,6 +161,8 @@ def _check_range(value: Any, meta: typing.Mapping, where: str) -> None:
         for i, item in enumerate(value):
             _check_range(item, meta, f"{where}[{i}]")
         return
+    if isinstance(value, float) and not math.isfinite(value):  # inside untyped lists (schedules) too
+        raise ConfigError(f"{where}: {value!r} is not a finite number; give a finite value")
     choices = meta.get("choices")
     if choices and value not in choices:
         hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)

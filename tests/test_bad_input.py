@@ -207,6 +207,8 @@ CASES: dict[str, Case] = {
     "--set agent.lr=nan": Case("train", run_args("--config", str(CONFIG), "--set", "agent.lr=nan"), "agent.lr"),
     "--set train.total_steps=.inf": Case("train", run_args("--config", str(CONFIG), "--set", "train.total_steps=.inf"),
                                          "train.total_steps"),
+    "muzero schedule with .inf": Case("train", raw("agent: {name: muzero, temperature_schedule: [[0, 1], [50, .inf]]}"),
+                                      "agent.temperature_schedule[1][1]: inf is not a finite number"),
     "model.hidden [0]": Case("train", cfg("model: {hidden: [0]}"), "model.hidden[0]: 0 is out of range"),
     "model.hidden negative": Case("train", cfg("model: {hidden: [64, -3]}"), "model.hidden[1]: -3 is out of range"),
     "model.hidden not a list": Case("train", cfg("model: {hidden: 64}"), "model.hidden: expected a list"),
