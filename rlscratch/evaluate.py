@@ -23,6 +23,10 @@ from rlscratch.errors import UserError
 if TYPE_CHECKING:
     import gymnasium as gym
 
+    from rlscratch.agent import Agent
+    from rlscratch.config import RunConfig
+    from rlscratch.envs.wrappers import ObservationNormalizer
+
 
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m rlscratch.evaluate", description=__doc__.split("\n\n")[1],
@@ -38,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def open_renderer(config) -> gym.Env:
+def open_renderer(config: RunConfig) -> gym.Env:
     """The run's env rendering rgb_array frames, tried once up front: a missing renderer (pygame) or an
     env that draws nothing is one line naming what to install, not a traceback or an empty video."""
     import gymnasium as gym
@@ -79,7 +83,8 @@ def check_video_writer() -> None:
         raise UserError("--video needs moviepy: pip install -e '.[video]' (or pip install moviepy pygame)") from None
 
 
-def record_video(env: gym.Env, folder: Path, agent, normalizer, episodes: int, seed: int) -> Path:
+def record_video(env: gym.Env, folder: Path, agent: Agent, normalizer: ObservationNormalizer | None, episodes: int,
+                 seed: int) -> Path:
     """Play ``episodes`` greedy episodes (seeds seed, seed+1, ...) of the rendering ``env`` into
     ``folder``, one MP4 each."""
     from gymnasium.wrappers import RecordVideo
