@@ -84,3 +84,33 @@ def test_register_agent_short_name_found_through_imports(tmp_path):
     (tmp_path / "without.yaml").write_text(without)
     refused = python(["-m", "rlscratch.train", "--config", "without.yaml"], tmp_path, [TESTS, tmp_path])
     assert refused.returncode == 2 and "unknown agent 'online_q_short'" in refused.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_progress_bar_drawn_on_a_terminal(tmp_path):
+    """The other half of the rule: on a terminal the bar is drawn (the piped run above has none)."""
+    import fcntl
+    import struct
+    import termios
+
+    leader, follower = os.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 columns wide
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    env.pop("TQDM_DISABLE", None)
+    process = subprocess.Popen([sys.executable, "-m", "rlscratch.train", "--config", "dqn_cartpole", *SHORT,
+                                "--run-dir", str(tmp_path / "run")], cwd=tmp_path, env=env,
+                               stdout=follower, stderr=follower, stdin=subprocess.DEVNULL)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert process.wait(timeout=300) == 0
+    text = b"".join(chunks).decode(errors="replace")
+    assert "step/s" in text and "\r" in text, text[-500:]
