@@ -9,6 +9,7 @@ directory: the resolved config, TensorBoard event files, checkpoints and log.txt
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         config, _ = load_config(args.config, args.set, args.seed)
         agent_config(resolve_agent(config.agent["name"]), config.agent)  # fail before creating anything
         check_run_dir_target(config, args.run_dir)
+        root_existed = Path(config.log.root).exists()
         try:
             run_dir = new_run_dir(config, args.run_dir)
         except OSError as err:
@@ -122,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             # A run that failed before its first checkpoint holds nothing worth keeping.
             if not (run_dir / "checkpoints").exists():
                 shutil.rmtree(run_dir, ignore_errors=True)
+                if args.run_dir is None and not root_existed:  # nor an empty runs/ it created for it
+                    with contextlib.suppress(OSError):
+                        Path(config.log.root).rmdir()
             if isinstance(err, MemoryError):
                 raise UserError(memory_message(err, config.agent)) from None
             raise
