@@ -17,9 +17,10 @@ import numpy as np
 
 from rlscratch import nn
 from rlscratch.agent import Agent
+from rlscratch.cli import interactive
 from rlscratch.config import bounded
 from rlscratch.data import load_mnist, scale_images
-from rlscratch.errors import ConfigError
+from rlscratch.errors import CheckpointError, ConfigError
 from rlscratch.models import mlp
 from rlscratch.state import sub_state
 
@@ -77,6 +78,7 @@ class Supervised(Agent):
         lr = nn.optim.cosine(config.lr, steps) if config.lr_schedule == "cosine" else config.lr
         self.optimizer = nn.Adam(self.net, lr=lr, weight_decay=config.weight_decay)
         self.epoch = 0
+        self.input_shape = (1, 28, 28) if config.network == "cnn" else (784,)  # one image, as act() takes it
 
     def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
         return self.net.infer(obs).argmax(axis=1)
@@ -104,8 +106,15 @@ class Supervised(Agent):
         y_train, y_test = train_labels.astype(np.int64), test_labels.astype(np.int64)
 
         if run.resume:
-            arrays, _ = read_checkpoint(run.checkpoints.latest())
-            self.load_state_dict(sub_state(arrays, "agent"))
+            path = run.checkpoints.latest()
+            arrays, meta = read_checkpoint(path, ("agent",))
+            try:
+                if meta["agent"] != run.config.agent["name"]:
+                    raise ValueError(f"it was written by agent {meta['agent']!r}")
+                self.load_state_dict(sub_state(arrays, "agent"))
+            except (KeyError, ValueError) as err:
+                raise CheckpointError(f"{path} does not match this run's agent/config: {err}; resume with the run's "
+                                      "own config and checkpoints") from None
             run.logger.line(f"resuming after epoch {self.epoch}")
         batch = self.config.batch_size
         epoch_seconds, test_accuracy = [], float("nan")
@@ -115,7 +124,7 @@ class Supervised(Agent):
             order = self.rng.permutation(len(x_train))
             losses = []
             bar = tqdm(range(0, len(order), batch), desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
-                       unit="batch", leave=False, disable=not run.config.log.progress)
+                       unit="batch", leave=False, disable=not (run.config.log.progress and interactive()))
             for i in bar:
                 idx = order[i:i + batch]
                 losses.append(self.train_step(x_train[idx], y_train[idx]))

@@ -74,9 +74,20 @@ def make_vec_env(config: EnvConfig, evaluation: bool = False) -> gym.vector.Vect
     """``num_envs`` (or ``eval_num_envs``) copies, sync by default, with autoreset disabled."""
     n = config.eval_num_envs if evaluation else config.num_envs
     factory = functools.partial(make_env, config, evaluation)
-    make_env(config, evaluation).close()  # fail here, in this process, with a clear message
+    probe = make_env(config, evaluation)  # fail here, in this process, with a clear message
+    probe.close()
+    refuse_structured_observations(probe.observation_space, config)
     vector_cls = gym.vector.AsyncVectorEnv if config.vectorization == "async" else gym.vector.SyncVectorEnv
     return vector_cls([factory] * n, autoreset_mode=AutoresetMode.DISABLED)
+
+
+def refuse_structured_observations(space: gym.Space, config: EnvConfig) -> None:
+    """Tuple and Dict observations (Blackjack-v1's, say) have no array shape for a network's input:
+    refuse them up front, naming the wrapper that turns them into one flat vector."""
+    if isinstance(space, (gym.spaces.Tuple, gym.spaces.Dict)):
+        raise ConfigError(f"env.id: {config.id} observes a {type(space).__name__} space ({space}), which rlscratch's "
+                          "networks cannot take; flatten it with gymnasium.wrappers.FlattenObservation: "
+                          "add FlattenObservation to env.wrappers")
 
 
 def make_obs_normalizer(config: EnvConfig, observation_space: gym.Space) -> ObservationNormalizer | None:

@@ -42,13 +42,39 @@ class CheckpointManager:
         return found[-1] if found else None
 
 
-def read_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict]:
-    """(arrays, meta) of one checkpoint; anything unreadable is a CheckpointError naming the file."""
+def read_checkpoint(path: Path, required: tuple[str, ...] = ()) -> tuple[dict[str, np.ndarray], dict]:
+    """(arrays, meta) of one checkpoint; anything unreadable is a CheckpointError naming the file.
+    ``required``: meta keys the caller reads (the training loop's: ``LOOP_META``)."""
     try:
         arrays = load_npz(path)
     except ValueError as err:
         raise CheckpointError(f"{err}; delete it to fall back on an earlier checkpoint") from None
     if "meta" not in arrays:
         raise CheckpointError(f"{path} is not an rlscratch checkpoint (no 'meta' entry)")
-    meta = json.loads(str(arrays.pop("meta")))
-    return arrays, meta
+    return arrays, parse_meta(arrays.pop("meta"), path, required)
+
+
+# The meta keys the training loop writes and reads back, and the type each must have.
+META_TYPES: dict[str, type | tuple[type, ...]] = {"agent": str, "env_id": str, "num_envs": int, "env_steps": int,
+                                                   "elapsed": (int, float)}
+LOOP_META = ("agent", "env_id", "num_envs", "env_steps")
+
+
+def parse_meta(entry: np.ndarray, path: Path, required: tuple[str, ...] = ()) -> dict:
+    """A checkpoint's ``meta`` JSON, checked: cut short, not JSON, a required key missing, or a known
+    key of the wrong type each name the file and the key (a damaged checkpoint must not half-load)."""
+    fix = "delete it to fall back on an earlier checkpoint"
+    try:
+        meta = json.loads(str(entry))
+    except (json.JSONDecodeError, UnicodeError) as err:
+        raise CheckpointError(f"{path}: its meta entry is not valid JSON ({err}); {fix}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: its meta entry should be a JSON object, got {type(meta).__name__}; {fix}")
+    for key in required:
+        if key not in meta:
+            raise CheckpointError(f"{path}: its meta entry has no '{key}'; {fix}")
+    for key, kind in META_TYPES.items():
+        if key in meta and (not isinstance(meta[key], kind) or isinstance(meta[key], bool)):
+            expected = "a number" if isinstance(kind, tuple) else f"a {kind.__name__}"
+            raise CheckpointError(f"{path}: its meta entry has {key}={meta[key]!r}, not {expected}; {fix}")
+    return meta

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib.resources
+import importlib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ class EnvConfig:
 
 @dataclass
 class ModelConfig:
-    hidden: list[int] = field(default_factory=lambda: [64, 64])
+    hidden: list[int] = bounded(default_factory=lambda: [64, 64], ge=1, help="units of each hidden layer")
     activation: str = bounded("relu", choices=("relu", "tanh", "sigmoid", "elu", "leaky_relu"))
     init: str = bounded("he", choices=("he", "he_uniform", "xavier", "xavier_normal", "orthogonal"))
     # The network in the arrow notation (docs/notation.md), e.g. "M_1: dense(128); X --[M_1|relu]-> h --[M_2]-> Q";
@@ -80,6 +81,8 @@ class LogConfig:
 class RunConfig:
     name: str
     seed: int = bounded(0, ge=0)
+    # Modules imported before the agent is looked up: where your own register_agent(...) calls live.
+    imports: list[str] = field(default_factory=list)
     env: EnvConfig = field(default_factory=EnvConfig)
     agent: dict = field(default_factory=dict)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -129,6 +132,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if number is not None and number.is_integer():
             return int(number)
     elif hint is float:
+        if isinstance(value, float) and not math.isfinite(value):  # YAML's .inf and .nan
+            raise ConfigError(f"{where}: {value!r} is not a finite number; give a finite value")
         number = _as_float(value)
         if number is not None and not isinstance(value, bool):
             return number
@@ -152,6 +157,12 @@ def _as_float(value: Any) -> float | None:
 
 
 def _check_range(value: Any, meta: typing.Mapping, where: str) -> None:
+    if isinstance(value, list):  # a list field's limits hold for every item (model.hidden: each size >= 1)
+        for i, item in enumerate(value):
+            _check_range(item, meta, f"{where}[{i}]")
+        return
+    if isinstance(value, float) and not math.isfinite(value):  # inside untyped lists (schedules) too
+        raise ConfigError(f"{where}: {value!r} is not a finite number; give a finite value")
     choices = meta.get("choices")
     if choices and value not in choices:
         hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
@@ -206,12 +217,26 @@ def to_dict(obj: Any) -> dict:
 
 
 # -- files and overrides ----------------------------------------------------------------------------
-def packaged_configs_dir() -> Path | None:
+def packaged_configs_dirs() -> list[Path]:
+    """The folders of the installed ``rlscratch.configs`` (a namespace package: it has no
+    ``__init__.py``, so ``importlib.resources`` hands back a multiplexed path; its ``__path__`` is
+    the list of real folders, from an editable install, a plain one, or the checkout)."""
     try:
-        path = Path(str(importlib.resources.files("rlscratch.configs")))
-    except (ModuleNotFoundError, TypeError):
-        return None
-    return path if path.is_dir() else None
+        module = importlib.import_module("rlscratch.configs")
+    except ImportError:
+        return []
+    return [Path(p) for p in getattr(module, "__path__", []) if Path(p).is_dir()]
+
+
+def config_folders() -> list[Path]:
+    """Where bare config names are looked up: ./configs, then the installed configs."""
+    folders = [Path("configs"), *packaged_configs_dirs()]
+    return [f for f in folders if f.is_dir()]
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs a bare ``--config NAME`` finds."""
+    return sorted({p.stem for folder in config_folders() for p in folder.glob("*.yaml")})
 
 
 def resolve_config_path(name: str) -> Path:
@@ -219,32 +244,61 @@ def resolve_config_path(name: str) -> Path:
     given = Path(name)
     candidates = [given] if given.suffix else [given, given.with_suffix(".yaml")]
     if given.parent == Path("."):
-        for folder in (Path("configs"), packaged_configs_dir()):
-            if folder is not None:
-                candidates += [folder / c.name for c in candidates[:2]]
+        for folder in config_folders():
+            candidates += [folder / c.name for c in candidates[:2]]
     for path in candidates:
         if path.is_file():
             return path
-    available = sorted({p.stem for folder in (Path("configs"), packaged_configs_dir()) if folder and folder.is_dir()
-                        for p in folder.glob("*.yaml")})
+    available = shipped_configs()
     close = difflib.get_close_matches(given.stem, available, n=1)
     hint = f" -- did you mean '{close[0]}.yaml'?" if close else ""
     raise ConfigError(f"config '{name}' not found{hint} (bare names are looked up in configs/; "
                       f"available: {', '.join(available) or 'none'})")
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error: PyYAML keeps the
+    last one silently, so `lr: 0.1` ... `lr: 0.001` further down would quietly win."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: let PyYAML report it
+                continue
+            if first is not None:
+                where = f"lines {first} and {line}" if first != line else f"line {line}"
+                raise ConfigError(f"{self.name}: key '{key}' appears twice ({where}); keep one of them")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: Path) -> dict:
+    """A config file as a dict: UTF-8 YAML, a mapping at the top, no key given twice."""
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as err:
         raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise ConfigError(f"{path} is not UTF-8 text (byte 0x{raw[err.start]:02x} on line {line}); "
+                          "save it with UTF-8 encoding") from None
+    loader = _StrictLoader(text)
+    loader.name = str(path)
+    try:
+        data = loader.get_single_data()
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(f"{path} is not valid YAML{at}: {problem}") from None
+    finally:
+        loader.dispose()
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -277,6 +331,25 @@ def apply_override(data: dict, assignment: str) -> None:
     node[keys[-1]] = value
 
 
+def run_name(config: RunConfig, stamp: str) -> str:
+    """A run directory's name, ``<config>-<env>-s<seed>-<timestamp>``: a seed sweep or an env swapped
+    by --set stays readable in ``ls runs/`` and TensorBoard. The env is its id's last part
+    (rlscratch/MNISTBandit-v0 -> MNISTBandit-v0), reduced to characters safe in a file name."""
+    env = re.split(r"[/:]", config.env.id)[-1]
+    env = re.sub(r"[^A-Za-z0-9._-]", "_", env) or "env"
+    return f"{config.name}-{env}-s{config.seed}-{stamp}"
+
+
+def import_modules(config: RunConfig) -> None:
+    """Import the config's ``imports`` (modules whose ``register_agent`` calls name agents)."""
+    for name in config.imports:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise ConfigError(f"imports: cannot import module '{name}' ({err}); is it on the Python path "
+                              "(the current directory counts)?") from None
+
+
 def load_config(name: str, overrides: typing.Sequence[str] = (), seed: int | None = None) -> tuple[RunConfig, dict]:
     """Read, override and validate a config. Returns (validated shared sections, raw dict); the
     ``agent`` section is validated later by the agent class it names."""
@@ -290,4 +363,76 @@ def load_config(name: str, overrides: typing.Sequence[str] = (), seed: int | Non
     config = from_dict(RunConfig, data)
     if not isinstance(config.agent, dict) or "name" not in config.agent:
         raise ConfigError("missing key 'agent.name' (a registered agent such as 'dqn', or 'package.module:Class')")
+    import_modules(config)
     return config, data
+
+
+# Keys added after runs were already being saved: an older run's config.yaml may lack them.
+ADDED_LATER = frozenset({"imports"})
+
+
+def require_complete(data: dict, path: Path) -> None:
+    """A run's saved config.yaml holds every key, defaults filled in (the trainer writes it so). One
+    that lacks a section or a key was truncated or cut by hand; filling the gap with today's default
+    would silently resume a different experiment, so it is refused."""
+    def missing(cls: type, section: Any, where: str) -> str | None:
+        if not isinstance(section, dict):
+            return where
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            key = f"{where}.{f.name}" if where else f.name
+            if f.name not in section:
+                if key in ADDED_LATER:
+                    continue
+                return key
+            if dataclasses.is_dataclass(hints[f.name]):
+                found = missing(hints[f.name], section[f.name], key)
+                if found:
+                    return found
+        return None
+
+    gap = missing(RunConfig, data, "")
+    if gap is None and not (isinstance(data["agent"], dict) and isinstance(data["agent"].get("name"), str)):
+        gap = "agent.name"
+    if gap is None:
+        from .agent import resolve_agent  # the agent's own fields were saved too
+
+        import_modules(from_dict(RunConfig, data))
+        cls = resolve_agent(data["agent"]["name"])
+        gap = next((f"agent.{f.name}" for f in dataclasses.fields(cls.Config) if f.name not in data["agent"]), None)
+    if gap is not None:
+        raise ConfigError(f"{path} is incomplete: it has no '{gap}' (truncated or edited?); a run's config.yaml "
+                          "holds every key -- restore the file, or start a new run")
+
+
+def load_saved_config(path: Path, overrides: typing.Sequence[str] = ()) -> tuple[RunConfig, dict]:
+    """A run directory's config.yaml (which must be complete: ``require_complete``), plus overrides."""
+    data = read_yaml(path)
+    require_complete(data, path)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    config = from_dict(RunConfig, data)
+    import_modules(config)
+    return config, data
+
+
+def describe_fields(cls: type) -> list[str]:
+    """One line per field of a config dataclass: name, type, default, allowed range, help text."""
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = "(required)"
+        meta = f.metadata
+        limits = [f"{symbol} {meta[key]}" for key, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+                  if key in meta]
+        allowed = "one of " + ", ".join(map(str, meta["choices"])) if "choices" in meta else " and ".join(limits)
+        kind = hints[f.name].__name__ if isinstance(hints[f.name], type) else str(hints[f.name]).replace("typing.", "")
+        rows.append((f.name, kind, "null" if default is None else str(default), allowed, meta.get("help", "")))
+    rows.insert(0, ("key", "type", "default", "allowed", "meaning"))
+    widths = [max([len(r[i]) for r in rows] + [0]) for i in range(4)]
+    return [("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4]).rstrip() for row in rows]

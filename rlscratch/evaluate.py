@@ -1,52 +1,94 @@
-"""python -m rlscratch.evaluate RUN_DIR [--episodes N] [--checkpoint FILE] [--json] [--video]
+"""python -m rlscratch.evaluate RUN_DIR [--episodes N] [--checkpoint FILE] [--json] [--video [--video-episodes N]]
 
 Loads a run's latest checkpoint (or --checkpoint) and plays greedy episodes in fresh evaluation envs;
 prints the mean ± std return, or with --json one object {"mean", "std", "episodes", "returns"}.
---video records episodes to RUN_DIR/videos with gymnasium's RecordVideo (needs an env that renders
-and moviepy).
+--video records --video-episodes N episodes (default 3) to RUN_DIR/videos with gymnasium's
+RecordVideo: it needs an env that renders rgb_array frames, and the video extra (pygame, moviepy).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rlscratch.cli import run_cli
+from rlscratch.cli import Parser, run_cli
 from rlscratch.errors import UserError
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+
+    from rlscratch.agent import Agent
+    from rlscratch.config import RunConfig
+    from rlscratch.envs.wrappers import ObservationNormalizer
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rlscratch.evaluate", description=__doc__.split("\n\n")[1],
+    p = Parser(prog="python -m rlscratch.evaluate", description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--checkpoint", help="a checkpoint file (default: the run's latest)")
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--video", action="store_true", help="record the episodes to RUN_DIR/videos")
+    p.add_argument("--video", action="store_true", help="record episodes to RUN_DIR/videos (one MP4 each)")
+    p.add_argument("--video-episodes", type=int, default=3, metavar="N",
+                   help="how many episodes --video records (default 3)")
     return p
 
 
-def record_video(run_dir: Path, config, agent, normalizer, episodes: int, seed: int) -> Path:
-    try:
-        import moviepy  # noqa: F401 - RecordVideo writes with it
-    except ImportError:
-        raise UserError("--video needs moviepy: pip install moviepy (or pip install -e '.[video]')") from None
-    from gymnasium.wrappers import RecordVideo
+def open_renderer(config: RunConfig) -> gym.Env:
+    """The run's env rendering rgb_array frames, tried once up front: a missing renderer (pygame) or an
+    env that draws nothing is one line naming what to install, not a traceback or an empty video."""
+    import gymnasium as gym
 
     from rlscratch.envs.factory import make_env
 
+    # frames are drawn off-screen: no window, no sound device (SDL complains on headless machines)
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
     try:
         env = make_env(config.env, evaluation=True, render_mode="rgb_array")
-    except Exception as err:  # envs without an rgb_array renderer refuse the render_mode
-        raise UserError(f"--video: {config.env.id} cannot render frames ({err})") from None
-    import gymnasium as gym
+    except UserError:
+        raise UserError(f"--video: {config.env.id} cannot draw frames (it refuses render_mode='rgb_array'); "
+                        "videos need an env that renders rgb_array frames") from None
+    try:
+        env.reset(seed=0)
+        frame = env.render()
+    except gym.error.DependencyNotInstalled as err:
+        env.close()
+        raise UserError(f"--video: {config.env.id} cannot draw frames, a package is missing "
+                        f"({str(err).splitlines()[0]}); pip install -e '.[video]' installs pygame and moviepy"
+                        ) from None
+    except Exception as err:  # an env without an rgb_array renderer fails in its own way
+        env.close()
+        raise UserError(f"--video: {config.env.id} cannot draw frames ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0] if str(err) else 'no message'})") from None
+    if not isinstance(frame, np.ndarray):
+        env.close()
+        raise UserError(f"--video: {config.env.id} draws no rgb_array frames (render() gave {type(frame).__name__}); "
+                        "videos need an env that supports render_mode='rgb_array'")
+    return env
 
-    folder = run_dir / "videos"
+
+def check_video_writer() -> None:
+    try:
+        import moviepy  # noqa: F401 - RecordVideo writes with it
+    except ImportError:
+        raise UserError("--video needs moviepy: pip install -e '.[video]' (or pip install moviepy pygame)") from None
+
+
+def record_video(env: gym.Env, folder: Path, agent: Agent, normalizer: ObservationNormalizer | None, episodes: int,
+                 seed: int) -> Path:
+    """Play ``episodes`` greedy episodes (seeds seed, seed+1, ...) of the rendering ``env`` into
+    ``folder``, one MP4 each."""
+    from gymnasium.wrappers import RecordVideo
+
     env = RecordVideo(env, str(folder), episode_trigger=lambda _: True, disable_logger=True)
     try:
         for episode in range(episodes):
@@ -56,8 +98,6 @@ def record_video(run_dir: Path, config, agent, normalizer, episodes: int, seed: 
                 view = obs[None] if normalizer is None else normalizer.normalize(obs[None])
                 obs, _, terminated, truncated, _ = env.step(agent.act(view, explore=False)[0])
                 done = terminated or truncated
-    except gym.error.DependencyNotInstalled as err:
-        raise UserError(f"--video: rendering {config.env.id} needs {str(err).splitlines()[0]}") from None
     finally:
         env.close()
     return folder
@@ -69,8 +109,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.episodes < 1:
         raise UserError(f"--episodes must be at least 1, got {args.episodes}")
+    if args.video_episodes < 1:
+        raise UserError(f"--video-episodes must be at least 1, got {args.video_episodes}")
     run_dir = Path(args.run_dir)
     config, agent, normalizer = load_trained_agent(run_dir, Path(args.checkpoint) if args.checkpoint else None)
+    if args.video:  # refused before the evaluation, not after it
+        check_video_writer()
+        renderer = open_renderer(config)
     evaluator = Evaluator(config, np.random.SeedSequence(args.seed), normalizer)
     result = evaluator.run(agent, args.episodes)
     evaluator.close()
@@ -79,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"{run_dir}: mean return {result.mean:.2f} ± {result.std:.2f} over {args.episodes} episodes")
     if args.video:
-        folder = record_video(run_dir, config, agent, normalizer, min(args.episodes, 3), args.seed)
+        folder = record_video(renderer, run_dir / "videos", agent, normalizer, args.video_episodes, args.seed)
         print(f"videos written to {folder}", file=sys.stderr)
     return 0
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rlscratch.cli import interactive
+
 
 class MetricAverager:
     """Accumulates scalars between writes so logging stays cheap when agents report every step."""
@@ -42,7 +44,7 @@ class Logger:
 
             self.writer = SummaryWriter(str(run_dir), flush_secs=10)
         self.bar = None
-        if progress and progress_total is not None:
+        if progress and progress_total is not None and interactive():  # no redraws into log files
             from tqdm import tqdm
 
             self.bar = tqdm(total=progress_total, initial=progress_initial, unit="step", dynamic_ncols=True,

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rlscratch.cli import run_cli
+from rlscratch.cli import Parser, run_cli
 from rlscratch.errors import UserError
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rlscratch.plot", description=__doc__.split("\n\n")[1],
+    p = Parser(prog="python -m rlscratch.plot", description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--tag", default="eval/mean_return",
@@ -33,9 +33,9 @@ def group_name(run_dir: Path) -> str:
     """Runs of one config share a curve: the run directory's name less its timestamp suffix."""
     config = run_dir / "config.yaml"
     if config.is_file():
-        import yaml
+        from rlscratch.config import read_yaml
 
-        name = (yaml.safe_load(config.read_text()) or {}).get("name")
+        name = read_yaml(config).get("name")
         if name:
             return str(name)
     return run_dir.name
@@ -77,6 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    out = Path(args.out)
+    formats = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    if out.suffix and out.suffix.lower().lstrip(".") not in formats:  # checked before any work, not after
+        raise UserError(f"--out {out}: matplotlib cannot write '{out.suffix}' files; "
+                        f"end the name in one of {', '.join('.' + f for f in sorted(formats))}")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file name such as {out / 'curves.png'}")
     data = curves([Path(d) for d in args.run_dirs], args.tag, args.smooth)
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name, (steps, mean, low, high) in data.items():
@@ -89,9 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=120)
+    except OSError as err:
+        raise UserError(f"--out {out}: cannot write it ({err.strerror}); choose another path") from None
     print(f"wrote {out}")
     return 0
 

@@ -20,9 +20,9 @@ import yaml
 
 import rlscratch
 from rlscratch.agent import Agent, EnvSpec, agent_config, resolve_agent
-from rlscratch.checkpoint import CheckpointManager, read_checkpoint
+from rlscratch.checkpoint import LOOP_META, CheckpointManager, read_checkpoint
 from rlscratch.collector import Collector
-from rlscratch.config import RunConfig, from_dict, to_dict
+from rlscratch.config import RunConfig, run_name, to_dict
 from rlscratch.envs.factory import env_seeds, make_obs_normalizer, make_vec_env, spaces_of
 from rlscratch.envs.wrappers import ObservationNormalizer
 from rlscratch.errors import CheckpointError, ConfigError
@@ -120,7 +120,7 @@ def new_run_dir(config: RunConfig, run_dir: str | None) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         suffix = 1
         while True:
-            path = Path(config.log.root) / (f"{config.name}-{stamp}" + (f"-{suffix}" if suffix > 1 else ""))
+            path = Path(config.log.root) / (run_name(config, stamp) + (f"-{suffix}" if suffix > 1 else ""))
             try:
                 path.mkdir(parents=True)
                 return path
@@ -187,7 +187,7 @@ def train(config: RunConfig, run_dir: Path, resume: bool = False, stop_at: int |
     env_steps, elapsed_before = 0, 0.0
     if resume:
         path = checkpoints.latest()
-        arrays, meta = read_checkpoint(path)
+        arrays, meta = read_checkpoint(path, LOOP_META)
         _check_meta(meta, config, path)
         try:
             agent.load_state_dict(sub_state(arrays, "agent"))
@@ -288,15 +288,12 @@ def train(config: RunConfig, run_dir: Path, resume: bool = False, stop_at: int |
 
 def load_run_config(run_dir: Path, overrides: list[str] = ()) -> tuple[RunConfig, dict]:
     """The resolved config a run directory was started with, plus any --set overrides."""
-    from rlscratch.config import apply_override, read_yaml
+    from rlscratch.config import load_saved_config
 
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise CheckpointError(f"{run_dir} is not an rlscratch run directory (no config.yaml)")
-    data = read_yaml(path)
-    for assignment in overrides:
-        apply_override(data, assignment)
-    return from_dict(RunConfig, data), data
+    return load_saved_config(path, overrides)
 
 
 def load_trained_agent(run_dir: Path, checkpoint: Path | None = None,
@@ -307,7 +304,7 @@ def load_trained_agent(run_dir: Path, checkpoint: Path | None = None,
     path = checkpoint or CheckpointManager(run_dir / "checkpoints").latest()
     if path is None:
         raise CheckpointError(f"no checkpoint in {run_dir / 'checkpoints'}; train first or pass --checkpoint")
-    arrays, meta = read_checkpoint(Path(path))
+    arrays, meta = read_checkpoint(Path(path), LOOP_META)
     _check_meta(meta, config, Path(path))
     envs = make_vec_env(config.env, evaluation=True)
     observation_space, action_space = spaces_of(envs)

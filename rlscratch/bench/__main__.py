@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from rlscratch.cli import Parser
+
 # name -> (module, one-line description)
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "nn": ("rlscratch.bench.nn", "one training step of small networks, rlscratch vs PyTorch CPU"),
@@ -17,7 +19,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m rlscratch.bench",
         description="rlscratch benchmarks.",
         epilog="benchmarks:\n" + "\n".join(f"  {name:<8} {text}" for name, (_, text) in BENCHMARKS.items()),
@@ -31,4 +33,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from rlscratch.cli import run_cli
+
+    sys.exit(run_cli(main))

@@ -37,6 +37,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -437,6 +438,25 @@ def parse_threads(text: str) -> list[int | None]:
     return [None if part.strip() == "default" else int(part) for part in text.split(",")]
 
 
+def check_torch_python(python: str) -> None:
+    """Refuse up front (one line, exit 2) a --torch-python that does not exist or cannot import torch,
+    rather than a worker process dying mid-benchmark."""
+    from rlscratch.errors import UserError
+
+    found = shutil.which(python)
+    if found is None:
+        raise UserError(f"--torch-python {python}: no such interpreter (not an executable file, nor on PATH); "
+                        "give the python of a venv that has torch, e.g. --torch-python ~/torch-venv/bin/python")
+    try:
+        probe = subprocess.run([found, "-c", "import torch"], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise UserError(f"--torch-python {python}: cannot run it ({err}); give a working Python interpreter") from None
+    if probe.returncode != 0:
+        reason = (probe.stderr.strip().splitlines() or [f"exit status {probe.returncode}"])[-1]
+        raise UserError(f"--torch-python {python} cannot import torch ({reason}); install torch there "
+                        "(pip install torch) or leave out --torch-python")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rlscratch.bench nn", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -476,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         sides[name] = LocalSide("rlscratch", n)
     notes = []
     if args.torch_python:
+        check_torch_python(args.torch_python)
         sides["torch"] = RemoteSide(args.torch_python, "torch", args.torch_threads, args.malloc)
     elif not args.no_torch:
         try:

@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
             text, where = Path(args.file).read_text(), args.file
         except OSError as err:
             raise UserError(f"cannot read {args.file}: {err.strerror}") from None
+        except UnicodeDecodeError as err:
+            raise UserError(f"{args.file} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+                            f"{err.start}); save it with UTF-8 encoding") from None
     try:
         output = emit(text, sizes, name=Path(where).stem) if generate else explain(text, sizes)
     except NotationError as err:
