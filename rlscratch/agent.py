@@ -25,6 +25,7 @@ import numpy as np
 
 from .config import ModelConfig, from_dict
 from .errors import ConfigError
+from .optim_config import check_renamed
 from .state import pack, unpack
 
 
@@ -175,6 +176,7 @@ def resolve_agent(name: str) -> type[Agent]:
 def agent_config(cls: type[Agent], section: dict) -> Any:
     """Validate the ``agent:`` section (minus ``name``) against the agent's Config dataclass."""
     params = {k: v for k, v in section.items() if k != "name"}
+    check_renamed(params, cls.Config)  # lr_final, anneal_steps, ...: "renamed to agent.optim.lr ..."
     return from_dict(cls.Config, params, "agent")
 
 
