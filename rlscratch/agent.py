@@ -119,9 +119,9 @@ class Agent:
 AGENTS: dict[str, str | type[Agent]] = {
     "dqn": "rlscratch.agents.dqn:DQN",
     "supervised": "rlscratch.agents.supervised:Supervised",
-    "epsilon_greedy_bandit": "rlscratch.agents.bandits:EpsilonGreedyBandit",
-    "policy_gradient_bandit": "rlscratch.agents.bandits:PolicyGradientBandit",
-    "linucb_bandit": "rlscratch.agents.bandits:NeuralLinUCBBandit",
+    "epsilon_greedy_bandit": "rlscratch.agents.epsilon_greedy_bandit:EpsilonGreedyBandit",
+    "policy_gradient_bandit": "rlscratch.agents.policy_gradient_bandit:PolicyGradientBandit",
+    "linucb_bandit": "rlscratch.agents.linucb_bandit:NeuralLinUCBBandit",
     "td": "rlscratch.agents.td:TD",
     "td_gru": "rlscratch.agents.td_gru:RecurrentTD",
     "a2c": "rlscratch.agents.a2c:A2C",
