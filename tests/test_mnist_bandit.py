@@ -232,6 +232,7 @@ def test_augmentation_needs_image_observations():
 def test_policy_gradient_through_the_network_matches_finite_differences():
     """The same loss backpropagated through a small float64 MLP, checked parameter by parameter."""
     from rlscratch.agents.policy_gradient_bandit import reinforce_loss as policy_gradient_loss
+
     from rlscratch.bandit import build_net
 
     rng = np.random.default_rng(1)
