@@ -25,7 +25,7 @@ def parser() -> argparse.ArgumentParser:
     source.add_argument("--config", help="config file, or a bare name looked up in configs/ (e.g. dqn_cartpole)")
     source.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override a config value, e.g. --set agent.lr=0.001 (repeatable)")
+                   help="override a config value, e.g. --set agent.optim.lr=0.001 (repeatable)")
     p.add_argument("--seed", type=int, help="override the config's seed")
     p.add_argument("--run-dir", help="write the run here instead of runs/<config-name>-<timestamp>")
     return p
