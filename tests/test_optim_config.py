@@ -170,3 +170,36 @@ def test_written_run_config_shows_the_filled_section(tmp_path):
     train(config, tmp_path / "run")
     written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["agent"]["optim"]
     assert written["name"] == "rmsprop" and written["lr"] == 1e-3 and written["eps"] == 1e-5
+
+
+# -- schedules reach the maths they set ----------------------------------------------------------------
+def one_rollout(name: str, **config) -> np.ndarray:
+    """The parameters after the first update of an A2C/PPO on random CartPole-shaped steps."""
+    from rlscratch.agent import Step
+
+    spec = EnvSpec(gym.spaces.Box(-1.0, 1.0, (4,), np.float32), gym.spaces.Discrete(2), 2)
+    cls = resolve_agent(name)
+    agent = cls(agent_config(cls, {"n_steps": 4, **config}), spec, ModelConfig(hidden=[8]), np.random.default_rng(0))
+    data = np.random.default_rng(1)
+    metrics: dict = {}
+    while not metrics:
+        obs = data.standard_normal((2, 4)).astype(np.float32)
+        step = Step(obs, agent.act(obs), data.standard_normal(2), data.standard_normal((2, 4)).astype(np.float32),
+                    data.random(2) < 0.2, np.zeros(2, bool), {})
+        metrics = agent.observe(step)
+    return agent.net.flat_params.copy()
+
+
+def test_a2c_uses_the_entropy_coefficient_its_schedule_gives_now():
+    """The first update comes after 8 env steps: a schedule from 1 to 0 over 32 steps is 0.75 there."""
+    scheduled = one_rollout("a2c", ent_coef={"start": 1.0, "end": 0.0, "steps": 32})
+    assert np.array_equal(scheduled, one_rollout("a2c", ent_coef=0.75))
+    assert not np.array_equal(scheduled, one_rollout("a2c", ent_coef=1.0))
+
+
+def test_ppo_uses_the_clip_range_its_schedule_gives_now():
+    """After 8 env steps a clip range from 0.2 to 0 over 16 steps is 0.1; 3 epochs let the ratio reach it."""
+    args = {"n_epochs": 3, "batch_size": 8, "optim": {"lr": 0.05}}
+    scheduled = one_rollout("ppo", clip_range={"start": 0.2, "end": 0.0, "steps": 16}, **args)
+    assert np.array_equal(scheduled, one_rollout("ppo", clip_range=0.1, **args))
+    assert not np.array_equal(scheduled, one_rollout("ppo", clip_range=0.2, **args))
