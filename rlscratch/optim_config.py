@@ -80,11 +80,9 @@ class Schedule:
         if isinstance(spec, Mapping):
             spec = ScheduleConfig(**spec)
         self.spec, self.where, self.run_length = spec, where, run_length
-        self._fn: Callable[[int], float] | None = None
-        if isinstance(spec, ScheduleConfig) and spec.kind != "constant" and spec.steps is None and run_length is None:
-            self._fn = None  # resolved once the run's length is known (see ``at``)
-        else:
-            self._fn = self._build()
+        waits = isinstance(spec, ScheduleConfig) and spec.kind != "constant" and spec.steps is None
+        # (a schedule that spans the run is built once set_run_length knows how long that is)
+        self._fn: Callable[[int], float] | None = None if waits and run_length is None else self._build()
 
     @property
     def clock(self) -> str:
@@ -184,9 +182,13 @@ def make_optimizer(optim: OptimConfig, model: nn.Module, env_steps: Callable[[],
     if schedule.clock == "env_steps" and isinstance(optim.lr, ScheduleConfig) and optim.lr.kind != "constant":
         if env_steps is None:
             raise ConfigError("agent.optim.lr.clock: this agent counts no env steps; use clock: updates")
-        rate: Callable[[int], float] = lambda update: schedule(env_steps(), update)  # noqa: E731
+        clock = env_steps
     else:
-        rate = lambda update: schedule(0, update)  # noqa: E731
+        def clock() -> int:
+            return 0  # a constant, or clock: updates -- the optimizer's own step count below
+
+    def rate(update: int) -> float:
+        return schedule(clock(), update)
     name, wd = optim.name, optim.weight_decay
     if name in ("adam", "adamw"):
         cls = nn.Adam if name == "adam" else nn.AdamW
