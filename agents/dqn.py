@@ -144,8 +144,7 @@ class DQN(Agent):
         self.q = q_network(spec.obs_dim, self.n_actions, model, rng, c.dueling)
         self.target = self.q.clone()
         # Every schedule reads the clock it names: the env-step counter below, or the update count.
-        self.lr_schedule = Schedule(c.optim.lr, "agent.optim.lr")
-        self.optimizer = make_optimizer(c.optim, self.q, lambda: self.env_steps, self.lr_schedule)
+        self.optimizer = make_optimizer(c.optim, self.q, lambda: self.env_steps)
         self.epsilon_schedule = Schedule(c.epsilon, "agent.epsilon")
         self.beta_schedule = Schedule(c.priority_beta, "agent.priority_beta")
         self.loss_fn = nn.huber if c.loss == "huber" else nn.mse

@@ -228,3 +228,16 @@ def test_dqn_learns_cartpole(tmp_path):
     steps, returns = read_scalars(tmp_path / "run")["eval/mean_return"]
     assert list(steps) == [5000, 10000, 15000, 20000]
     assert returns.max() >= 195, dict(zip(steps.tolist(), returns.tolist()))
+
+
+def test_prioritized_replay_samples_with_the_beta_its_schedule_gives_now(monkeypatch):
+    """beta from 0.4 to 1.0 over 100 env steps: the update after 50 env steps (2 envs x 25) samples with 0.7."""
+    agent = make_agent(num_envs=2, learning_starts=50, train_freq=50, batch_size=4, prioritized=True,
+                       priority_beta=ScheduleConfig(0.4, 1.0, 100))
+    betas = []
+    sample = agent.buffer.sample
+    monkeypatch.setattr(agent.buffer, "sample", lambda *args, beta: betas.append(beta) or sample(*args, beta=beta))
+    rng = np.random.default_rng(0)
+    for _ in range(25):
+        agent.observe(random_step(rng, 2))
+    assert betas == [pytest.approx(0.7)]

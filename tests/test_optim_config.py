@@ -203,3 +203,25 @@ def test_ppo_uses_the_clip_range_its_schedule_gives_now():
     scheduled = one_rollout("ppo", clip_range={"start": 0.2, "end": 0.0, "steps": 16}, **args)
     assert np.array_equal(scheduled, one_rollout("ppo", clip_range=0.1, **args))
     assert not np.array_equal(scheduled, one_rollout("ppo", clip_range=0.2, **args))
+
+
+def test_supervised_schedule_spans_the_run_counted_from_the_data(tmp_path, monkeypatch):
+    """100 training images, batches of 32, 2 epochs: 2 x ceil(100 / 32) = 8 updates, so a cosine from 1
+    to 0 without steps is 0.5 at update 4 and 0 after the 8th (with MNIST's 60,000 images hard-coded
+    it would still be ~1)."""
+    import rlscratch.agents.supervised as supervised
+
+    from rlscratch.trainer import train
+
+    fake = np.random.default_rng(0)
+    data = {split: (fake.integers(0, 256, (n, 28, 28), dtype=np.uint8), fake.integers(0, 10, n).astype(np.uint8))
+            for split, n in (("train", 100), ("test", 20))}
+    monkeypatch.setattr(supervised, "load_mnist", lambda split, path=None: data[split])
+    config = {"agent": {"name": "supervised", "epochs": 2, "batch_size": 32,
+                        "optim": {"lr": {"kind": "cosine", "start": 1.0, "end": 0.0, "clock": "updates"}}},
+              "model": {"hidden": [4]}, "log": {"root": str(tmp_path), "progress": False, "tensorboard": False}}
+    path = tmp_path / "supervised.yaml"
+    path.write_text(yaml.safe_dump(config))
+    agent = train(load_config(str(path))[0], tmp_path / "run")["agent"]
+    assert agent.optimizer.steps == 8 and agent.optimizer.lr == 0.0
+    assert agent.lr_schedule(0, 4) == pytest.approx(0.5)
