@@ -1,19 +1,19 @@
 """DQN (Mnih et al. 2015) and the extensions that each cost a config switch: Double DQN (van Hasselt
 et al. 2016), a dueling head (Wang et al. 2016), n-step returns, prioritized replay (Schaul et al.
-2016), Polyak-averaged target networks and a decaying learning rate.
+2016), Polyak-averaged target networks and a decaying learning rate (any ``optim.lr`` schedule).
 
 Per env step (every count below is in env steps summed over the parallel envs, like total_steps):
 
-    a = random action with probability epsilon (linear from initial to final over exploration_steps),
+    a = random action with probability epsilon (a schedule: linear from start to end over its steps),
         else argmax_a Q(s, a)
     store (s, a, r, s', terminated, truncated) in replay, which folds n steps into
         (s, a, G, s_n, discount):  G = sum_k gamma^k r_k,  discount = gamma^m, or 0 after a termination
     every train_freq env steps once learning_starts have passed, gradient_steps times:
-        sample a batch (uniformly, or with P(i) ~ p_i^alpha and importance weights w_i)
+        sample a batch (uniformly, or with P(i) ~ p_i^alpha and importance weights w_i, exponent beta)
         y   = G + discount * Q_target(s_n, argmax_a' Q(s_n, a'))    (Double DQN)
             = G + discount * max_a' Q_target(s_n, a')                (DQN)
         L   = mean_i w_i * huber(Q(s_i, a_i) - y_i)       (or squared error; w = 1 without priorities)
-        theta <- Adam(theta, clip(dL/dtheta, max_grad_norm));   prioritized: p_i <- |Q(s_i, a_i) - y_i| + eps
+        theta <- optim(theta, clip(dL/dtheta, max_grad_norm));  prioritized: p_i <- |Q(s_i, a_i) - y_i| + eps
         every target_update_interval updates: theta_target <- tau theta + (1 - tau) theta_target
 """
 
@@ -30,6 +30,15 @@ from rlscratch.buffers import PrioritizedReplayBuffer, ReplayBuffer
 from rlscratch.config import ModelConfig, bounded
 from rlscratch.errors import ConfigError
 from rlscratch.models import mlp
+from rlscratch.optim_config import (
+    OptimConfig,
+    Schedule,
+    ScheduleSpec,
+    finish_config,
+    make_optimizer,
+    optim_field,
+    schedule_field,
+)
 
 
 @dataclass
@@ -41,23 +50,20 @@ class DQNConfig:
     learning_starts: int = bounded(1000, ge=0, help="env steps before the first update")
     train_freq: int = bounded(4, ge=1, help="env steps between training rounds")
     gradient_steps: int = bounded(1, ge=1, help="gradient updates per training round")
-    lr: float = bounded(1e-3, gt=0)
-    lr_final: float | None = bounded(None, ge=0, help="decay lr linearly to this over lr_decay_steps; None: constant")
-    lr_decay_steps: int = bounded(100_000, ge=1, help="env steps of the lr decay")
+    optim: OptimConfig = optim_field(name="adam", lr=1e-3, max_grad_norm=10.0)
     loss: str = bounded("huber", choices=("huber", "mse"))
-    max_grad_norm: float = bounded(10.0, ge=0, help="global gradient-norm clip; 0: none")
     target_update_interval: int = bounded(1000, ge=1, help="gradient updates between target updates")
     tau: float = bounded(1.0, gt=0, le=1, help="1: hard copy; below 1: Polyak averaging")
-    exploration_initial_eps: float = bounded(1.0, ge=0, le=1)
-    exploration_final_eps: float = bounded(0.05, ge=0, le=1)
-    exploration_steps: int = bounded(10_000, ge=1, help="env steps of the linear epsilon decay")
+    epsilon: ScheduleSpec = schedule_field(1.0, 0.05, 10_000, help="probability of a random action")
     double_dqn: bool = True
     dueling: bool = False
     prioritized: bool = False
     priority_alpha: float = bounded(0.6, ge=0, help="0: uniform sampling")
-    priority_beta: float = bounded(0.4, ge=0, le=1, help="initial importance-sampling exponent, annealed to 1")
-    priority_beta_steps: int = bounded(100_000, ge=1, help="env steps to anneal beta to 1")
+    priority_beta: ScheduleSpec = schedule_field(0.4, 1.0, 100_000, help="importance-sampling exponent")
     priority_eps: float = bounded(1e-6, gt=0)
+
+    def __post_init__(self) -> None:
+        finish_config(self)  # the agent's optimizer defaults; every schedule states its length
 
 
 class Dueling(nn.Module):
@@ -140,13 +146,10 @@ class DQN(Agent):
         self.n_actions = spec.n_actions
         self.q = q_network(spec.obs_dim, self.n_actions, model, rng, c.dueling)
         self.target = self.q.clone()
-        self.lr_schedule = (nn.optim.constant(c.lr) if c.lr_final is None
-                            else nn.optim.linear(c.lr, c.lr_final, c.lr_decay_steps))
-        # The schedule reads the env-step counter, so every schedule in a config counts env steps.
-        self.optimizer = nn.Adam(self.q, lr=lambda _update: self.lr_schedule(self.env_steps))
-        self.epsilon_schedule = nn.optim.linear(c.exploration_initial_eps, c.exploration_final_eps,
-                                                c.exploration_steps)
-        self.beta_schedule = nn.optim.linear(c.priority_beta, 1.0, c.priority_beta_steps)
+        # Every schedule reads the clock it names: the env-step counter below, or the update count.
+        self.optimizer = make_optimizer(c.optim, self.q, lambda: self.env_steps)
+        self.epsilon_schedule = Schedule(c.epsilon, "agent.epsilon")
+        self.beta_schedule = Schedule(c.priority_beta, "agent.priority_beta")
         self.loss_fn = nn.huber if c.loss == "huber" else nn.mse
 
         space = spec.observation_space
@@ -161,7 +164,7 @@ class DQN(Agent):
 
     @property
     def epsilon(self) -> float:
-        return self.epsilon_schedule(self.env_steps)
+        return self.epsilon_schedule(self.env_steps, self.updates)
 
     def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
         n = len(obs)
@@ -183,7 +186,7 @@ class DQN(Agent):
         metrics = {"train/epsilon": self.epsilon}
         c = self.config
         if self.env_steps >= c.learning_starts and self.env_steps // c.train_freq > before // c.train_freq:
-            metrics["train/lr"] = self.lr_schedule(self.env_steps)
+            metrics["train/lr"] = self.optimizer.lr
             results = [self.update() for _ in range(c.gradient_steps)]
             metrics["loss/td"] = float(np.mean([loss for loss, _ in results]))
             metrics["train/q_mean"] = float(np.mean([q for _, q in results]))
@@ -193,7 +196,7 @@ class DQN(Agent):
         """One gradient step on a replayed batch; returns (loss, mean Q of the taken actions)."""
         c = self.config
         if c.prioritized:
-            batch = self.buffer.sample(c.batch_size, self.rng, beta=self.beta_schedule(self.env_steps))
+            batch = self.buffer.sample(c.batch_size, self.rng, beta=self.beta_schedule(self.env_steps, self.updates))
         else:
             batch = self.buffer.sample(c.batch_size, self.rng)
         # Targets from `infer`: no caches, and no gradient flows into them.
@@ -207,8 +210,8 @@ class DQN(Agent):
         dq[self.rows, batch.actions] = dq_taken
         self.q.zero_grad()
         self.q.backward(dq)
-        if c.max_grad_norm > 0:
-            nn.clip_grad_norm(self.q.flat_grads, c.max_grad_norm)
+        if c.optim.max_grad_norm > 0:
+            nn.clip_grad_norm(self.q.flat_grads, c.optim.max_grad_norm)
         self.optimizer.step()
         self.updates += 1
 

@@ -36,6 +36,7 @@ from rlscratch.muzero.loss import unrolled_loss
 from rlscratch.muzero.mcts import MCTS, SearchConfig, SearchResult, select_action
 from rlscratch.muzero.model import MuZeroNet
 from rlscratch.muzero.replay import W_FINAL, W_STEP, GameReplay, make_targets
+from rlscratch.optim_config import OptimConfig, finish_config, make_optimizer, optim_field
 
 
 @dataclass
@@ -60,12 +61,7 @@ class MuZeroConfig:
     unroll_steps: int = bounded(5, ge=1, help="K")
     td_steps: int = bounded(10, ge=1, help="n of the n-step value targets")
     batch_size: int = bounded(128, ge=1)
-    lr: float = bounded(3e-3, gt=0)
-    lr_final: float | None = bounded(None, ge=0, help="decay lr linearly to this over lr_decay_updates")
-    lr_decay_updates: int = bounded(20_000, ge=1)
-    optimizer: str = bounded("adam", choices=("adam", "adamw", "sgd", "momentum"))
-    weight_decay: float = bounded(1e-4, ge=0)
-    max_grad_norm: float = bounded(5.0, ge=0, help="global gradient-norm clip; 0: none")
+    optim: OptimConfig = optim_field(name="adam", lr=3e-3, weight_decay=1e-4, max_grad_norm=5.0, momentum=0.9)
     value_coef: float = bounded(0.25, ge=0)
     state_grad_scale: float = bounded(0.5, ge=0, le=1, help="gradient into the dynamics' state input, per step")
     replay_capacity: int = bounded(100_000, ge=2, help="rows held, over all envs")
@@ -80,6 +76,9 @@ class MuZeroConfig:
     priority_beta: float = bounded(0.4, ge=0, le=1, help="annealed to 1 over priority_beta_steps")
     priority_beta_steps: int = bounded(25_000, ge=1, help="env steps")
     priority_eps: float = bounded(1e-6, gt=0)
+
+    def __post_init__(self) -> None:
+        finish_config(self)  # the optim: section's defaults above; every schedule states its length
 
 
 class MuZero(Agent):
@@ -97,14 +96,7 @@ class MuZero(Agent):
                              value_support=config.value_support, reward_support=config.reward_support,
                              activation=model.activation, init=model.init)
         self.target = self.net.clone() if config.value_target == "target" else None
-        lr: float | dict = config.lr
-        if config.lr_final is not None:
-            lr = {"kind": "linear", "start": config.lr, "end": config.lr_final, "steps": config.lr_decay_updates}
-        if config.optimizer == "momentum":
-            self.optimizer = nn.make_optimizer("momentum", self.net, lr=lr, momentum=0.9,
-                                               weight_decay=config.weight_decay)
-        else:
-            self.optimizer = nn.make_optimizer(config.optimizer, self.net, lr=lr, weight_decay=config.weight_decay)
+        self.optimizer = make_optimizer(config.optim, self.net, lambda: self.env_steps)
         self.search_config = SearchConfig(
             num_simulations=config.num_simulations, discount=config.discount, pb_c_init=config.pb_c_init,
             pb_c_base=config.pb_c_base, dirichlet_alpha=config.dirichlet_alpha,
@@ -209,7 +201,8 @@ class MuZero(Agent):
 
         self.net.zero_grad()
         result = unrolled_loss(self.net, batch, value_coef=c.value_coef, state_grad_scale=c.state_grad_scale)
-        grad_norm = nn.clip_grad_norm(self.net.flat_grads, c.max_grad_norm) if c.max_grad_norm > 0 else 0.0
+        max_norm = c.optim.max_grad_norm
+        grad_norm = nn.clip_grad_norm(self.net.flat_grads, max_norm) if max_norm > 0 else 0.0
         self.optimizer.step()
         self.updates += 1
         if self.target is not None and self.updates % c.target_update_interval == 0:

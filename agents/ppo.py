@@ -1,7 +1,7 @@
 """PPO: proximal policy optimisation with the clipped surrogate (Schulman et al. 2017).
 
-Acting, the rollout buffer and the advantages are A2C's (agents/a2c.py): N envs x ``n_steps`` steps,
-then GAE(lambda):
+Acting and the rollout buffer are shared with A2C, its sibling (rlscratch/on_policy.py): N envs x
+``n_steps`` steps, then GAE(lambda):
 
     V_{t+1} * gamma + r_t - V_t -> TD_t
     TD_t + gamma * lam * A_{t+1} * (1 - d_t) -> A_t,     R_t = A_t + V_t
@@ -25,8 +25,18 @@ descended on each minibatch:
 
 with L_value = mean_t (V_t - R_t)^2, or with value clipping (``clip_range_vf``) the larger of that
 and the error of V_old + clip(V - V_old, -eps_v, eps_v). Options: advantage normalisation per
-minibatch, learning rate (and clip range) annealed linearly over ``anneal_steps`` env steps, and a
+minibatch, schedules for the learning rate (``optim.lr``) and the clip range (``clip_range``), and a
 KL early stop that ends the update once the policy has moved more than ``target_kl`` from the old one.
+
+Pseudocode, once the rollout buffer holds n_steps steps of every env:
+
+    logp_old, V_old = log pi(a|s), V(s) under the parameters that acted     (no gradient)
+    A, R = GAE(r, V_old, done, V(s_T), gamma, lam)
+    repeat n_epochs times, over a fresh shuffle of the T*N transitions in minibatches of batch_size:
+        logits, V = Net(minibatch)                       (kept for backward)
+        L_clip and dL/dlogits = clipped_surrogate(...);  stop all epochs if approx KL > target_kl
+        dL/dlogits -= ent_coef * dH/dlogits;   dL/dV = vf_coef * d(value loss)
+        backprop, clip each network's gradient to optim.max_grad_norm, one optimizer step
 """
 
 from __future__ import annotations
@@ -36,9 +46,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlscratch import nn
-from rlscratch.config import bounded
-
-from .a2c import A2C, A2CConfig, entropy, log_prob
+from rlscratch.agent import EnvSpec
+from rlscratch.config import ModelConfig, bounded
+from rlscratch.on_policy import OnPolicyAgent, OnPolicyConfig
+from rlscratch.optim_config import OptimConfig, Schedule, ScheduleSpec, optim_field
+from rlscratch.policy import entropy, log_prob
 
 
 # -- the clipped objectives and their gradients --------------------------------------------------------
@@ -91,24 +103,26 @@ def clipped_value_loss(values: np.ndarray, old_values: np.ndarray, returns: np.n
 
 # -- the agent -----------------------------------------------------------------------------------------
 @dataclass
-class PPOConfig(A2CConfig):
+class PPOConfig(OnPolicyConfig):
     n_steps: int = bounded(128, ge=1, help="steps per env per rollout")
     gae_lambda: float = bounded(0.95, ge=0, le=1)
-    lr: float = bounded(2.5e-4, gt=0)
-    optimizer: str = bounded("adam", choices=("rmsprop", "adam"))
+    optim: OptimConfig = optim_field(name="adam", lr=2.5e-4, eps=1e-5, max_grad_norm=0.5)
     normalize_advantage: bool = True  # per minibatch
     n_epochs: int = bounded(4, ge=1, help="passes over each rollout")
     batch_size: int = bounded(64, ge=1, help="minibatch size (transitions)")
-    clip_range: float = bounded(0.2, gt=0)
-    anneal_clip_range: bool = bounded(False, help="decay clip_range linearly to 0 with the lr (anneal_steps)")
+    clip_range: ScheduleSpec = bounded(0.2, gt=0, help="epsilon of the ratio clip: a number or a schedule")
     clip_range_vf: float | None = bounded(None, gt=0, help="value clipping; null: off")
     target_kl: float | None = bounded(None, gt=0, help="stop an update's epochs past this approximate KL")
 
 
-class PPO(A2C):
-    """A2C's acting and rollouts; ``learn`` runs the clipped-surrogate epochs instead of one step."""
+class PPO(OnPolicyAgent):
+    """The on-policy base's acting and rollouts; ``learn`` runs the clipped-surrogate epochs."""
 
     Config = PPOConfig
+
+    def __init__(self, config: PPOConfig, spec: EnvSpec, model: ModelConfig, rng: np.random.Generator) -> None:
+        super().__init__(config, spec, model, rng)
+        self.clip_range = Schedule(config.clip_range, "agent.clip_range")
 
     def learn(self, next_obs: np.ndarray) -> dict[str, float]:
         cfg, buf = self.config, self.buffer
@@ -123,8 +137,8 @@ class PPO(A2C):
         old_log_probs, old_values = buf.flat(buf.log_probs), buf.flat(buf.values)
         advantages, returns = buf.flat(buf.advantages), buf.flat(buf.returns)
 
-        progress = min(self.env_steps / cfg.anneal_steps, 1.0) if cfg.anneal_steps else 0.0
-        clip = cfg.clip_range * (1.0 - progress) if cfg.anneal_clip_range else cfg.clip_range
+        clip = self.clip_range(self.env_steps, self.updates)
+        ent_coef = self.ent_coef(self.env_steps, self.updates)
         lr = self.optimizer.lr
         B = len(actions)
         totals = {"loss/policy": 0.0, "loss/value": 0.0, "loss/entropy": 0.0, "train/approx_kl": 0.0,
@@ -145,7 +159,7 @@ class PPO(A2C):
                     stopped = True
                     break
                 mean_entropy, dentropy = entropy(logits)
-                dlogits -= cfg.ent_coef * dentropy
+                dlogits -= ent_coef * dentropy
                 if cfg.clip_range_vf is None:
                     value_loss, dvalues = nn.mse(values, returns[idx])
                 else:
@@ -154,7 +168,7 @@ class PPO(A2C):
 
                 self.net.zero_grad()
                 self.net.backward((dlogits, dvalues))
-                policy_norm, value_norm = self.net.clip_grad(cfg.max_grad_norm)
+                policy_norm, value_norm = self.net.clip_grad(cfg.optim.max_grad_norm)
                 self.optimizer.step()
                 steps += 1
                 for key, value in (("loss/policy", policy_loss), ("loss/value", value_loss),

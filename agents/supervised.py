@@ -2,7 +2,9 @@
 
     X --[M_1|act]-> h_1 --[M_2|act]-> ... --[M_k|softmax]-> p => one_hot(y)
 
-Minibatch gradient descent on the softmax cross-entropy, with Adam. It runs through the same
+Minibatch gradient descent on the softmax cross-entropy (``optim:``, Adam by default; a learning-rate
+schedule without ``steps`` spans the whole run: epochs x minibatches per epoch, counted from the data
+with ``clock: updates``). It runs through the same
 command line, run directory, TensorBoard logging and checkpoints as the RL agents, but learns from
 the 60,000 training images instead of an environment (``train_offline``), and reports accuracy on the
 10,000 test images after every epoch.
@@ -22,6 +24,7 @@ from rlscratch.config import bounded
 from rlscratch.data import load_mnist, scale_images
 from rlscratch.errors import CheckpointError, ConfigError
 from rlscratch.models import mlp
+from rlscratch.optim_config import OptimConfig, Schedule, finish_config, make_optimizer, optim_field
 from rlscratch.state import sub_state
 
 
@@ -33,10 +36,11 @@ class SupervisedConfig:
     dropout: float = bounded(0.0, ge=0, lt=1)
     epochs: int = bounded(10, ge=1)
     batch_size: int = bounded(128, ge=1)
-    lr: float = bounded(1e-3, gt=0)
-    lr_schedule: str = bounded("constant", choices=("constant", "cosine"))
-    weight_decay: float = bounded(0.0, ge=0)
+    optim: OptimConfig = optim_field(name="adam", lr=1e-3)
     data_path: str | None = None  # a folder with the MNIST files; default: $RLSCRATCH_DATA, then the cache
+
+    def __post_init__(self) -> None:
+        finish_config(self, knows_run_length=True)  # a schedule may leave out steps: the whole run
 
 
 def cnn(config: SupervisedConfig, rng: np.random.Generator) -> nn.Sequential:
@@ -74,9 +78,9 @@ class Supervised(Agent):
             self.net = mlp(784, 10, model, rng)
             if config.dropout:
                 raise ConfigError("agent.dropout: only the cnn network has dropout; set network: cnn or dropout: 0")
-        steps = config.epochs * -(-60_000 // config.batch_size)
-        lr = nn.optim.cosine(config.lr, steps) if config.lr_schedule == "cosine" else config.lr
-        self.optimizer = nn.Adam(self.net, lr=lr, weight_decay=config.weight_decay)
+        # The schedule's length, if the config leaves it to the run, is set once the data is loaded.
+        self.lr_schedule = Schedule(config.optim.lr, "agent.optim.lr")
+        self.optimizer = make_optimizer(config.optim, self.net, lr=self.lr_schedule)
         self.epoch = 0
         self.input_shape = (1, 28, 28) if config.network == "cnn" else (784,)  # one image, as act() takes it
 
@@ -104,6 +108,8 @@ class Supervised(Agent):
         test_images, test_labels = load_mnist("test", self.config.data_path)
         x_train, x_test = scale_images(train_images, layout), scale_images(test_images, layout)
         y_train, y_test = train_labels.astype(np.int64), test_labels.astype(np.int64)
+        batch = self.config.batch_size
+        self.lr_schedule.set_run_length(self.config.epochs * -(-len(x_train) // batch))  # updates in the run
 
         if run.resume:
             path = run.checkpoints.latest()
@@ -116,7 +122,6 @@ class Supervised(Agent):
                 raise CheckpointError(f"{path} does not match this run's agent/config: {err}; resume with the run's "
                                       "own config and checkpoints") from None
             run.logger.line(f"resuming after epoch {self.epoch}")
-        batch = self.config.batch_size
         epoch_seconds, test_accuracy = [], float("nan")
         while self.epoch < self.config.epochs:
             start = time.perf_counter()

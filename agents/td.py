@@ -27,7 +27,7 @@ Precisely, with r_{t+1} the reward of the step from s_t to s_{t+1}:
   runs), so we choose the cheaper one. The cost: one backward pass per env and step (per-sample
   gradients; a batched backward would sum them).
 * The step is handed to an optimizer as the gradient -mean_i delta_i z_i (the mean over parallel envs),
-  so ``optimizer: sgd`` with ``lr: alpha`` is exactly the rule above, and ``adam`` rescales it per
+  so ``optim: {name: sgd, lr: alpha}`` is exactly the rule above, and ``adam`` rescales it per
   parameter (a heuristic with traces, common in practice).
 * Terminated vs truncated: a termination ends the MDP, so V(s_{t+1}) counts as 0; a truncation (a time
   limit) does not, so we bootstrap from the true final observation. After either, the trace is cleared:
@@ -50,6 +50,7 @@ from rlscratch.agent import Agent, EnvSpec, Step
 from rlscratch.config import ModelConfig, bounded
 from rlscratch.errors import ConfigError
 from rlscratch.models import mlp
+from rlscratch.optim_config import OptimConfig, finish_config, make_optimizer, optim_field
 
 
 # -- pieces shared with the recurrent agent (agents/td_gru.py) -----------------------------------------
@@ -150,13 +151,15 @@ def prediction_error(agent: Agent, env: gym.Env, episodes: int, seed: int, again
 # -- TD(lambda) -----------------------------------------------------------------------------------------
 @dataclass
 class TDConfig:
-    lr: float = bounded(0.1, gt=0, help="alpha, the step size")
+    optim: OptimConfig = optim_field(name="sgd", lr=0.1)  # sgd with lr alpha: the rule above, exactly
     gamma: float = bounded(1.0, ge=0, le=1)
     lam: float = bounded(0.0, ge=0, le=1, help="lambda of the eligibility traces; 0 is TD(0)")
     value: str = bounded("linear", choices=("linear", "mlp"),
                          help="linear: V = w.x (a table on one-hot observations); mlp: the model: section")
-    optimizer: str = bounded("sgd", choices=("sgd", "adam"))
     action_probs: list[float] | None = None  # the fixed behaviour policy; None: uniform
+
+    def __post_init__(self) -> None:
+        finish_config(self)  # the agent's optimizer defaults; every schedule states its length
 
 
 class EligibilityTraces:
@@ -199,8 +202,7 @@ class TD(Agent):
             self.value.flat_params = 0.0  # V = 0 everywhere, as in Sutton & Barto's experiments
         else:
             self.value = mlp(spec.obs_dim, 1, model, rng, output_gain=1.0)
-        optimizer = nn.SGD if config.optimizer == "sgd" else nn.Adam
-        self.optimizer = optimizer(self.value, lr=config.lr)
+        self.optimizer = make_optimizer(config.optim, self.value)  # lr schedules: clock updates
         self.traces = EligibilityTraces(spec.num_envs, self.value.num_params(), self.value.dtype)
         self.recorder = EpisodeRecorder(spec.num_envs, config.gamma)
 

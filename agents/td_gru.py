@@ -49,22 +49,25 @@ from rlscratch import nn
 from rlscratch.agent import Agent, EnvSpec, Step
 from rlscratch.config import ModelConfig, bounded
 from rlscratch.models import mlp
+from rlscratch.optim_config import OptimConfig, finish_config, make_optimizer, optim_field
 
 from .td import BehaviourPolicy, EpisodeRecorder
 
 
 @dataclass
 class RecurrentTDConfig:
-    lr: float = bounded(1e-3, gt=0, help="Adam's step size")
-    lr_anneal_steps: int = bounded(0, ge=0, help="env steps over which lr falls linearly to 0 (e.g. "
-                                   "train.total_steps); 0: constant")
+    # With noisy targets a constant step size keeps the error jittering: the configs decay it to 0
+    # (clock: updates -- one update per chunk of chunk x num_envs env steps).
+    optim: OptimConfig = optim_field(name="adam", lr=1e-3, max_grad_norm=1.0)
     gamma: float = bounded(0.9, ge=0, le=1)
     lam: float = bounded(0.0, ge=0, le=1, help="lambda of the returns within a chunk; 0 is TD(0)")
     encoder: str = bounded("gru", choices=("gru", "mlp"), help="mlp: the memoryless ablation h_t = tanh(W O_t + b)")
     hidden_size: int = bounded(32, ge=1, help="width of h_t")
     chunk: int = bounded(16, ge=1, help="T: vector steps per update, and the length backpropagated through")
-    max_grad_norm: float = bounded(1.0, ge=0, help="global gradient-norm clip; 0: none")
     action_probs: list[float] | None = None  # the fixed behaviour policy; None: uniform
+
+    def __post_init__(self) -> None:
+        finish_config(self)  # the agent's optimizer defaults; every schedule states its length
 
 
 class Memoryless(nn.Module):
@@ -189,11 +192,7 @@ class RecurrentTD(Agent):
         else:
             encoder = Memoryless(spec.obs_dim, config.hidden_size, rng)
         self.net = RecurrentValueNet(encoder, mlp(config.hidden_size, 1, model, rng, output_gain=1.0)).flatten()
-        lr: float | dict = config.lr
-        if config.lr_anneal_steps:  # with noisy targets a constant step size keeps the error jittering
-            updates = config.lr_anneal_steps // (config.chunk * spec.num_envs)
-            lr = {"kind": "linear", "start": config.lr, "end": 0.0, "steps": max(updates, 1)}
-        self.optimizer = nn.Adam(self.net, lr=lr)
+        self.optimizer = make_optimizer(config.optim, self.net)  # lr schedules: clock updates
         self.chunk = Chunk(config.chunk, spec.num_envs, spec.obs_dim, config.hidden_size, self.net.dtype)
         self.recorder = EpisodeRecorder(spec.num_envs, config.gamma)
 
@@ -233,7 +232,8 @@ class RecurrentTD(Agent):
 
     def learn(self) -> dict[str, float]:
         loss, values, targets = self.compute_gradients()
-        grad_norm = (nn.clip_grad_norm(self.net.flat_grads, self.config.max_grad_norm) if self.config.max_grad_norm
+        max_norm = self.config.optim.max_grad_norm
+        grad_norm = (nn.clip_grad_norm(self.net.flat_grads, max_norm) if max_norm
                      else float(np.linalg.norm(self.net.flat_grads)))
         self.optimizer.step()
         self.updates += 1

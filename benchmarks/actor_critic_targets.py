@@ -2,7 +2,7 @@
 
     python benchmarks/actor_critic_targets.py                          # every suite below
     python benchmarks/actor_critic_targets.py --suites cartpole-ppo --seeds 0,1,2 --jobs 2
-    python benchmarks/actor_critic_targets.py --suites acrobot --set agent.lr=1e-3 --json out.json
+    python benchmarks/actor_critic_targets.py --suites acrobot --set agent.optim.lr=1e-3 --json out.json
 
 Each (suite, seed) trains the suite's shipped config through rlscratch's own training loop in a
 subprocess of its own, ``--jobs`` at a time, BLAS pinned to one thread (benchmarks/seed_runs.py).

@@ -3,7 +3,7 @@
     python benchmarks/dqn_targets.py                          # CartPole, seeds 0-4
     python benchmarks/dqn_targets.py acrobot mountaincar      # 3 seeds each
     python benchmarks/dqn_targets.py lunarlander --seeds 0,1,2 --jobs 1
-    python benchmarks/dqn_targets.py cartpole --set agent.lr=1e-3 --set train.total_steps=40000
+    python benchmarks/dqn_targets.py cartpole --set agent.optim.lr.start=1e-3 --set train.total_steps=40000
 
 Each (env, seed) is one run of the shipped config through the ordinary trainer, in a subprocess of
 its own, ``--jobs`` at a time (default 2: one per core of the development machine), each pinned to

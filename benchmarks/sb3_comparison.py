@@ -146,16 +146,17 @@ def rlscratch_config(case: str, steps: int, seed: int, folder: Path):
               "train.checkpoint_every=0", f"log.root={folder}", "log.tensorboard=false", "log.progress=false"]
     if case == "a2c":
         overrides = ["env.num_envs=8", "env.vectorization=sync", "agent.n_steps=5", "agent.gamma=0.99",
-                     "agent.gae_lambda=1.0", "agent.lr=7e-4", "agent.anneal_steps=0", "agent.optimizer=rmsprop",
-                     "agent.optimizer_eps=1e-5", "agent.rmsprop_alpha=0.99", "agent.ent_coef=0.0",
-                     "agent.vf_coef=0.5", "agent.max_grad_norm=0.5", "agent.normalize_advantage=false",
+                     "agent.gae_lambda=1.0",
+                     "agent.optim={name: rmsprop, lr: 7.0e-4, eps: 1.0e-5, alpha: 0.99, max_grad_norm: 0.5}",
+                     "agent.ent_coef=0.0", "agent.vf_coef=0.5", "agent.normalize_advantage=false",
                      "agent.shared_network=false", "agent.orthogonal_init=true", "model.hidden=[64, 64]",
                      "model.activation=tanh"]
         name = "a2c_cartpole"
     elif case == "dqn":
         overrides, name = [], "dqn_cartpole"
     else:
-        overrides = [f"agent.anneal_steps={steps}"]  # lin_ schedules run over the whole run, as in the zoo
+        # lin_ schedules run over the whole run, as in the zoo
+        overrides = [f"agent.optim.lr.steps={steps}", f"agent.clip_range.steps={steps}"]
         name = "ppo_cartpole"
     config, _ = load_config(str(ROOT / "configs" / f"{name}.yaml"), common + overrides, seed)
     return config

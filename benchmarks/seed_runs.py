@@ -119,7 +119,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, root_name: str) -> None:
     parser.add_argument("--seeds", help="comma list overriding the default seeds, e.g. 0,1,2")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2: one per core)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override for every run (repeatable), e.g. --set agent.lr=1e-3")
+                        help="config override for every run (repeatable), e.g. --set agent.optim.lr=1e-3")
     parser.add_argument("--root", default=str(ROOT / "runs" / root_name), help="where the run directories go")
     parser.add_argument("--json", metavar="PATH", help="also write every result as JSON")
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from .config import ModelConfig, from_dict
 from .errors import ConfigError
+from .optim_config import check_renamed
 from .state import pack, unpack
 
 
@@ -118,9 +119,9 @@ class Agent:
 AGENTS: dict[str, str | type[Agent]] = {
     "dqn": "rlscratch.agents.dqn:DQN",
     "supervised": "rlscratch.agents.supervised:Supervised",
-    "epsilon_greedy_bandit": "rlscratch.agents.bandits:EpsilonGreedyBandit",
-    "policy_gradient_bandit": "rlscratch.agents.bandits:PolicyGradientBandit",
-    "linucb_bandit": "rlscratch.agents.bandits:NeuralLinUCBBandit",
+    "epsilon_greedy_bandit": "rlscratch.agents.epsilon_greedy_bandit:EpsilonGreedyBandit",
+    "policy_gradient_bandit": "rlscratch.agents.policy_gradient_bandit:PolicyGradientBandit",
+    "linucb_bandit": "rlscratch.agents.linucb_bandit:NeuralLinUCBBandit",
     "td": "rlscratch.agents.td:TD",
     "td_gru": "rlscratch.agents.td_gru:RecurrentTD",
     "a2c": "rlscratch.agents.a2c:A2C",
@@ -175,6 +176,7 @@ def resolve_agent(name: str) -> type[Agent]:
 def agent_config(cls: type[Agent], section: dict) -> Any:
     """Validate the ``agent:`` section (minus ``name``) against the agent's Config dataclass."""
     params = {k: v for k, v in section.items() if k != "name"}
+    check_renamed(params, cls.Config)  # lr_final, anneal_steps, ...: "renamed to agent.optim.lr ..."
     return from_dict(cls.Config, params, "agent")
 
 

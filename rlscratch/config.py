@@ -111,8 +111,13 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             try:
                 return _coerce(value, option, where)
             except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0])
+                errors.append((option, str(err)))
+        # Report the error of the option the value was meant for: a mapping for a dataclass (a schedule),
+        # anything else for the plain types (so `lr: .inf` is "not a finite number", not "expected a mapping").
+        for option, message in errors:
+            if isinstance(value, dict) == (dataclasses.is_dataclass(option) or option is dict):
+                raise ConfigError(message)
+        raise ConfigError(errors[0][1])
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")

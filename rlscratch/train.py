@@ -61,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
     source.add_argument("--list", action="store_true", help="list agents, shipped configs and environments")
     source.add_argument("--describe", metavar="AGENT", help="list an agent's hyperparameters (type, default, range)")
     p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override a config value, e.g. --set agent.lr=0.001 (repeatable)")
+                   help="override a config value, e.g. --set agent.optim.lr=0.001 (repeatable)")
     p.add_argument("--seed", type=int, help="override the config's seed")
     p.add_argument("--run-dir", help="write the run here instead of runs/<config>-<env>-s<seed>-<timestamp>")
     return p

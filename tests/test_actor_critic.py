@@ -8,13 +8,15 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import yaml
-from rlscratch.agents.a2c import A2C, ActorCritic, entropy, log_prob, policy_gradient_loss, sample_categorical
+from rlscratch.agents.a2c import A2C
 from rlscratch.agents.ppo import PPO, clipped_surrogate, clipped_value_loss
 from threadpoolctl import threadpool_limits
 
 from rlscratch import nn
 from rlscratch.agent import EnvSpec, Step, agent_config, resolve_agent
 from rlscratch.config import ModelConfig, load_config
+from rlscratch.on_policy import ActorCritic
+from rlscratch.policy import entropy, log_prob, policy_gradient_loss, sample_categorical
 from rlscratch.returns import bootstrapped_returns, gae_advantages
 from rlscratch.rollout import RolloutBuffer
 from rlscratch.trainer import train
@@ -232,7 +234,7 @@ def write_config(folder: Path, agent: dict, **sections) -> Path:
 
 
 @pytest.mark.parametrize("agent", [
-    {"name": "a2c", "n_steps": 5, "gae_lambda": 0.95, "anneal_steps": 1200},
+    {"name": "a2c", "n_steps": 5, "gae_lambda": 0.95, "optim": {"lr": {"start": 7e-4, "end": 0.0, "steps": 1200}}},
     {"name": "ppo", "n_steps": 16, "batch_size": 24, "n_epochs": 3, "clip_range_vf": 0.2, "target_kl": 0.05},
 ])
 def test_resume_in_the_middle_of_a_rollout_is_exact(tmp_path, agent):
@@ -266,7 +268,8 @@ def test_ppo_learns_cartpole(tmp_path):
     """A short seeded PPO run must balance the pole far beyond what random play does (about 22)."""
     config, _ = load_config(str(write_config(
         tmp_path, {"name": "ppo", "n_steps": 32, "batch_size": 256, "n_epochs": 20, "gamma": 0.98, "gae_lambda": 0.8,
-                   "lr": 1e-3, "anneal_steps": 40000, "anneal_clip_range": True, "ent_coef": 0.0},
+                   "optim": {"name": "adam", "lr": {"start": 1e-3, "end": 0.0, "steps": 40000}},
+                   "clip_range": {"start": 0.2, "end": 0.0, "steps": 40000}, "ent_coef": 0.0},
         env={"num_envs": 8, "eval_num_envs": 20}, model={"hidden": [64, 64]},
         train={"total_steps": 40000, "eval_episodes": 20, "checkpoint_every": 0})))
     with threadpool_limits(1):  # small matrices: a second BLAS thread only waits for a busy core

@@ -199,13 +199,18 @@ CASES: dict[str, Case] = {
     "unknown agent": Case("train", cfg("agent: {name: dqnn}"), "did you mean 'dqn'"),
     "agent dotted path, no module": Case("train", cfg("agent: {name: 'no_such_module:Agent'}"), "cannot import"),
     "agent dotted path, no class": Case("train", cfg("agent: {name: 'rlscratch.agents.dqn:Nope'}"), "has no class"),
-    "agent lr .inf": Case("train", cfg("agent: {name: dqn, lr: .inf}"), "agent.lr: inf is not a finite number"),
-    "agent lr .nan": Case("train", cfg("agent: {name: dqn, lr: .nan}"), "agent.lr: nan is not a finite number"),
+    "agent lr .inf": Case("train", cfg("agent: {name: dqn, optim: {lr: .inf}}"),
+                          "agent.optim.lr: inf is not a finite number"),
+    "agent lr .nan": Case("train", cfg("agent: {name: dqn, optim: {lr: .nan}}"),
+                          "agent.optim.lr: nan is not a finite number"),
+    "agent lr (old key)": Case("train", cfg("agent: {name: dqn, lr: 0.001}"), "agent.lr was renamed"),
     "agent gamma -.inf": Case("train", cfg("agent: {name: dqn, gamma: -.inf}"), "agent.gamma"),
-    "agent max_grad_norm .inf": Case("train", cfg("agent: {name: dqn, max_grad_norm: .Inf}"), "not a finite number"),
-    "--set agent.lr=.inf": Case("train", run_args("--config", str(CONFIG), "--set", "agent.lr=.inf"),
-                                "agent.lr: inf is not a finite number"),
-    "--set agent.lr=nan": Case("train", run_args("--config", str(CONFIG), "--set", "agent.lr=nan"), "agent.lr"),
+    "agent max_grad_norm .inf": Case("train", cfg("agent: {name: dqn, optim: {max_grad_norm: .Inf}}"),
+                                     "not a finite number"),
+    "--set agent.lr=.inf": Case("train", run_args("--config", str(CONFIG), "--set", "agent.optim.lr=.inf"),
+                                "agent.optim.lr: inf is not a finite number"),
+    "--set agent.lr=nan": Case("train", run_args("--config", str(CONFIG), "--set", "agent.optim.lr=nan"),
+                               "agent.optim.lr"),
     "--set train.total_steps=.inf": Case("train", run_args("--config", str(CONFIG), "--set", "train.total_steps=.inf"),
                                          "train.total_steps"),
     "muzero schedule with .inf": Case("train", raw("agent: {name: muzero, temperature_schedule: [[0, 1], [50, .inf]]}"),
@@ -261,8 +266,9 @@ CASES: dict[str, Case] = {
     "resume, config.yaml not UTF-8": Case("train", edited_run_config(lambda t: t.encode() + b"# \xff\n"), "not UTF-8"),
     "resume, config.yaml duplicate key": Case("train", edited_run_config(lambda t: t + "seed: 9\n"), "appears twice"),
     "resume, config.yaml lr .inf": Case("train", edited_run_config(
-        lambda t: t.replace("  lr: 0.0023", "  lr: .inf")), "agent.lr: inf is not a finite number"),
-    "resume --set agent.lr=.inf": Case("train", run_args("--resume", "RUN", "--set", "agent.lr=.inf"), "finite"),
+        lambda t: t.replace("start: 0.0023", "start: .inf")), "agent.optim.lr.start: inf is not a finite number"),
+    "resume --set agent.optim.lr=.inf": Case("train", run_args("--resume", "RUN", "--set", "agent.optim.lr=.inf"),
+                                             "finite"),
     "resume, meta not JSON": Case("train", then(lambda d, r: rewrite_meta(r, "not json at all"),
                                                 run_args("--resume", "RUN")), "meta entry is not valid JSON"),
     "resume, meta truncated": Case("train", then(lambda d, r: rewrite_meta(r, '{"agent": "dqn", "env_'),
@@ -424,7 +430,7 @@ def test_saved_config_yaml_is_complete_and_loads(base_run):
 
     config, data = load_run_config(base_run)
     assert set(yaml.safe_load((base_run / "config.yaml").read_text())) >= {"env", "agent", "model", "train", "log"}
-    assert config.agent["name"] == "dqn" and data["agent"]["lr"] == pytest.approx(2.3e-3)
+    assert config.agent["name"] == "dqn" and data["agent"]["optim"]["lr"]["start"] == pytest.approx(2.3e-3)
 
 
 def test_event_file_cut_mid_record_still_plots(base_run, tmp_path):

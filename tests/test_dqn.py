@@ -15,6 +15,7 @@ from rlscratch.agent import EnvSpec, Step
 from rlscratch.checkpoint import CheckpointManager, read_checkpoint
 from rlscratch.config import ModelConfig, load_config
 from rlscratch.events import read_scalars
+from rlscratch.optim_config import OptimConfig, Schedule, ScheduleConfig
 from rlscratch.state import sub_state
 from rlscratch.trainer import train
 
@@ -77,8 +78,8 @@ def test_dueling_needs_a_hidden_layer(rng):
 
 # -- schedules, acting, updates ---------------------------------------------------------------------
 def test_epsilon_and_lr_schedules_count_env_steps():
-    agent = make_agent(num_envs=2, exploration_initial_eps=1.0, exploration_final_eps=0.1, exploration_steps=100,
-                       lr=1e-3, lr_final=1e-4, lr_decay_steps=1000, learning_starts=10**9)
+    agent = make_agent(num_envs=2, epsilon=ScheduleConfig(1.0, 0.1, 100), learning_starts=10**9,
+                       optim=OptimConfig(lr=ScheduleConfig(1e-3, 1e-4, 1000)))
     rng = np.random.default_rng(0)
     assert agent.epsilon == 1.0
     for _ in range(25):
@@ -91,12 +92,11 @@ def test_epsilon_and_lr_schedules_count_env_steps():
 
 
 def test_acting_is_epsilon_greedy():
-    agent = make_agent(num_envs=1, exploration_initial_eps=0.0, exploration_final_eps=0.0)
+    agent = make_agent(num_envs=1, epsilon=0.0)
     obs = np.random.default_rng(1).standard_normal((500, 4)).astype(np.float32)
     greedy = agent.q.infer(obs).argmax(axis=1)
     assert np.array_equal(agent.act(obs), greedy) and np.array_equal(agent.act(obs, explore=False), greedy)
-    agent.config.exploration_initial_eps = agent.config.exploration_final_eps = 1.0
-    agent.epsilon_schedule = nn.optim.constant(1.0)
+    agent.epsilon_schedule = Schedule(1.0)
     actions = agent.act(obs)
     assert set(actions) == {0, 1, 2} and np.array_equal(agent.act(obs, explore=False), greedy)
 
@@ -120,7 +120,7 @@ def test_target_network_hard_and_polyak_updates(tau, interval):
 
 def test_update_metrics_and_gradient_steps():
     agent = make_agent(num_envs=4, learning_starts=40, batch_size=8, train_freq=8, gradient_steps=3,
-                       prioritized=True, n_step=2, dueling=True, max_grad_norm=1.0)
+                       prioritized=True, n_step=2, dueling=True, optim=OptimConfig(max_grad_norm=1.0))
     rng = np.random.default_rng(0)
     metrics = [agent.observe(random_step(rng, 4)) for _ in range(12)]  # 48 env steps
     assert agent.env_steps == 48 and agent.updates == 3 * 2  # training rounds at 40 and 48
@@ -132,7 +132,7 @@ def test_update_metrics_and_gradient_steps():
 
 def test_double_dqn_update_by_hand():
     """One update of a linear Q (no hidden layer) with MSE, checked against plain numpy arithmetic."""
-    agent = make_agent(hidden=(), learning_starts=10**9, batch_size=5, loss="mse", max_grad_norm=0,
+    agent = make_agent(hidden=(), learning_starts=10**9, batch_size=5, loss="mse", optim=OptimConfig(max_grad_norm=0),
                        double_dqn=True, gamma=0.5, n_step=2)
     rng = np.random.default_rng(3)
     for _ in range(20):
@@ -161,7 +161,8 @@ def write_config(folder: Path, **agent) -> Path:
     data = {
         "env": {"id": "CartPole-v1", "num_envs": 2},
         "agent": {"name": "dqn", "learning_starts": 200, "train_freq": 4, "batch_size": 16, "buffer_size": 600,
-                  "n_step": 3, "exploration_steps": 500, "target_update_interval": 20, **agent},
+                  "n_step": 3, "epsilon": {"start": 1.0, "end": 0.05, "steps": 500},
+                  "target_update_interval": 20, **agent},
         "model": {"hidden": [16]},
         "train": {"total_steps": 1200, "eval_every": 600, "eval_episodes": 2, "checkpoint_every": 400,
                   "log_every": 200},
@@ -173,7 +174,8 @@ def write_config(folder: Path, **agent) -> Path:
     return path
 
 
-@pytest.mark.parametrize("agent", [{}, {"prioritized": True, "dueling": True, "tau": 0.1, "lr_final": 1e-4}])
+@pytest.mark.parametrize("agent", [{}, {"prioritized": True, "dueling": True, "tau": 0.1,
+                                    "optim": {"lr": {"start": 1e-3, "end": 1e-4, "steps": 100_000}}}])
 def test_resume_from_checkpoint_is_exact_including_the_buffer(tmp_path, agent):
     config, _ = load_config(str(write_config(tmp_path, **agent)))
     full = train(config, tmp_path / "full")
@@ -212,8 +214,8 @@ def test_dqn_learns_cartpole(tmp_path):
         "env": {"id": "CartPole-v1", "num_envs": 1, "eval_num_envs": 10},
         # the shipped config's shape at a quarter of its updates: 4,800 in all
         "agent": {"name": "dqn", "n_step": 4, "batch_size": 64, "learning_starts": 1000, "train_freq": 256,
-                  "gradient_steps": 64, "target_update_interval": 64, "lr": 2.3e-3, "exploration_steps": 8000,
-                  "exploration_final_eps": 0.04},
+                  "gradient_steps": 64, "target_update_interval": 64, "optim": {"lr": 2.3e-3},
+                  "epsilon": {"start": 1.0, "end": 0.04, "steps": 8000}},
         "model": {"hidden": [64, 64]},
         "train": {"total_steps": 20_000, "eval_every": 5000, "eval_episodes": 20},
         "log": {"root": str(tmp_path), "progress": False},
@@ -226,3 +228,16 @@ def test_dqn_learns_cartpole(tmp_path):
     steps, returns = read_scalars(tmp_path / "run")["eval/mean_return"]
     assert list(steps) == [5000, 10000, 15000, 20000]
     assert returns.max() >= 195, dict(zip(steps.tolist(), returns.tolist()))
+
+
+def test_prioritized_replay_samples_with_the_beta_its_schedule_gives_now(monkeypatch):
+    """beta from 0.4 to 1.0 over 100 env steps: the update after 50 env steps (2 envs x 25) samples with 0.7."""
+    agent = make_agent(num_envs=2, learning_starts=50, train_freq=50, batch_size=4, prioritized=True,
+                       priority_beta=ScheduleConfig(0.4, 1.0, 100))
+    betas = []
+    sample = agent.buffer.sample
+    monkeypatch.setattr(agent.buffer, "sample", lambda *args, beta: betas.append(beta) or sample(*args, beta=beta))
+    rng = np.random.default_rng(0)
+    for _ in range(25):
+        agent.observe(random_step(rng, 2))
+    assert betas == [pytest.approx(0.7)]

@@ -614,7 +614,7 @@ def test_learns_cartpole(tmp_path, name):
     144; Gumbel 57, 54, 131, 104, 154.)"""
     agent = {"name": name, "num_simulations": 16 if name == "muzero" else 8, "state_dim": 32, "batch_size": 64,
              "warmup_steps": 400, "train_ratio": 1.0, "unroll_steps": 5, "td_steps": 10, "value_support": 20,
-             "reward_support": 5, "reanalyze_fraction": 0.0, "lr": 3e-3}
+             "reward_support": 5, "reanalyze_fraction": 0.0, "optim": {"lr": 3e-3}}
     steps = 2000 if name == "muzero" else 2500   # (Gumbel's 8 simulations per move cost less)
     config = muzero_config(tmp_path, agent, total_steps=steps, eval_episodes=5, checkpoint_every=0)
     config.env.num_envs = 8

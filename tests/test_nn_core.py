@@ -297,7 +297,7 @@ def test_schedules_and_clipping():
     assert nn.optim.linear(1.0, 0.0, 10)(50) == 0.0
     assert nn.optim.cosine(1.0, 10)(5) == pytest.approx(0.5)
     assert nn.optim.step_decay(1.0, 3, 0.5)(7) == pytest.approx(0.25)
-    _, opt = run_optimizer(lambda m: nn.SGD(m, lr={"kind": "linear", "start": 1.0, "end": 0.0, "steps": 4}), GRADS)
+    _, opt = run_optimizer(lambda m: nn.SGD(m, lr=nn.optim.linear(1.0, 0.0, 4)), GRADS)
     assert opt.lr == pytest.approx(0.25)
     grads = np.array([3.0, 4.0])
     assert nn.clip_grad_norm(grads, 1.0) == pytest.approx(5.0)

@@ -14,6 +14,7 @@ from rlscratch import nn
 from rlscratch.agent import EnvSpec, Step
 from rlscratch.collector import Collector
 from rlscratch.config import EnvConfig, ModelConfig, load_config
+from rlscratch.optim_config import OptimConfig
 from rlscratch.trainer import train
 
 
@@ -85,7 +86,7 @@ def test_accumulating_traces_by_hand():
     step 3: delta = -1 + 0 - V(3) = -13/8          z = 1/4 e3 + 1/2 e2 + e3     (accumulating: z3 = 5/4 > 1)
             w2 = 1/4 - 1/2 * 13/8 * 1/2 = -5/32     w3 = 5/8 - 1/2 * 13/8 * 5/4 = -25/64
     """
-    agent = make_td(lr=0.5, gamma=1.0, lam=0.5)
+    agent = make_td(optim=OptimConfig(lr=0.5), gamma=1.0, lam=0.5)
     e = np.eye(5, dtype=np.float32)
     terminal = np.zeros(5, dtype=np.float32)
     metrics = agent.observe(one_env_step(e[2], e[1], 1.0))
@@ -104,7 +105,7 @@ def test_accumulating_traces_by_hand():
 def test_truncation_bootstraps_and_termination_does_not():
     e = np.eye(5, dtype=np.float32)
     for terminated, truncated, expected_delta in ((True, False, 0.5), (False, True, 0.5 + 0.9 * 2.0)):
-        agent = make_td(lr=0.1, gamma=0.9, lam=0.9)
+        agent = make_td(optim=OptimConfig(lr=0.1), gamma=0.9, lam=0.9)
         agent.value.flat_params = [0, 0, 0, 2.0, 0]  # V(state 4) = 2
         agent.traces.z[0] = 1.0  # left over from earlier steps of the episode
         metrics = agent.observe(one_env_step(e[2], e[3], 0.5, terminated, truncated))
@@ -143,11 +144,13 @@ def average_rms_over_first_episodes(config: TDConfig, runs: int, episodes: int) 
 # book's figure 12.6 shows TD(lambda) at its best near 0.25-0.3); benchmarks/td_random_walk_sweep.py runs
 # the whole alpha x lambda sweep over 100 runs (TD(0) at alpha 0.5: 0.389; lambda 0.8 at alpha 0.3: 0.267).
 def test_td0_random_walk_error_after_10_episodes():
-    assert average_rms_over_first_episodes(TDConfig(lr=0.5, gamma=1.0, lam=0.0), runs=20, episodes=10) < 0.43
+    config = TDConfig(optim=OptimConfig(lr=0.5), gamma=1.0, lam=0.0)
+    assert average_rms_over_first_episodes(config, runs=20, episodes=10) < 0.43
 
 
 def test_td_lambda_random_walk_error_after_10_episodes():
-    td_lambda = average_rms_over_first_episodes(TDConfig(lr=0.3, gamma=1.0, lam=0.8), runs=20, episodes=10)
+    config = TDConfig(optim=OptimConfig(lr=0.3), gamma=1.0, lam=0.8)
+    td_lambda = average_rms_over_first_episodes(config, runs=20, episodes=10)
     assert td_lambda < 0.30
 
 
@@ -164,7 +167,8 @@ def test_mlp_value_gradients_match_finite_differences():
 def test_mlp_td_lambda_learns_the_random_walk():
     """Traces over the MLP's flat parameter vector: semi-gradient TD(lambda) with the hand-written backward."""
     envs = make_vec_env(EnvConfig(id="rlscratch/RandomWalk-v0"))
-    agent = TD(TDConfig(value="mlp", lam=0.8, lr=1e-3, optimizer="adam", gamma=1.0), EnvSpec(*spaces_of(envs), 1),
+    config = TDConfig(value="mlp", lam=0.8, optim=OptimConfig(name="adam", lr=1e-3), gamma=1.0)
+    agent = TD(config, EnvSpec(*spaces_of(envs), 1),
                ModelConfig(hidden=[32], activation="tanh"), np.random.default_rng(0))
     collector = Collector(envs, [0])
     errors = []
@@ -232,7 +236,8 @@ def test_chunk_targets():
 
 
 def train_moves_walk(name: str, tmp_path, steps: int = 24000) -> RecurrentTD:
-    config, _ = load_config(name, [f"train.total_steps={steps}", f"agent.lr_anneal_steps={steps}", "agent.lr=0.003",
+    config, _ = load_config(name, [f"train.total_steps={steps}", "agent.optim.lr.start=0.003",
+                                   f"agent.optim.lr.steps={steps // 128}",  # updates of 16 steps x 8 envs
                                    f"log.root={tmp_path}", "log.tensorboard=false", "log.progress=false"])
     return train(config, tmp_path / name)["agent"]
 

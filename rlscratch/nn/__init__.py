@@ -12,7 +12,7 @@ from .layers import Concat, Dropout, Flatten, Linear, Reshape, Residual, Sequent
 from .losses import huber, mse, softmax_cross_entropy
 from .module import Module
 from .norm import BatchNorm, LayerNorm
-from .optim import SGD, Adam, AdamW, Momentum, RMSprop, clip_grad_norm, make_optimizer
+from .optim import SGD, Adam, AdamW, Momentum, RMSprop, clip_grad_norm
 from .recurrent import GRUCell, LSTMCell, Recurrent, RecurrentCell, RNNCell
 from .serialization import load, save
 
@@ -21,7 +21,7 @@ __all__ = [
     "Linear", "Flatten", "Reshape", "Dropout", "Concat", "Split", "Sequential", "Residual",
     "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "softmax", "log_softmax",
     "get_activation", "mse", "huber", "softmax_cross_entropy",
-    "SGD", "Momentum", "RMSprop", "Adam", "AdamW", "clip_grad_norm", "make_optimizer",
+    "SGD", "Momentum", "RMSprop", "Adam", "AdamW", "clip_grad_norm",
     "RecurrentCell", "RNNCell", "GRUCell", "LSTMCell", "Recurrent",
     "Conv2d", "MaxPool2d", "LayerNorm", "BatchNorm",
     "save", "load", "check_gradients", "check_module", "numerical_gradient", "relative_error",

@@ -1,7 +1,9 @@
 """Optimizers over a model's flat parameter vector, learning-rate schedules and gradient clipping.
 
 Because every parameter of a model lives in one contiguous vector (rlscratch.nn.module), an optimizer
-step is a handful of whole-vector numpy operations, whatever the number of layers.
+step is a handful of whole-vector numpy operations, whatever the number of layers. The schedule
+functions here are the maths; configs name them through rlscratch/optim_config.py (the ``optim:``
+section and its ``{kind, start, end, steps, clock}`` schedules), which also builds the optimizer.
 """
 
 from __future__ import annotations
@@ -36,18 +38,9 @@ def step_decay(lr: float, every: int, gamma: float) -> Schedule:
     return lambda step: lr * gamma ** (step // every)
 
 
-def make_schedule(spec: float | dict | Schedule) -> Schedule:
-    """A number (constant), a callable, or a dict like {"kind": "linear", "start": 1e-3, "end": 0, "steps": 1000}."""
-    if callable(spec):
-        return spec
-    if isinstance(spec, (int, float)):
-        return constant(float(spec))
-    kinds = {"constant": constant, "linear": linear, "cosine": cosine, "step": step_decay}
-    spec = dict(spec)
-    kind = spec.pop("kind", "constant")
-    if kind not in kinds:
-        raise ValueError(f"unknown schedule kind '{kind}' (choose from {', '.join(kinds)})")
-    return kinds[kind](**spec)
+def as_schedule(lr: float | Schedule) -> Schedule:
+    """A number is a constant rate; a callable (step -> rate) is used as it is."""
+    return lr if callable(lr) else constant(float(lr))
 
 
 def clip_grad_norm(grads: np.ndarray, max_norm: float) -> float:
@@ -78,10 +71,10 @@ class Optimizer:
 
     state_names: tuple[str, ...] = ()
 
-    def __init__(self, model: Module, lr: float | dict | Schedule = 1e-3, weight_decay: float = 0.0) -> None:
+    def __init__(self, model: Module, lr: float | Schedule = 1e-3, weight_decay: float = 0.0) -> None:
         self.params = model.flat_params
         self.grads = model.flat_grads
-        self.schedule = make_schedule(lr)
+        self.schedule = as_schedule(lr)
         self.weight_decay = float(weight_decay)  # hyperparameters as Python floats: see step()
         self.steps = 0
         self._scratch = np.empty_like(self.params)
@@ -140,7 +133,7 @@ class Momentum(Optimizer):
 
     state_names = ("velocity",)
 
-    def __init__(self, model: Module, lr: float | dict | Schedule = 1e-2, momentum: float = 0.9,
+    def __init__(self, model: Module, lr: float | Schedule = 1e-2, momentum: float = 0.9,
                  nesterov: bool = False, weight_decay: float = 0.0) -> None:
         super().__init__(model, lr, weight_decay)
         self.momentum = float(momentum)
@@ -161,7 +154,7 @@ class RMSprop(Optimizer):
 
     state_names = ("square_avg",)
 
-    def __init__(self, model: Module, lr: float | dict | Schedule = 1e-3, alpha: float = 0.99,
+    def __init__(self, model: Module, lr: float | Schedule = 1e-3, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__(model, lr, weight_decay)
         self.alpha = float(alpha)
@@ -186,7 +179,7 @@ class Adam(Optimizer):
     state_names = ("m", "v")
     decoupled = False
 
-    def __init__(self, model: Module, lr: float | dict | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+    def __init__(self, model: Module, lr: float | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__(model, lr, weight_decay)
         self.beta1, self.beta2 = float(betas[0]), float(betas[1])
@@ -227,21 +220,6 @@ class AdamW(Adam):
 
     decoupled = True
 
-    def __init__(self, model: Module, lr: float | dict | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+    def __init__(self, model: Module, lr: float | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2) -> None:
         super().__init__(model, lr, betas, eps, weight_decay)
-
-
-OPTIMIZERS: dict[str, type[Optimizer]] = {
-    "sgd": SGD, "momentum": Momentum, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW,
-}
-
-
-def make_optimizer(name: str, model: Module, **kwargs) -> Optimizer:
-    if name == "nesterov":
-        return Momentum(model, nesterov=True, **kwargs)
-    try:
-        cls = OPTIMIZERS[name]
-    except KeyError:
-        raise ValueError(f"unknown optimizer '{name}' (choose from {', '.join(OPTIMIZERS)}, nesterov)") from None
-    return cls(model, **kwargs)
