@@ -262,6 +262,7 @@ def test_registered_names_and_async_envs(tmp_path):
     assert summary["env_steps"] == 200 and summary["updates"] == 20
 
 
+@pytest.mark.slow
 def test_ppo_learns_cartpole(tmp_path):
     """A short seeded PPO run must balance the pole far beyond what random play does (about 22)."""
     config, _ = load_config(str(write_config(

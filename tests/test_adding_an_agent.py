@@ -4,6 +4,7 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from rlscratch.config import load_config
@@ -16,6 +17,7 @@ def code_blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", DOC.read_text(), flags=re.S)
 
 
+@pytest.mark.slow
 def test_the_documented_agent_trains_from_its_documented_config(tmp_path, monkeypatch):
     agent_source = next(block for block in code_blocks("python") if "class Reinforce" in block)
     (tmp_path / "my_agent.py").write_text(agent_source)

@@ -206,6 +206,7 @@ def test_checkpoint_saves_only_the_filled_part(tmp_path):
 
 
 # -- learning ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_dqn_learns_cartpole(tmp_path):
     """Seeded: a 20-episode greedy evaluation reaches 195 within 20,000 env steps."""
     data = {

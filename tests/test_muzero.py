@@ -601,6 +601,7 @@ def test_reanalyze_refreshes_stored_targets(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["muzero", "gumbel_muzero"])
+@pytest.mark.slow
 def test_learns_cartpole(tmp_path, name):
     """A short seeded run: the greedy policy of the searched model beats random play (about 22)
     by a wide margin. One gradient update per env step (batch 64, K = 5) after 400 warm-up steps;

@@ -332,6 +332,7 @@ def test_load_rejects_a_mismatched_file(tmp_path, rng):
         nn.load(tmp_path / "junk.npz", mlp(rng, 3, 4, 2))
 
 
+@pytest.mark.slow
 def test_mlp_trains_by_hand(rng):
     """The README's example: XOR-like data, a hand-written training loop."""
     x = rng.uniform(-1, 1, (256, 2)).astype(np.float32)

@@ -326,6 +326,7 @@ class MemoryNet(Module):
 
 
 @pytest.mark.parametrize("cls", [RNNCell, GRUCell])
+@pytest.mark.slow
 def test_learns_to_remember_the_first_input(cls):
     """Output x_0 after 5 steps. A memoryless predictor (one that sees only the last input, which is
     independent of x_0) can do no better than predicting 0: MSE = Var(x_0) = 1."""

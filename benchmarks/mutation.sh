@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Mutation score per file: does the test suite notice a single-line bug in the maths?
+#
+#   benchmarks/mutation.sh                              every file in pyproject's [tool.mutmut] only_mutate
+#   benchmarks/mutation.sh rlscratch/returns.py ...     just these files
+#   MUTATION_TESTS="tests/test_buffers.py tests/test_returns_by_hand.py" benchmarks/mutation.sh rlscratch/buffers.py
+#                                                       and only these tests (faster; a lower bound on the score)
+#
+# mutmut 3 copies rlscratch/, agents/ and envs/ into ./mutants/, plants one mutant at a time (a flipped
+# operator, a changed constant, an argument dropped) in the listed files, runs the non-slow tests that reach
+# the mutated function, and calls the mutant "killed" if a test fails. This script runs it in a scratch
+# copy of the checkout (tracked and untracked-but-not-ignored files, as they are now), so the checkout's
+# pyproject.toml is never edited, then prints killed / total per file. Mutants that cannot change any
+# result ("equivalent") are listed with a one-line reason in benchmarks/mutation_equivalent.txt and left
+# out of the total. The scratch folder is kept (printed at the end) for `mutmut show <name>` there.
+#
+# CPU-heavy: run it with `nice -n 10` on a shared machine. Environment: PYTHON (default .venv/bin/python,
+# then /work/main/.venv/bin/python), MUTATION_TESTS, MUTATION_DIR (the scratch folder), MUTATION_CHILDREN
+# (parallel mutants, default 1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+python=${PYTHON:-}
+if [[ -z $python ]]; then
+    if [[ -x .venv/bin/python ]]; then python=.venv/bin/python; else python=/work/main/.venv/bin/python; fi
+fi
+python=$(cd "$(dirname "$python")" && pwd)/$(basename "$python")
+mutmut=$(dirname "$python")/mutmut
+[[ -x $mutmut ]] || { echo "error: $mutmut not found; install the dev extra: pip install -e \".[dev]\"" >&2; exit 2; }
+for file in "$@"; do
+    [[ -f $file ]] || { echo "error: $file: no such file; pass paths like rlscratch/returns.py" >&2; exit 2; }
+done
+
+scratch=${MUTATION_DIR:-$(mktemp -d -t rlscratch-mutation.XXXXXX)}
+mkdir -p "$scratch"
+rm -rf "${scratch:?}/mutants"
+git ls-files -co --exclude-standard -z | tar --null -cf - -T - | tar -xf - -C "$scratch"
+cd "$scratch"
+
+# Narrow the files and tests in the scratch copy's pyproject.toml only.
+"$python" - "$@" <<'EOF'
+import json, os, re, sys
+path = "pyproject.toml"
+text = open(path).read()
+if sys.argv[1:]:
+    text = re.sub(r"only_mutate = \[.*?\]\n", f"only_mutate = {json.dumps(sys.argv[1:])}\n", text, count=1, flags=re.S)
+tests = os.environ.get("MUTATION_TESTS", "").split()
+if tests:
+    selection = tests + ["-m", "not slow", "-p", "no:cacheprovider"]
+    text = re.sub(r"pytest_add_cli_args_test_selection = \[.*?\]\n",
+                  f"pytest_add_cli_args_test_selection = {json.dumps(selection)}\n", text, count=1, flags=re.S)
+open(path, "w").write(text)
+EOF
+
+export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+unset PYTHONPATH  # mutmut puts ./mutants first on sys.path; the checkout must not shadow it
+"$mutmut" run --max-children "${MUTATION_CHILDREN:-1}" > mutmut-run.log 2>&1 || {
+    tail -c 3000 mutmut-run.log >&2; echo "error: mutmut run failed; log in $scratch/mutmut-run.log" >&2; exit 1; }
+"$mutmut" results --all true > mutmut-results.txt 2>&1
+
+"$python" - "$root/benchmarks/mutation_equivalent.txt" <<'EOF'
+import collections, re, sys
+equivalent = {}
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if line and not line.startswith("#"):
+        name, _, reason = line.partition(" ")
+        equivalent[name] = reason.strip()
+counts = collections.defaultdict(collections.Counter)
+survivors = collections.defaultdict(list)
+for line in open("mutmut-results.txt"):
+    match = re.match(r"\s*(\S+__mutmut_\d+): (.+)$", line)
+    if not match:
+        continue
+    name, status = match.groups()
+    module = re.split(r"\.x_|\.x\u01c1", name)[0]
+    if name in equivalent:
+        counts[module]["equivalent"] += 1
+        continue
+    counts[module]["total"] += 1
+    counts[module][status] += 1
+    if status != "killed":
+        survivors[module].append(f"{name}: {status}")
+print(f"{'module':32s} {'total':>6s} {'killed':>7s} {'score':>6s} {'equiv.':>7s}  other outcomes")
+for module in sorted(counts):
+    c = counts[module]
+    other = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k not in ("total", "killed", "equivalent"))
+    score = 100.0 * (c["killed"] + c["timeout"]) / c["total"] if c["total"] else 100.0  # a hang is noticed too
+    print(f"{module:32s} {c['total']:6d} {c['killed']:7d} {score:5.1f}% {c['equivalent']:7d}  {other}")
+for module in sorted(survivors):
+    for line in survivors[module]:
+        print("  not killed:", line)
+EOF
+echo "scratch copy (mutmut show <name> there): $scratch"
