@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import yaml
+from conftest import write_config as write_yaml_config
 from gymnasium.utils.env_checker import check_env
 from threadpoolctl import threadpool_limits
 
@@ -337,12 +338,9 @@ def short_config(tmp_path: Path, agent_name: str, **agent) -> Path:
         "model": {"hidden": [16]},
         "train": {"total_steps": 600, "eval_every": 300, "eval_episodes": 50, "checkpoint_every": 200,
                   "log_every": 100},
-        "log": {"root": str(tmp_path / "runs"), "progress": False},
         "seed": 2,
     }
-    path = tmp_path / f"{agent_name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_yaml_config(tmp_path, data, f"{agent_name}.yaml")
 
 
 def test_training_run_logs_cumulative_regret(tmp_path):

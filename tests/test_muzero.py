@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-import yaml
+from conftest import write_config as write_yaml_config
 from threadpoolctl import threadpool_limits
 
 from rlscratch import nn
@@ -558,12 +558,10 @@ def muzero_config(folder, agent: dict | None = None, **train_section) -> object:
         "model": {"hidden": [16]},
         "train": {"total_steps": 400, "eval_every": 0, "eval_episodes": 2, "checkpoint_every": 200, "log_every": 100,
                   **train_section},
-        "log": {"root": str(folder / "runs"), "progress": False, "tensorboard": False},
+        "log": {"tensorboard": False},
         "seed": 5,
     }
-    path = folder / "muzero.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return load_config(str(path))[0]
+    return load_config(str(write_yaml_config(folder, data, "muzero.yaml")))[0]
 
 
 @pytest.mark.parametrize("agent", [{}, {"name": "gumbel_muzero", "num_simulations": 4, "value_target": "search"}])

@@ -9,13 +9,13 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import assert_gradients_ok
 
 from rlscratch import nn
 from rlscratch.config import ModelConfig, load_config
 from rlscratch.models import build_model, mlp
 from rlscratch.notation import NotationError, compile_program, explain, format_program, network_from_notation, parse
 
-TOL = 1e-6
 STEP = 1e-5  # as in test_nn_recurrent: roundoff at 1e-6 is already ~1e-6 of the smallest GRU gradients
 
 # -- the notes' examples, written canonically (spaces around + - * /, none around |) ------------
@@ -119,11 +119,6 @@ def loss_gradient_errors(model, xs, targets):
     return nn.check_gradients(lambda: model.loss(*xs, targets=targets), wrt, h=STEP)
 
 
-def assert_small(errors):
-    assert errors, "nothing was checked"
-    assert max(errors.values()) <= TOL, errors
-
-
 def compiled(source, seed=0, **kwargs):
     return compile_program(source, np.random.default_rng(seed), dtype=np.float64, **kwargs)
 
@@ -139,11 +134,11 @@ def with_random_biases(model, seed=5):
 def test_mlp_with_mse_and_softmax_cross_entropy_gradients(rng):
     x = rng.standard_normal((6, 4))
     model = with_random_biases(compiled("X: 4\nM_1: dense(5)\nM_2: dense(3)\n" + MLP))
-    assert_small(loss_gradient_errors(model, (x,), {"y": rng.standard_normal((6, 3))}))
+    assert_gradients_ok(loss_gradient_errors(model, (x,), {"y": rng.standard_normal((6, 3))}))
     model = with_random_biases(compiled("X: 4\nM_1: dense(5)\nM_2: dense(3)\n" + SOFTMAX))
-    assert_small(loss_gradient_errors(model, (x,), {"y": rng.integers(0, 3, 6)}))
+    assert_gradients_ok(loss_gradient_errors(model, (x,), {"y": rng.integers(0, 3, 6)}))
     # the Module contract itself: outputs (probabilities) against the input and every parameter
-    assert_small(nn.check_module(model, x, rng=rng, h=STEP))
+    assert_gradients_ok(nn.check_module(model, x, rng=rng, h=STEP))
 
 
 def test_recurrent_net_unrolls_with_backprop_through_time(rng):
@@ -152,8 +147,8 @@ def test_recurrent_net_unrolls_with_backprop_through_time(rng):
     xs = rng.standard_normal((5, 2, 3))
     assert model.forward(xs).shape == (5, 2, 2) and model.saved_count() > 0
     model.clear_saved()
-    assert_small(loss_gradient_errors(model, (xs,), {"y": rng.standard_normal((5, 2, 2))}))
-    assert_small(nn.check_module(model, xs, rng=rng, h=STEP))
+    assert_gradients_ok(loss_gradient_errors(model, (xs,), {"y": rng.standard_normal((5, 2, 2))}))
+    assert_gradients_ok(nn.check_module(model, xs, rng=rng, h=STEP))
 
 
 def test_sequence_summarised_by_its_last_state(rng):
@@ -163,7 +158,7 @@ def test_sequence_summarised_by_its_last_state(rng):
     xs = rng.standard_normal((6, 3, 2))
     assert model.forward(xs).shape == (3, 4)
     model.clear_saved()
-    assert_small(loss_gradient_errors(model, (xs,), {"y": np.array([0, 3, 1])}))
+    assert_gradients_ok(loss_gradient_errors(model, (xs,), {"y": np.array([0, 3, 1])}))
 
 
 GRU_SIZED = "X: 3\nW_r, W_z, W_xn, W_hn: dense(4)\n" + GRU
@@ -173,7 +168,7 @@ LSTM_SIZED = "X: 3\nW_i, W_f, W_g, W_o: dense(4)\n" + LSTM
 @pytest.mark.parametrize("source", [GRU_SIZED, LSTM_SIZED], ids=["gru", "lstm"])
 def test_gated_cells_written_in_the_notation_pass_gradient_checks(source, rng):
     model = with_random_biases(compiled(source, outputs=["h_t"]))
-    assert_small(nn.check_module(model, rng.standard_normal((4, 2, 3)), rng=rng, h=STEP))
+    assert_gradients_ok(nn.check_module(model, rng.standard_normal((4, 2, 3)), rng=rng, h=STEP))
 
 
 def copy_weights(model, cell):
@@ -229,7 +224,8 @@ def test_td_learning_with_gru_encoder(rng):
               + "h_t --[Value]-> V_t => y_t\n")
     model = with_random_biases(compiled(source))
     assert model.inputs == ["O"] and model.targets == ["y"] and model.outputs == ["V_t"]
-    assert_small(loss_gradient_errors(model, (rng.standard_normal((4, 2, 3)),), {"y": rng.standard_normal((4, 2))}))
+    errors = loss_gradient_errors(model, (rng.standard_normal((4, 2, 3)),), {"y": rng.standard_normal((4, 2))})
+    assert_gradients_ok(errors)
 
 
 def test_td_target_is_a_constant(rng):
@@ -256,7 +252,7 @@ def test_policy_gradient_objective(rng):
                                         "O_t --[P_1|tanh|P_2|softmax]-> pi_t $ A_t * log(pi_t[a_t]) - 0.01 * pi_t * "
                                         "log(pi_t)"))
     targets = {"A": rng.standard_normal((3, 5)), "a": rng.integers(0, 4, (3, 5))}
-    assert_small(loss_gradient_errors(model, (rng.standard_normal((3, 5, 3)),), targets))
+    assert_gradients_ok(loss_gradient_errors(model, (rng.standard_normal((3, 5, 3)),), targets))
 
 
 A2C_FULL = """\
@@ -327,7 +323,7 @@ def test_q_learning_prediction_expression(rng):
     given.forward(os[:3])
     given.backward_loss({"a": targets["a"], "y": targets["r"] + 0.9 * q[1:].max(axis=-1)})
     np.testing.assert_allclose(given.flat_grads, model.flat_grads, rtol=1e-10)
-    assert_small(loss_gradient_errors(given, (os[:3],), {"a": targets["a"], "y": rng.standard_normal((3, 2))}))
+    assert_gradients_ok(loss_gradient_errors(given, (os[:3],), {"a": targets["a"], "y": rng.standard_normal((3, 2))}))
 
 
 def test_elementwise_functions(rng):
@@ -336,7 +332,7 @@ def test_elementwise_functions(rng):
     model = with_random_biases(compiled(source))
     assert model.targets == ["z"] and model.inputs == ["X", "k"]
     xs = (0.5 * rng.standard_normal((5, 3)), rng.integers(0, 4, 5))
-    assert_small(loss_gradient_errors(model, xs, {"z": rng.standard_normal((5, 4))}))
+    assert_gradients_ok(loss_gradient_errors(model, xs, {"z": rng.standard_normal((5, 4))}))
 
 
 def test_module_contract(rng):

@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import yaml
+from conftest import write_config as write_yaml_config
 from rlscratch.envs.factory import make_vec_env
 
 from rlscratch import nn
@@ -29,14 +30,9 @@ def write_config(folder: Path, **sections) -> Path:
         "model": {"hidden": [16]},
         "train": {"total_steps": 1200, "eval_every": 600, "eval_episodes": 3, "checkpoint_every": 400,
                   "log_every": 200},
-        "log": {"root": str(folder / "runs"), "progress": False},
         "seed": 3,
     }
-    for key, value in sections.items():
-        data[key] = {**data[key], **value} if isinstance(value, dict) and key in data else value
-    path = folder / "exp.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_yaml_config(folder, data, **sections)
 
 
 # -- configs ---------------------------------------------------------------------------------------
