@@ -1,0 +1,123 @@
+"""TD(lambda)'s pieces computed by hand: discounted Monte-Carlo returns, the episode recorder's error, the
+mean over parallel envs in the update and its metrics, the behaviour policy, and the held-out prediction
+error -- the one-line changes mutation testing (benchmarks/mutation.sh) asks a test to notice."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from rlscratch.agents.td import (
+    TD,
+    BehaviourPolicy,
+    EligibilityTraces,
+    EpisodeRecorder,
+    TDConfig,
+    discounted_returns,
+    prediction_error,
+)
+from rlscratch.envs.random_walk import RandomWalk, random_walk_true_values
+
+from rlscratch import nn
+from rlscratch.agent import EnvSpec, Step
+from rlscratch.config import ModelConfig
+from rlscratch.errors import ConfigError
+
+
+def make_td(n_states: int = 5, num_envs: int = 1, **config) -> TD:
+    env = RandomWalk(n_states)
+    spec = EnvSpec(env.observation_space, env.action_space, num_envs)
+    return TD(TDConfig(**config), spec, ModelConfig(hidden=[8], activation="tanh"), np.random.default_rng(0))
+
+
+def test_discounted_returns_by_hand():
+    assert discounted_returns(np.array([1.0, 2.0, 4.0]), 0.5).tolist() == [1 + 0.5 * 2 + 0.25 * 4, 2 + 0.5 * 4, 4]
+    assert discounted_returns(np.array([], dtype=float), 0.5).tolist() == []
+
+
+def test_episode_recorder_scores_terminated_episodes_only():
+    recorder = EpisodeRecorder(num_envs=2, gamma=0.5)
+    # env 0: values 1, 2 then terminates with rewards 2, 4 -> returns 4, 4;  env 1 is truncated: not scored
+    assert recorder.add(np.array([1.0, 7.0]), np.array([2.0, 1.0]), np.array([False, False]),
+                        np.array([False, False])) is None
+    error = recorder.add(np.array([2.0, 9.0]), np.array([4.0, 1.0]), np.array([True, False]), np.array([False, True]))
+    assert error == pytest.approx(np.sqrt(((1 - 4) ** 2 + (2 - 4) ** 2) / 2))
+    # both envs start afresh: env 1's truncated episode left nothing behind
+    error = recorder.add(np.array([0.0, 3.0]), np.array([1.0, 1.0]), np.array([True, True]), np.array([False, False]))
+    assert error == pytest.approx(np.sqrt(((0 - 1) ** 2 + (3 - 1) ** 2) / 2))
+
+
+def test_two_env_update_takes_the_mean_over_envs():
+    """gamma 0.5, lambda 0, alpha 0.5, V = (0, 1, 2, 3, 4) on one-hot states. Env 0: 1 -> 2, reward 1;
+    env 1: 3 -> terminal (terminated), reward -1.
+        delta_0 = 1 + 0.5 * V(2) - V(1) = 1 + 1 - 1 = 1          z_0 = e1
+        delta_1 = -1 + 0 - V(3) = -4                              z_1 = e3
+        w += alpha * (delta_0 z_0 + delta_1 z_1) / 2  ->  w1 = 1 + 0.25,  w3 = 3 - 1
+    """
+    agent = make_td(num_envs=2, lr=0.5, gamma=0.5, lam=0.0)
+    agent.value.flat_params = [0.0, 1.0, 2.0, 3.0, 4.0]
+    e = np.eye(5, dtype=np.float32)
+    step = Step(np.stack([e[0 + 1], e[3]]), np.zeros(2, np.int64), np.array([1.0, -1.0]),
+                np.stack([e[2], np.zeros(5, np.float32)]), np.array([False, True]), np.array([False, False]), {})
+    metrics = agent.observe(step)
+    assert np.allclose(agent.value.flat_params, [0.0, 1.25, 2.0, 2.0, 4.0])
+    assert metrics["td/error"] == pytest.approx((1 - 4) / 2) and metrics["td/abs_error"] == pytest.approx(5 / 2)
+    assert np.array_equal(agent.traces.z, [[0, 1, 0, 0, 0], [0, 0, 0, 0, 0]])  # only env 1's trace is cleared
+    assert agent.updates == 1
+
+
+def test_rms_error_and_predictions_of_a_linear_value():
+    agent = make_td(n_states=5)
+    agent.value.flat_params = [1.0, 0.0, 0.0, 0.0, -1.0]
+    states = np.eye(5, dtype=np.float32)
+    assert agent.predict_episode(states[[0, 4, 2]]).tolist() == [1.0, -1.0, 0.0]
+    assert agent.rms_error(states, np.zeros(5)) == pytest.approx(np.sqrt(2 / 5))
+
+
+def test_mlp_value_and_adam_are_built_when_asked():
+    agent = make_td(value="mlp", optimizer="adam")
+    assert isinstance(agent.optimizer, nn.Adam) and agent.value.num_params() == 5 * 8 + 8 + 8 + 1
+    assert isinstance(make_td().optimizer, nn.SGD) and make_td().value.num_params() == 5  # w only, no bias
+    assert not make_td().value.flat_params.any()  # the table starts at V = 0
+
+
+def test_behaviour_policy_normalises_and_validates():
+    policy = BehaviourPolicy(gym.spaces.Discrete(2), [1.0, 3.0])
+    assert policy.probs.tolist() == [0.25, 0.75]
+    draws = policy.sample(20_000, np.random.default_rng(0))
+    assert draws.dtype == np.int64 and abs(draws.mean() - 0.75) < 0.01
+    assert BehaviourPolicy(gym.spaces.Discrete(4), None).probs.tolist() == [0.25] * 4
+    assert BehaviourPolicy(gym.spaces.Discrete(1), None).sample(3, np.random.default_rng(0)).tolist() == [0, 0, 0]
+    for bad in ([1.0], [1.0, -1.0], [0.0, 0.0]):
+        with pytest.raises(ConfigError, match=r"agent.action_probs: expected 2 non-negative numbers"):
+            BehaviourPolicy(gym.spaces.Discrete(2), bad)
+    with pytest.raises(ConfigError, match="discrete action space"):
+        BehaviourPolicy(gym.spaces.Box(0, 1, (1,)), None)
+
+
+def test_acting_for_evaluation_leaves_the_training_stream_alone():
+    agent = make_td()
+    twin = make_td()
+    agent.act(np.zeros((3, 5)), explore=False)
+    assert agent.rng.bit_generator.state == twin.rng.bit_generator.state
+
+
+def test_traces_decay_add_clear_and_reject_a_foreign_shape():
+    traces = EligibilityTraces(num_envs=2, size=3, dtype=np.float64)
+    traces.decay_and_add(0.5, np.array([[1.0, 0, 0], [0, 2.0, 0]]))
+    z = traces.decay_and_add(0.5, np.array([[1.0, 0, 0], [0, 0, 4.0]]))
+    assert z.tolist() == [[1.5, 0, 0], [0, 1.0, 4.0]]
+    traces.clear(np.array([False, True]))
+    assert traces.z.tolist() == [[1.5, 0, 0], [0, 0, 0]]
+    with pytest.raises(ValueError, match=r"traces of shape \(1, 3\) cannot load into \(2, 3\)"):
+        traces.load_state_dict({"z": np.zeros((1, 3))})
+
+
+def test_prediction_error_on_held_out_walks():
+    """gamma 1 on the walk: every return is the final reward, +-1, so V = 0 is off by exactly 1 everywhere;
+    V = the true values has zero error against them."""
+    agent = make_td(n_states=5, gamma=1.0)
+    env = RandomWalk(5)
+    assert prediction_error(agent, env, episodes=5, seed=0) == pytest.approx(1.0)
+    agent.value.flat_params = random_walk_true_values(5)
+    assert prediction_error(agent, env, episodes=5, seed=0, against="true_values") == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="against must be 'returns' or 'true_values', got 'values'"):
+        prediction_error(agent, env, episodes=1, seed=0, against="values")
