@@ -58,37 +58,5 @@ unset PYTHONPATH  # mutmut puts ./mutants first on sys.path; the checkout must n
     tail -c 3000 mutmut-run.log >&2; echo "error: mutmut run failed; log in $scratch/mutmut-run.log" >&2; exit 1; }
 "$mutmut" results --all true > mutmut-results.txt 2>&1
 
-"$python" - "$root/benchmarks/mutation_equivalent.txt" <<'EOF'
-import collections, re, sys
-equivalent = {}
-for line in open(sys.argv[1]):
-    line = line.strip()
-    if line and not line.startswith("#"):
-        name, _, reason = line.partition(" ")
-        equivalent[name] = reason.strip()
-counts = collections.defaultdict(collections.Counter)
-survivors = collections.defaultdict(list)
-for line in open("mutmut-results.txt"):
-    match = re.match(r"\s*(\S+__mutmut_\d+): (.+)$", line)
-    if not match:
-        continue
-    name, status = match.groups()
-    module = re.split(r"\.x_|\.x\u01c1", name)[0]
-    if name in equivalent:
-        counts[module]["equivalent"] += 1
-        continue
-    counts[module]["total"] += 1
-    counts[module][status] += 1
-    if status != "killed":
-        survivors[module].append(f"{name}: {status}")
-print(f"{'module':32s} {'total':>6s} {'killed':>7s} {'score':>6s} {'equiv.':>7s}  other outcomes")
-for module in sorted(counts):
-    c = counts[module]
-    other = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k not in ("total", "killed", "equivalent"))
-    score = 100.0 * (c["killed"] + c["timeout"]) / c["total"] if c["total"] else 100.0  # a hang is noticed too
-    print(f"{module:32s} {c['total']:6d} {c['killed']:7d} {score:5.1f}% {c['equivalent']:7d}  {other}")
-for module in sorted(survivors):
-    for line in survivors[module]:
-        print("  not killed:", line)
-EOF
+"$python" "$root/benchmarks/mutation_table.py" mutmut-results.txt "$root/benchmarks/mutation_equivalent.txt"
 echo "scratch copy (mutmut show <name> there): $scratch"
