@@ -6,7 +6,7 @@
 #   MUTATION_TESTS="tests/test_buffers.py tests/test_returns_by_hand.py" benchmarks/mutation.sh rlscratch/buffers.py
 #                                                       and only these tests (faster; a lower bound on the score)
 #
-# mutmut 3 copies rlscratch/, agents/ and envs/ into ./mutants/, plants one mutant at a time (a flipped
+# mutmut 3 copies rlscratch/ into ./mutants/, plants one mutant at a time (a flipped
 # operator, a changed constant, an argument dropped) in the listed files, runs the non-slow tests that reach
 # the mutated function, and calls the mutant "killed" if a test fails. This script runs it in a scratch
 # copy of the checkout (tracked and untracked-but-not-ignored files, as they are now), so the checkout's
@@ -36,14 +36,18 @@ mkdir -p "$scratch"
 rm -rf "${scratch:?}/mutants"
 git ls-files -co --exclude-standard -z | tar --null -cf - -T - | tar -xf - -C "$scratch"
 cd "$scratch"
+# mutmut names mutants after file paths (agents/dqn.py -> agents.dqn), while the tests import rlscratch.agents.dqn
+# through rlscratch/__init__.py's __path__ trick: here agents/, envs/ and configs/ become real subpackages.
+for folder in agents envs configs; do cp -r "$folder" "rlscratch/$folder"; done
 
 # Narrow the files and tests in the scratch copy's pyproject.toml only.
 "$python" - "$@" <<'EOF'
 import json, os, re, sys
 path = "pyproject.toml"
 text = open(path).read()
-if sys.argv[1:]:
-    text = re.sub(r"only_mutate = \[.*?\]\n", f"only_mutate = {json.dumps(sys.argv[1:])}\n", text, count=1, flags=re.S)
+files = [f"rlscratch/{f}" if f.startswith(("agents/", "envs/")) else f for f in sys.argv[1:]]
+if files:
+    text = re.sub(r"only_mutate = \[.*?\]\n", f"only_mutate = {json.dumps(files)}\n", text, count=1, flags=re.S)
 tests = os.environ.get("MUTATION_TESTS", "").split()
 if tests:
     selection = tests + ["-m", "not slow", "-p", "no:cacheprovider"]
