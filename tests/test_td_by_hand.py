@@ -121,3 +121,54 @@ def test_prediction_error_on_held_out_walks():
     assert prediction_error(agent, env, episodes=5, seed=0, against="true_values") == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="against must be 'returns' or 'true_values', got 'values'"):
         prediction_error(agent, env, episodes=1, seed=0, against="values")
+
+
+def test_prediction_error_plays_each_seed_with_its_own_generator():
+    """The spec written out: episode k resets with seed + k, actions come from default_rng(seed) through the
+    behaviour policy, and V(s_t) is compared with the discounted return that followed (CartPole: 2 actions)."""
+    env = gym.make("CartPole-v1")
+    spec = EnvSpec(env.observation_space, env.action_space, 1)
+    agent = TD(TDConfig(gamma=0.9, action_probs=[0.3, 0.7]), spec, ModelConfig(hidden=[]), np.random.default_rng(0))
+    agent.value.flat_params = [0.5, -1.0, 2.0, 0.25]
+    rng, errors = np.random.default_rng(11), []
+    for k in range(3):
+        obs, _ = env.reset(seed=11 + k)
+        observations, rewards, done = [obs], [], False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(int(rng.choice(2, p=[0.3, 0.7])))
+            rewards.append(reward)
+            done = terminated or truncated
+            if not done:
+                observations.append(obs)
+        values = np.asarray(observations) @ np.array([0.5, -1.0, 2.0, 0.25])
+        errors.append(values - discounted_returns(np.asarray(rewards), 0.9))
+    expected = np.sqrt(np.mean(np.concatenate(errors) ** 2))
+    assert prediction_error(agent, env, episodes=3, seed=11) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match=r"^the env does not report info\['true_value'\]; use against='returns'$"):
+        prediction_error(agent, env, episodes=1, seed=0, against="true_values")
+
+
+def test_prediction_error_skips_truncated_episodes():
+    """Five states, cut after 4 steps: an episode ends in 3 steps (terminated) or is truncated and skipped.
+    With V = 0 and gamma 1 every scored error is the final reward, +-1."""
+    agent = make_td(n_states=5, gamma=1.0)
+    walks = gym.wrappers.TimeLimit(RandomWalk(5), max_episode_steps=4)
+    ends = []
+    for seed in range(6):
+        walks.reset(seed=seed)
+        terminated = truncated = False
+        while not (terminated or truncated):
+            _, _, terminated, truncated, _ = walks.step(0)
+        ends.append(terminated)
+    first = ends.index(True)
+    assert first > 0, ends  # a truncated episode comes first: the function must skip it, not stop
+    assert prediction_error(agent, walks, episodes=first + 1, seed=0) == 1.0
+    short = gym.wrappers.TimeLimit(RandomWalk(5), max_episode_steps=2)  # too short to ever terminate
+    with pytest.raises(ValueError, match=r"^every held-out episode was truncated: no Monte-Carlo return to "
+                                         r"compare with$"):
+        prediction_error(agent, short, episodes=3, seed=0)
+
+
+def test_checkpoint_names_of_the_td_agent():
+    """Checkpoints store components by these names: renaming one would orphan every saved run."""
+    assert set(make_td().components()) == {"rng", "eval_rng", "value", "optimizer", "traces"}
