@@ -12,14 +12,17 @@ from rlscratch.agents.td import (
     EpisodeRecorder,
     TDConfig,
     discounted_returns,
+    main,
     prediction_error,
 )
+from rlscratch.envs.factory import make_env
 from rlscratch.envs.random_walk import RandomWalk, random_walk_true_values
 
 from rlscratch import nn
 from rlscratch.agent import EnvSpec, Step
-from rlscratch.config import ModelConfig
+from rlscratch.config import ModelConfig, load_config
 from rlscratch.errors import ConfigError
+from rlscratch.trainer import load_trained_agent, train
 
 
 def make_td(n_states: int = 5, num_envs: int = 1, **config) -> TD:
@@ -172,3 +175,17 @@ def test_prediction_error_skips_truncated_episodes():
 def test_checkpoint_names_of_the_td_agent():
     """Checkpoints store components by these names: renaming one would orphan every saved run."""
     assert set(make_td().components()) == {"rng", "eval_rng", "value", "optimizer", "traces"}
+
+
+def test_command_line_prints_the_held_out_error_of_the_latest_checkpoint(tmp_path, capsys):
+    config, _ = load_config("td_lambda_random_walk", ["train.total_steps=300", f"log.root={tmp_path}",
+                                                      "log.tensorboard=false", "log.progress=false"])
+    run = tmp_path / "run"
+    train(config, run)
+    capsys.readouterr()  # the training log
+    for against, words in (("true_values", "true values"), ("returns", "returns")):
+        main([str(run), "--episodes", "4", "--against", against, "--seed", "7"])
+        _, agent, _ = load_trained_agent(run)
+        expected = prediction_error(agent, make_env(config.env, evaluation=True), 4, 7, against)
+        assert 0 < expected < 1
+        assert capsys.readouterr().out == f"{run}: RMS error against {words} over 4 held-out episodes: {expected:.4f}\n"
