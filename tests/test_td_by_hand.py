@@ -73,6 +73,7 @@ def test_rms_error_and_predictions_of_a_linear_value():
     states = np.eye(5, dtype=np.float32)
     assert agent.predict_episode(states[[0, 4, 2]]).tolist() == [1.0, -1.0, 0.0]
     assert agent.rms_error(states, np.zeros(5)) == pytest.approx(np.sqrt(2 / 5))
+    assert agent.rms_error(states, np.array([1.0, 0.0, 0.0, 0.0, 1.0])) == pytest.approx(np.sqrt(4 / 5))
 
 
 def test_mlp_value_and_adam_are_built_when_asked():
@@ -189,3 +190,19 @@ def test_command_line_prints_the_held_out_error_of_the_latest_checkpoint(tmp_pat
         expected = prediction_error(agent, make_env(config.env, evaluation=True), 4, 7, against)
         assert 0 < expected < 1
         assert capsys.readouterr().out == f"{run}: RMS error against {words} over 4 held-out episodes: {expected:.4f}\n"
+
+
+def test_an_episode_end_with_true_values_reports_the_rms_error_after_the_update():
+    """The random walk's terminal info carries every state's true value; env 1 of 2 ends here. V after the
+    update: w = (0, 0.25, 0, 0, 0) (delta = 1 at state 2, alpha 1/2, halved by the mean over 2 envs)."""
+    agent = make_td(num_envs=2, lr=0.5, gamma=1.0, lam=0.0)
+    e = np.eye(5, dtype=np.float32)
+    true_values = np.array([-2, -1, 0, 1, 2]) / 3
+    info = {"true_values": np.array([None, true_values], dtype=object), "_true_values": np.array([False, True]),
+            "state_observations": np.array([None, np.eye(5)], dtype=object)}
+    step = Step(np.stack([e[0], e[1]]), np.zeros(2, np.int64), np.array([0.0, 1.0]),
+                np.stack([e[1], np.zeros(5, np.float32)]), np.array([False, True]), np.array([False, False]), info)
+    metrics = agent.observe(step)
+    assert np.allclose(agent.value.flat_params, [0, 0.25, 0, 0, 0])
+    expected = np.sqrt(np.mean((np.array([0, 0.25, 0, 0, 0]) - true_values) ** 2))
+    assert metrics["value/rms_error"] == pytest.approx(expected)
