@@ -5,8 +5,9 @@ are the one-line changes (a weight, an exponent, a sign) that mutation testing a
 import gymnasium as gym
 import numpy as np
 import pytest
-from rlscratch.agents.dqn import DQN, DQNConfig, td_target
+from rlscratch.agents.dqn import DQN, DQNConfig, Dueling, td_target
 
+from rlscratch import nn
 from rlscratch.agent import EnvSpec, Step
 from rlscratch.config import ModelConfig
 
@@ -105,3 +106,27 @@ def test_double_dqn_uses_the_online_argmax_and_the_target_value():
     next_q_online = np.array([[5.0, 0.0, 1.0], [0.0, 0.0, 9.0]])
     assert td_target(rewards, discounts, next_q_target).tolist() == [3.0, 1.0 + 0.5 * 4.0]
     assert td_target(rewards, discounts, next_q_target, next_q_online).tolist() == [1.0, 1.0 + 0.5 * 4.0]
+
+
+def test_acting_with_epsilon_one_half_mixes_random_and_greedy_actions():
+    """epsilon 0.5, 3 actions: a random action differs from the greedy one with probability 2/3, so about
+    1/3 of the actions differ from greedy, and each action differs from greedy uniformly over the other two."""
+    agent = linear_agent(exploration_initial_eps=0.5, exploration_final_eps=0.5)
+    obs = np.random.default_rng(1).standard_normal((6000, 4)).astype(np.float32)
+    greedy = agent.q.infer(obs).argmax(axis=1)
+    actions = agent.act(obs)
+    assert abs((actions != greedy).mean() - 1 / 3) < 0.03
+    assert np.array_equal(agent.act(obs, explore=False), greedy)
+
+
+def test_dueling_head_gives_no_input_gradient_if_a_stream_skips_it(rng):
+    head = Dueling(nn.Linear(5, 1, rng), nn.Linear(5, 3, rng))
+    head.value.input_grad = False
+    h = rng.standard_normal((2, 5)).astype(np.float32)
+    head.forward(h)
+    assert head.backward(np.ones((2, 3), np.float32)) is None
+
+
+def test_checkpoint_names_of_the_dqn_agent():
+    """Checkpoints store components by these names: renaming one would orphan every saved run."""
+    assert set(linear_agent().components()) == {"rng", "q", "target", "optimizer", "buffer"}
