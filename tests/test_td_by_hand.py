@@ -22,6 +22,7 @@ from rlscratch import nn
 from rlscratch.agent import EnvSpec, Step
 from rlscratch.config import ModelConfig, load_config
 from rlscratch.errors import ConfigError
+from rlscratch.models import mlp
 from rlscratch.trainer import load_trained_agent, train
 
 
@@ -65,6 +66,8 @@ def test_two_env_update_takes_the_mean_over_envs():
     assert metrics["td/error"] == pytest.approx((1 - 4) / 2) and metrics["td/abs_error"] == pytest.approx(5 / 2)
     assert np.array_equal(agent.traces.z, [[0, 1, 0, 0, 0], [0, 0, 0, 0, 0]])  # only env 1's trace is cleared
     assert agent.updates == 1
+    agent.observe(step)
+    assert agent.updates == 2
 
 
 def test_rms_error_and_predictions_of_a_linear_value():
@@ -79,6 +82,12 @@ def test_rms_error_and_predictions_of_a_linear_value():
 def test_mlp_value_and_adam_are_built_when_asked():
     agent = make_td(value="mlp", optimizer="adam")
     assert isinstance(agent.optimizer, nn.Adam) and agent.value.num_params() == 5 * 8 + 8 + 8 + 1
+    rng = np.random.default_rng(0)
+    rng.spawn(1)  # the agent's evaluation generator, spawned first: the bit stream is untouched
+    value_head = mlp(5, 1, ModelConfig(hidden=[8], activation="tanh"), rng, output_gain=1.0)  # a value head's gain
+    assert np.array_equal(agent.value.flat_params, value_head.flat_params)
+    assert agent.traces.z.dtype == agent.value.dtype == np.float32
+    assert agent.spec.num_envs == 1 and agent.model_config.hidden == [8]  # kept for checkpoints and evaluation
     assert isinstance(make_td().optimizer, nn.SGD) and make_td().value.num_params() == 5  # w only, no bias
     assert not make_td().value.flat_params.any()  # the table starts at V = 0
 
@@ -89,8 +98,10 @@ def test_behaviour_policy_normalises_and_validates():
     draws = policy.sample(20_000, np.random.default_rng(0))
     assert draws.dtype == np.int64 and abs(draws.mean() - 0.75) < 0.01
     assert BehaviourPolicy(gym.spaces.Discrete(4), None).probs.tolist() == [0.25] * 4
-    assert BehaviourPolicy(gym.spaces.Discrete(1), None).sample(3, np.random.default_rng(0)).tolist() == [0, 0, 0]
-    for bad in ([1.0], [1.0, -1.0], [0.0, 0.0]):
+    single = BehaviourPolicy(gym.spaces.Discrete(1), None).sample(3, np.random.default_rng(0))
+    assert single.tolist() == [0, 0, 0] and single.dtype == np.int64
+    assert BehaviourPolicy(gym.spaces.Discrete(2), [0.0, 1.0]).probs.tolist() == [0.0, 1.0]  # a zero is allowed
+    for bad in ([1.0], [1.0, -1.0], [2.0, -1.0], [0.0, 0.0]):
         with pytest.raises(ConfigError, match=r"agent.action_probs: expected 2 non-negative numbers"):
             BehaviourPolicy(gym.spaces.Discrete(2), bad)
     with pytest.raises(ConfigError, match="discrete action space"):
@@ -98,10 +109,16 @@ def test_behaviour_policy_normalises_and_validates():
 
 
 def test_acting_for_evaluation_leaves_the_training_stream_alone():
-    agent = make_td()
-    twin = make_td()
-    agent.act(np.zeros((3, 5)), explore=False)
-    assert agent.rng.bit_generator.state == twin.rng.bit_generator.state
+    """Two actions (so acting draws random numbers): evaluation draws from eval_rng, training (the default)
+    from rng."""
+    spec = EnvSpec(gym.spaces.Box(-1.0, 1.0, (3,), np.float32), gym.spaces.Discrete(2), 1)
+    agent = TD(TDConfig(), spec, ModelConfig(hidden=[]), np.random.default_rng(0))
+    rng, eval_rng = agent.rng.bit_generator.state, agent.eval_rng.bit_generator.state
+    agent.act(np.zeros((3, 3)), explore=False)
+    assert agent.rng.bit_generator.state == rng and agent.eval_rng.bit_generator.state != eval_rng
+    eval_rng = agent.eval_rng.bit_generator.state
+    agent.act(np.zeros((3, 3)))
+    assert agent.rng.bit_generator.state != rng and agent.eval_rng.bit_generator.state == eval_rng
 
 
 def test_traces_decay_add_clear_and_reject_a_foreign_shape():
