@@ -1,6 +1,6 @@
 """Process-wide runtime tuning for numpy training loops: BLAS threads and the memory allocator.
 
-Nothing here changes a result, only how fast it comes; the command-line tools call both at start-up.
+Nothing here changes a result, only how fast it comes; `python -m rlscratch.train` calls both at start-up.
 
 BLAS threads. The networks here are small: a second BLAS thread gains little on their matrix products
 and loses badly whenever the environments or other jobs want the cores, so ``pin_blas_threads()``
