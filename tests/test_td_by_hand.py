@@ -201,12 +201,24 @@ def test_command_line_prints_the_held_out_error_of_the_latest_checkpoint(tmp_pat
     run = tmp_path / "run"
     train(config, run)
     capsys.readouterr()  # the training log
+    _, agent, _ = load_trained_agent(run)
     for against, words in (("true_values", "true values"), ("returns", "returns")):
         main([str(run), "--episodes", "4", "--against", against, "--seed", "7"])
-        _, agent, _ = load_trained_agent(run)
         expected = prediction_error(agent, make_env(config.env, evaluation=True), 4, 7, against)
         assert 0 < expected < 1
         assert capsys.readouterr().out == f"{run}: RMS error against {words} over 4 held-out episodes: {expected:.4f}\n"
+    main([str(run)])  # the defaults: 1,000 episodes from seed 10^6, against the Monte-Carlo returns
+    expected = prediction_error(agent, make_env(config.env, evaluation=True), 1000, 10**6, "returns")
+    assert capsys.readouterr().out == f"{run}: RMS error against returns over 1000 held-out episodes: {expected:.4f}\n"
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(run), "--against", "values"])
+    assert exit_info.value.code == 2 and "invalid choice: 'values'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    usage = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+    assert exit_info.value.code == 0 and usage.startswith("usage: python -m rlscratch.agents.td ")
+    assert "RMS value-prediction error of a trained td/td_gru run on held-out episodes (its latest checkpoint)" in usage
+    assert "first reset seed of the held-out episodes" in usage
 
 
 def test_an_episode_end_with_true_values_reports_the_rms_error_after_the_update():
