@@ -16,7 +16,7 @@ def linear_agent(**overrides) -> DQN:
     """A linear Q (no hidden layer: Q(s) = W s + b) on 4 features and 3 actions, one env; no update happens
     by itself (learning_starts is huge), the test calls ``update``."""
     spec = EnvSpec(gym.spaces.Box(-1.0, 1.0, (4,), np.float32), gym.spaces.Discrete(3), 1)
-    config = DQNConfig(learning_starts=10**9, max_grad_norm=0, **overrides)
+    config = DQNConfig(**{"learning_starts": 10**9, "max_grad_norm": 0, **overrides})
     return DQN(config, spec, ModelConfig(hidden=[]), np.random.default_rng(0))
 
 
@@ -130,3 +130,41 @@ def test_dueling_head_gives_no_input_gradient_if_a_stream_skips_it(rng):
 def test_checkpoint_names_of_the_dqn_agent():
     """Checkpoints store components by these names: renaming one would orphan every saved run."""
     assert set(linear_agent().components()) == {"rng", "q", "target", "optimizer", "buffer"}
+
+
+def test_double_dqn_update_takes_the_online_argmax_where_it_differs_from_the_target_argmax():
+    """A target network that ranks the actions the other way round from the online one: Double DQN's y
+    evaluates the online net's choice with the target net, plain DQN's y takes the target net's max."""
+    for double in (True, False):
+        agent = linear_agent(batch_size=5, loss="mse", double_dqn=double, gamma=0.9)
+        fill(agent, 12, reward_scale=1.0)
+        agent.target.flat_params = -agent.q.flat_params  # argmax of the target = argmin of the online net
+        state = agent.rng.bit_generator.state
+        batch = agent.buffer.sample(5, agent.rng)
+        agent.rng.bit_generator.state = state
+        online, target = agent.q.infer(batch.next_obs), agent.target.infer(batch.next_obs)
+        assert (online.argmax(axis=1) != target.argmax(axis=1)).all()
+        chosen = target[np.arange(5), online.argmax(axis=1)] if double else target.max(axis=1)
+        y = batch.rewards + batch.discounts * chosen
+        q = agent.q.infer(batch.obs)[np.arange(5), batch.actions]
+        loss, _ = agent.update()
+        assert loss == pytest.approx(np.mean((q - y) ** 2), rel=1e-5), double
+
+
+def test_gradient_norm_is_clipped_to_max_grad_norm():
+    agent = linear_agent(batch_size=8, loss="mse", max_grad_norm=0.5)
+    fill(agent, 12, reward_scale=10.0)  # large TD errors: a gradient norm far above 0.5
+    agent.update()
+    assert np.linalg.norm(agent.q.flat_grads) == pytest.approx(0.5, rel=1e-4)
+
+
+def test_observe_hands_terminations_and_truncations_to_the_replay():
+    """One env, n = 2, gamma 0.5: a termination closes its windows with discount 0, a truncation with
+    gamma^m (bootstrapping from its final observation)."""
+    agent = linear_agent(n_step=2, gamma=0.5)
+    obs = np.zeros((1, 4), np.float32)
+    for terminated, truncated in ((False, False), (True, False), (False, False), (False, True)):
+        agent.observe(Step(obs, np.zeros(1, np.int64), np.ones(1), obs, np.array([terminated]),
+                           np.array([truncated]), {}))
+    assert agent.buffer.discounts[:4].tolist() == [0.0, 0.0, 0.25, 0.5]
+    assert agent.buffer.rewards[:4].tolist() == [1.5, 1.0, 1.5, 1.0]
