@@ -168,3 +168,18 @@ def test_observe_hands_terminations_and_truncations_to_the_replay():
                            np.array([truncated]), {}))
     assert agent.buffer.discounts[:4].tolist() == [0.0, 0.0, 0.25, 0.5]
     assert agent.buffer.rewards[:4].tolist() == [1.5, 1.0, 1.5, 1.0]
+
+
+def test_the_config_reaches_the_network_and_the_replay():
+    """Dueling builds a dueling head; float observations are stored as float32, integer ones (images) as they
+    come; actions in the smallest unsigned type that holds them; n and gamma fold the replay's returns."""
+    spec = EnvSpec(gym.spaces.Box(-1.0, 1.0, (4,), np.float64), gym.spaces.Discrete(256), 1)
+    agent = DQN(DQNConfig(dueling=True, n_step=3, gamma=0.5), spec, ModelConfig(hidden=[8]), np.random.default_rng(0))
+    assert any(isinstance(layer, Dueling) for layer in agent.q.layers)
+    assert agent.buffer.obs.dtype == np.float32 and agent.buffer.actions.dtype == np.uint8
+    assert (agent.buffer.queue.n, agent.buffer.queue.gamma) == (3, 0.5)
+    assert agent.spec is spec and agent.model_config.hidden == [8]
+    images = EnvSpec(gym.spaces.Box(0, 255, (2, 2), np.uint8), gym.spaces.Discrete(3), 1)
+    agent = DQN(DQNConfig(), images, ModelConfig(hidden=[8]), np.random.default_rng(0))
+    assert agent.buffer.obs.dtype == np.uint8 and agent.buffer.actions.dtype == np.uint8
+    assert not any(isinstance(layer, Dueling) for layer in agent.q.layers)
