@@ -5,11 +5,12 @@ are the one-line changes (a weight, an exponent, a sign) that mutation testing a
 import gymnasium as gym
 import numpy as np
 import pytest
-from rlscratch.agents.dqn import DQN, DQNConfig, Dueling, td_target
+from rlscratch.agents.dqn import DQN, DQNConfig, Dueling, q_network, td_target
 
 from rlscratch import nn
 from rlscratch.agent import EnvSpec, Step
 from rlscratch.config import ModelConfig
+from rlscratch.errors import ConfigError
 
 
 def linear_agent(**overrides) -> DQN:
@@ -179,7 +180,28 @@ def test_the_config_reaches_the_network_and_the_replay():
     assert agent.buffer.obs.dtype == np.float32 and agent.buffer.actions.dtype == np.uint8
     assert (agent.buffer.queue.n, agent.buffer.queue.gamma) == (3, 0.5)
     assert agent.spec is spec and agent.model_config.hidden == [8]
+    wide = EnvSpec(gym.spaces.Box(-1.0, 1.0, (4,), np.float32), gym.spaces.Discrete(257), 1)
+    assert DQN(DQNConfig(), wide, ModelConfig(hidden=[8]), np.random.default_rng(0)).buffer.actions.dtype == np.uint16
     images = EnvSpec(gym.spaces.Box(0, 255, (2, 2), np.uint8), gym.spaces.Discrete(3), 1)
     agent = DQN(DQNConfig(), images, ModelConfig(hidden=[8]), np.random.default_rng(0))
     assert agent.buffer.obs.dtype == np.uint8 and agent.buffer.actions.dtype == np.uint8
     assert not any(isinstance(layer, Dueling) for layer in agent.q.layers)
+
+
+def test_q_network_layers():
+    """hidden [8, 7, 6] with a dueling head: trunk 4-8-7-6 with an activation after every hidden layer, then
+    the value (6 -> 1) and advantage (6 -> 3) streams; without dueling, a plain MLP. The first layer skips
+    dL/dobs (observations are data)."""
+    model = ModelConfig(hidden=[8, 7, 6])
+    rng = np.random.default_rng(0)
+    net = q_network(4, 3, model, rng, dueling=True)
+    assert sum(isinstance(layer, nn.ReLU) for layer in net.layers) == 3 and isinstance(net.layers[-1], Dueling)
+    assert net.num_params() == (4 * 8 + 8) + (8 * 7 + 7) + (7 * 6 + 6) + (6 * 1 + 1) + (6 * 3 + 3)
+    plain = q_network(4, 3, model, rng)
+    assert not any(isinstance(layer, Dueling) for layer in plain.layers)
+    assert plain.num_params() == (4 * 8 + 8) + (8 * 7 + 7) + (7 * 6 + 6) + (6 * 3 + 3)
+    for network in (net, plain):
+        network.forward(np.ones((2, 4), np.float32))
+        assert network.backward(np.ones((2, 3), np.float32)) is None
+    with pytest.raises(ConfigError, match=r"^agent.dueling needs at least one hidden layer \(model.hidden\) to share$"):
+        q_network(4, 3, ModelConfig(hidden=[]), rng, dueling=True)
