@@ -37,7 +37,7 @@ def buffer_report(kind: str, capacity: int) -> str:
     """Build, fill and overwrite one buffer (run in a fresh process, so that memory freed by an
     earlier measurement cannot be reused by this one); returns the report."""
     from rlscratch.buffers import PrioritizedReplayBuffer, ReplayBuffer
-    from rlscratch.nn.memory import keep_freed_memory
+    from rlscratch.runtime import keep_freed_memory
 
     keep_freed_memory()  # the allocator settings python -m rlscratch.train runs with
     cls = PrioritizedReplayBuffer if kind == "prioritized" else ReplayBuffer
@@ -115,7 +115,7 @@ def main() -> None:
     if args.capacity:
         buffer_part(args.capacity)
     if args.steps:
-        from rlscratch.nn.memory import keep_freed_memory
+        from rlscratch.runtime import keep_freed_memory
 
         keep_freed_memory()
         training_part(args.steps, args.buffer)

@@ -47,7 +47,7 @@ def run_job(config_name: str, seed: int, root: str, overrides: list[str]) -> dic
     import rlscratch.trainer as trainer
     from rlscratch.config import load_config
     from rlscratch.events import read_scalars
-    from rlscratch.nn.memory import keep_freed_memory
+    from rlscratch.runtime import keep_freed_memory
 
     keep_freed_memory()  # the allocator settings python -m rlscratch.train runs with
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
 import sys
 import textwrap
@@ -88,14 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not (args.config or args.resume):
         p.error("one of --config, --resume, --list or --describe is required")
-    from threadpoolctl import threadpool_limits
-
-    from rlscratch.nn.memory import keep_freed_memory
+    from rlscratch.runtime import keep_freed_memory, pin_blas_threads
 
     # RL networks are small: a second BLAS thread gains little on them and loses badly whenever the
     # envs or other jobs want the cores. And big per-step temporaries (conv layers) should reuse
-    # the previous step's pages instead of faulting in fresh ones (rlscratch/nn/memory.py).
-    threadpool_limits(int(os.environ.get("RLSCRATCH_BLAS_THREADS", "1")))
+    # the previous step's pages instead of faulting in fresh ones (rlscratch/runtime.py).
+    pin_blas_threads()
     keep_freed_memory()
     from rlscratch.agent import agent_config, resolve_agent
     from rlscratch.trainer import load_run_config, new_run_dir, train

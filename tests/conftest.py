@@ -1,7 +1,38 @@
+"""Helpers shared by the tests: import them with ``from conftest import ...`` (pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
+
+GRAD_TOL = 1e-6  # relative error allowed between a hand-written backward pass and central differences (float64)
 
 
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+def assert_gradients_ok(errors: dict[str, float], tol: float = GRAD_TOL) -> None:
+    """The verdict of a gradient check (nn.check_module, nn.check_gradients, ...): every relative error
+    between the analytic gradient and central finite differences is at most ``tol`` (a NaN fails)."""
+    assert errors, "nothing was checked"
+    above = {name: error for name, error in errors.items() if not error <= tol}
+    assert not above, f"relative errors above {tol:g}: {above} (all: {errors})"
+
+
+def write_config(folder: Path, data: dict, name: str = "exp.yaml", **sections) -> Path:
+    """Write an experiment config for a short test run into ``folder`` and return its path.
+
+    ``data`` is the config; each keyword replaces a section, or updates it key by key if both are dicts.
+    Runs log under ``folder/runs`` without a progress bar unless ``data``'s log section says otherwise.
+    """
+    data = {**data, "log": {"root": str(folder / "runs"), "progress": False, **data.get("log", {})}}
+    for key, value in sections.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
+    path = folder / name
+    path.write_text(yaml.safe_dump(data))
+    return path

@@ -7,7 +7,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-import yaml
+from conftest import write_config as write_yaml_config
 from rlscratch.agents.a2c import A2C
 from rlscratch.agents.ppo import PPO, clipped_surrogate, clipped_value_loss
 from threadpoolctl import threadpool_limits
@@ -223,14 +223,10 @@ def write_config(folder: Path, agent: dict, **sections) -> Path:
         "agent": agent,
         "model": {"hidden": [16], "activation": "tanh"},
         "train": {"total_steps": 1200, "eval_episodes": 4, "checkpoint_every": 400, "log_every": 200},
-        "log": {"root": str(folder / "runs"), "progress": False, "tensorboard": False},
+        "log": {"tensorboard": False},
         "seed": 5,
     }
-    for key, value in sections.items():
-        data[key] = {**data[key], **value}
-    path = folder / "exp.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_yaml_config(folder, data, **sections)
 
 
 @pytest.mark.parametrize("agent", [
@@ -264,6 +260,7 @@ def test_registered_names_and_async_envs(tmp_path):
     assert summary["env_steps"] == 200 and summary["updates"] == 20
 
 
+@pytest.mark.slow
 def test_ppo_learns_cartpole(tmp_path):
     """A short seeded PPO run must balance the pole far beyond what random play does (about 22)."""
     config, _ = load_config(str(write_config(

@@ -4,7 +4,9 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+from conftest import write_config as write_yaml_config
 
 from rlscratch.config import load_config
 from rlscratch.trainer import train
@@ -16,13 +18,13 @@ def code_blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", DOC.read_text(), flags=re.S)
 
 
+@pytest.mark.slow
 def test_the_documented_agent_trains_from_its_documented_config(tmp_path, monkeypatch):
     agent_source = next(block for block in code_blocks("python") if "class Reinforce" in block)
     (tmp_path / "my_agent.py").write_text(agent_source)
     config_text = next(block for block in code_blocks("yaml") if "my_agent:Reinforce" in block)
     data = yaml.safe_load(config_text)
-    data["log"] = {"root": str(tmp_path / "runs"), "progress": False}
-    (tmp_path / "reinforce_cartpole.yaml").write_text(yaml.safe_dump(data))
+    write_yaml_config(tmp_path, data, "reinforce_cartpole.yaml")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
     sys.modules.pop("my_agent", None)

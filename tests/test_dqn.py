@@ -7,7 +7,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-import yaml
+from conftest import write_config as write_yaml_config
 from rlscratch.agents.dqn import DQN, DQNConfig, Dueling, q_network, td_target
 
 from rlscratch import nn
@@ -166,12 +166,10 @@ def write_config(folder: Path, **agent) -> Path:
         "model": {"hidden": [16]},
         "train": {"total_steps": 1200, "eval_every": 600, "eval_episodes": 2, "checkpoint_every": 400,
                   "log_every": 200},
-        "log": {"root": str(folder / "runs"), "progress": False, "tensorboard": False},
+        "log": {"tensorboard": False},
         "seed": 5,
     }
-    path = folder / "dqn.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_yaml_config(folder, data, "dqn.yaml")
 
 
 @pytest.mark.parametrize("agent", [{}, {"prioritized": True, "dueling": True, "tau": 0.1,
@@ -208,6 +206,7 @@ def test_checkpoint_saves_only_the_filled_part(tmp_path):
 
 
 # -- learning ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_dqn_learns_cartpole(tmp_path):
     """Seeded: a 20-episode greedy evaluation reaches 195 within 20,000 env steps."""
     data = {
@@ -218,12 +217,10 @@ def test_dqn_learns_cartpole(tmp_path):
                   "epsilon": {"start": 1.0, "end": 0.04, "steps": 8000}},
         "model": {"hidden": [64, 64]},
         "train": {"total_steps": 20_000, "eval_every": 5000, "eval_episodes": 20},
-        "log": {"root": str(tmp_path), "progress": False},
+        "log": {"root": str(tmp_path)},
         "seed": 0,
     }
-    path = tmp_path / "learn.yaml"
-    path.write_text(yaml.safe_dump(data))
-    config, _ = load_config(str(path))
+    config, _ = load_config(str(write_yaml_config(tmp_path, data, "learn.yaml")))
     train(config, tmp_path / "run")
     steps, returns = read_scalars(tmp_path / "run")["eval/mean_return"]
     assert list(steps) == [5000, 10000, 15000, 20000]

@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import yaml
+from conftest import write_config as write_yaml_config
 from gymnasium.utils.env_checker import check_env
 from threadpoolctl import threadpool_limits
 
@@ -253,8 +254,9 @@ def test_policy_gradient_through_the_network_matches_finite_differences():
 
 
 def run_rounds(agent_name: str, params: dict, rounds: int, hidden: list[int], seed: int = 0,
-               num_envs: int = 1, obs_shape: tuple[int, ...] = (784,)) -> np.ndarray:
-    """Play ``rounds`` training rounds directly (no env wrappers): the reward of each round."""
+               num_envs: int = 1, obs_shape: tuple[int, ...] = (784,), agents: list | None = None) -> np.ndarray:
+    """Play ``rounds`` training rounds directly (no env wrappers): the reward of each round. Every round
+    must get one valid guess per env; the agent is appended to ``agents`` if given."""
     images, labels = load_mnist("train")
     order = np.random.default_rng(seed).permutation(len(labels))[:rounds]
     x, y = scale_images(images[order]).reshape(rounds, *obs_shape), labels[order].astype(np.int64)
@@ -262,12 +264,15 @@ def run_rounds(agent_name: str, params: dict, rounds: int, hidden: list[int], se
     spec = EnvSpec(gym.spaces.Box(0.0, 1.0, obs_shape, np.float32), gym.spaces.Discrete(10), num_envs)
     agent = cls(agent_config(cls, {"name": agent_name, **params}), spec, ModelConfig(hidden=hidden),
                 np.random.default_rng(seed))
+    if agents is not None:
+        agents.append(agent)
     rewards = []
     # Small matrices: a second BLAS thread only waits for a busy core (many times slower on a shared machine).
     with threadpool_limits(1):
         for t in range(0, rounds, num_envs):
             obs = x[t:t + num_envs]
             action = agent.act(obs)
+            assert action.shape == (len(obs),) and np.isin(action, np.arange(10)).all(), action
             reward = (action == y[t:t + num_envs]).astype(np.float64)
             done = np.ones(len(action), dtype=bool)
             agent.observe(Step(obs, action, reward, obs, done, ~done, {}))
@@ -275,6 +280,7 @@ def run_rounds(agent_name: str, params: dict, rounds: int, hidden: list[int], se
     return np.array(rewards)
 
 
+@pytest.mark.slow
 def test_a_bandit_agent_learns_mnist_from_reward_alone():
     """Random guessing is right 10% of the time; from the reward alone the agent passes 60% online
     accuracy within 2,000 rounds (small network, seeded: a few seconds; measured: 78% on rounds
@@ -287,12 +293,19 @@ def test_a_bandit_agent_learns_mnist_from_reward_alone():
 @pytest.mark.parametrize("augment", [False, True])
 @pytest.mark.parametrize("agent_name", AGENTS)
 def test_every_agent_runs_with_parallel_envs(agent_name, augment):
+    """Four envs a round: one valid guess per env (run_rounds checks it), and the updates reach the network."""
     params = {"batch_size": 16, "augment_shift": int(augment)}
     if agent_name == "linucb_bandit":
         params["refresh_every"] = 50
-    rewards = run_rounds(agent_name, params, rounds=200, hidden=[16], num_envs=4,
-                         obs_shape=(1, 28, 28) if augment else (784,))
-    assert rewards.shape == (200,)
+    agents = []
+    run_rounds(agent_name, params, rounds=200, hidden=[16], num_envs=4, obs_shape=(1, 28, 28) if augment else (784,),
+               agents=agents)
+    untrained = resolve_agent(agent_name)(agent_config(resolve_agent(agent_name), {"name": agent_name, **params}),
+                                          agents[0].spec, ModelConfig(hidden=[16]), np.random.default_rng(0))
+    def weights(agent) -> np.ndarray:  # every network the agent checkpoints
+        return np.concatenate([c.flat_params for c in agent.components().values() if isinstance(c, nn.Module)])
+
+    assert not np.array_equal(weights(agents[0]), weights(untrained))
 
 
 # -- the configs and the training loop ------------------------------------------------------------------
@@ -327,12 +340,9 @@ def short_config(tmp_path: Path, agent_name: str, **agent) -> Path:
         "model": {"hidden": [16]},
         "train": {"total_steps": 600, "eval_every": 300, "eval_episodes": 50, "checkpoint_every": 200,
                   "log_every": 100},
-        "log": {"root": str(tmp_path / "runs"), "progress": False},
         "seed": 2,
     }
-    path = tmp_path / f"{agent_name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_yaml_config(tmp_path, data, f"{agent_name}.yaml")
 
 
 def test_training_run_logs_cumulative_regret(tmp_path):
@@ -351,7 +361,9 @@ def test_training_run_logs_cumulative_regret(tmp_path):
     assert len(returns) == 600 and regret[-1] == 600 - returns.sum()
     # Evaluation: greedy accuracy on the first 50 test images, the same images every time.
     eval_steps, accuracy = scalars["eval/mean_return"]
-    assert list(eval_steps) == [300, 600] and 0.0 <= accuracy[-1] <= 1.0
+    images, labels = load_mnist("test")
+    greedy = summary["agent"].act(scale_images(images[:50]).reshape(50, -1), explore=False)
+    assert list(eval_steps) == [300, 600] and accuracy[-1] == pytest.approx((greedy == labels[:50]).mean())
 
 
 def test_resume_is_exact(tmp_path):

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-import yaml
+from conftest import write_config as write_yaml_config
 from threadpoolctl import threadpool_limits
 
 from rlscratch import nn
@@ -558,12 +558,10 @@ def muzero_config(folder, agent: dict | None = None, **train_section) -> object:
         "model": {"hidden": [16]},
         "train": {"total_steps": 400, "eval_every": 0, "eval_episodes": 2, "checkpoint_every": 200, "log_every": 100,
                   **train_section},
-        "log": {"root": str(folder / "runs"), "progress": False, "tensorboard": False},
+        "log": {"tensorboard": False},
         "seed": 5,
     }
-    path = folder / "muzero.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return load_config(str(path))[0]
+    return load_config(str(write_yaml_config(folder, data, "muzero.yaml")))[0]
 
 
 @pytest.mark.parametrize("agent", [{}, {"name": "gumbel_muzero", "num_simulations": 4, "value_target": "search"}])
@@ -601,6 +599,7 @@ def test_reanalyze_refreshes_stored_targets(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["muzero", "gumbel_muzero"])
+@pytest.mark.slow
 def test_learns_cartpole(tmp_path, name):
     """A short seeded run: the greedy policy of the searched model beats random play (about 22)
     by a wide margin. One gradient update per env step (batch 64, K = 5) after 400 warm-up steps;

@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import assert_gradients_ok
 
 from rlscratch.nn import BatchNorm, Conv2d, LayerNorm, MaxPool2d, check_module
 
-TOL = 1e-6
 # finite-difference step for functions that are linear in the perturbed array (conv) or piecewise
 # linear with no kink within h (max pooling of well-separated values): see the tests that use it
 LINEAR_H = 1e-4
-
-
-def assert_gradients_ok(errors: dict[str, float]) -> None:
-    assert errors, "nothing was checked"
-    worst = {name: err for name, err in errors.items() if not err <= TOL}
-    assert not worst, f"relative errors above {TOL}: {worst} (all: {errors})"
 
 
 def naive_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, padding: int) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import assert_gradients_ok
 
 from rlscratch.nn import (
     Adam,
@@ -19,7 +20,6 @@ from rlscratch.nn import (
     mse,
 )
 
-TOL = 1e-6
 # Finite-difference step. The default 1e-6 leaves a roundoff of ~1e-16 |L| / h ~ 1e-10 in every
 # numerical derivative, which is already 1e-6 of the smallest GRU weight gradients (~1e-5); at 1e-5
 # roundoff drops tenfold while the truncation error (~h^2) stays far below it.
@@ -56,12 +56,6 @@ def as_tuple(state):
     return state if isinstance(state, tuple) else (state,)
 
 
-def assert_all_below(errors: dict[str, float], tol: float = TOL):
-    assert errors, "nothing was checked"
-    worst = max(errors, key=errors.get)
-    assert errors[worst] <= tol, f"{worst}: relative error {errors[worst]:.2e} (all: {errors})"
-
-
 # -- gradient checks ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("cls", [RNNCell, GRUCell])
@@ -71,7 +65,7 @@ def test_cell_one_step_gradients(cls):
     x, h = rng.standard_normal((BATCH, N_IN)), random_state(cell, rng)
     errors = check_module(cell, x, h, rng=rng, h=STEP)
     assert set(errors) == {"input0", "input1", *cell.params}
-    assert_all_below(errors)
+    assert_gradients_ok(errors)
 
 
 def test_lstm_cell_one_step_gradients():
@@ -91,7 +85,7 @@ def test_lstm_cell_one_step_gradients():
     dx, (dh, dc) = cell.backward((g_h, g_c))
     wrt = {"x": (x, dx), "h": (h, dh), "c": (c, dc)}
     wrt.update({k: (cell.params[k], cell.grads[k].copy()) for k in cell.params})
-    assert_all_below(check_gradients(loss, wrt, h=STEP))
+    assert_gradients_ok(check_gradients(loss, wrt, h=STEP))
 
 
 def recurrent_gradient_errors(cls, resets=None, seed=3) -> dict[str, float]:
@@ -127,7 +121,7 @@ def recurrent_gradient_errors(cls, resets=None, seed=3) -> dict[str, float]:
 def test_recurrent_bptt_gradients(cls):
     errors = recurrent_gradient_errors(cls)
     assert {"xs", "h0"} <= set(errors)
-    assert_all_below(errors)
+    assert_gradients_ok(errors)
 
 
 @pytest.mark.parametrize("cls", CELLS)
@@ -136,7 +130,7 @@ def test_recurrent_bptt_gradients_with_resets(cls):
     resets[2, 0] = True  # env 0 starts a new episode before step 2
     resets[0, 1] = True  # env 1 ignores h0 altogether
     resets[3, 1] = True
-    assert_all_below(recurrent_gradient_errors(cls, resets))
+    assert_gradients_ok(recurrent_gradient_errors(cls, resets))
 
 
 @pytest.mark.parametrize("cls", CELLS)
@@ -149,7 +143,7 @@ def test_recurrent_via_check_module(cls):
         errors = check_module(rnn, xs, rng=rng, h=STEP)
     else:
         errors = check_module(rnn, xs, random_state(rnn.cell, rng), rng=rng, h=STEP)
-    assert_all_below(errors)
+    assert_gradients_ok(errors)
 
 
 @pytest.mark.parametrize("cls", CELLS)
@@ -188,7 +182,7 @@ def test_same_cell_called_three_times_accumulates(cls):
     for (name, array), grad in zip(state_arrays(s0).items(), as_tuple(dstate), strict=True):
         wrt[name] = (array, grad)
     wrt.update({k: (cell.params[k], cell.grads[k].copy()) for k in cell.params})
-    assert_all_below(check_gradients(loss, wrt, h=STEP))
+    assert_gradients_ok(check_gradients(loss, wrt, h=STEP))
 
 
 def test_backward_with_only_a_final_state_gradient():
@@ -326,6 +320,7 @@ class MemoryNet(Module):
 
 
 @pytest.mark.parametrize("cls", [RNNCell, GRUCell])
+@pytest.mark.slow
 def test_learns_to_remember_the_first_input(cls):
     """Output x_0 after 5 steps. A memoryless predictor (one that sees only the last input, which is
     independent of x_0) can do no better than predicting 0: MSE = Var(x_0) = 1."""

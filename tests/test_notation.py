@@ -9,13 +9,13 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import assert_gradients_ok
 
 from rlscratch import nn
 from rlscratch.config import ModelConfig, load_config
 from rlscratch.models import build_model, mlp
 from rlscratch.notation import NotationError, compile_program, explain, format_program, network_from_notation, parse
 
-TOL = 1e-6
 STEP = 1e-5  # as in test_nn_recurrent: roundoff at 1e-6 is already ~1e-6 of the smallest GRU gradients
 
 # -- the notes' examples, written canonically (spaces around + - * /, none around |) ------------
@@ -122,11 +122,6 @@ def loss_gradient_errors(model, xs, targets):
     return nn.check_gradients(lambda: model.loss(*xs, targets=targets), wrt, h=STEP)
 
 
-def assert_small(errors):
-    assert errors, "nothing was checked"
-    assert max(errors.values()) <= TOL, errors
-
-
 def compiled(source, seed=0, **kwargs):
     return compile_program(source, np.random.default_rng(seed), dtype=np.float64, **kwargs)
 
@@ -142,11 +137,11 @@ def with_random_biases(model, seed=5):
 def test_mlp_with_mse_and_softmax_cross_entropy_gradients(rng):
     x = rng.standard_normal((6, 4))
     model = with_random_biases(compiled("X: 4\nM_1: dense(5)\nM_2: dense(3)\n" + MLP))
-    assert_small(loss_gradient_errors(model, (x,), {"y": rng.standard_normal((6, 3))}))
+    assert_gradients_ok(loss_gradient_errors(model, (x,), {"y": rng.standard_normal((6, 3))}))
     model = with_random_biases(compiled("X: 4\nM_1: dense(5)\nM_2: dense(3)\n" + SOFTMAX))
-    assert_small(loss_gradient_errors(model, (x,), {"y": rng.integers(0, 3, 6)}))
+    assert_gradients_ok(loss_gradient_errors(model, (x,), {"y": rng.integers(0, 3, 6)}))
     # the Module contract itself: outputs (probabilities) against the input and every parameter
-    assert_small(nn.check_module(model, x, rng=rng, h=STEP))
+    assert_gradients_ok(nn.check_module(model, x, rng=rng, h=STEP))
 
 
 def test_recurrent_net_unrolls_with_backprop_through_time(rng):
@@ -155,8 +150,8 @@ def test_recurrent_net_unrolls_with_backprop_through_time(rng):
     xs = rng.standard_normal((5, 2, 3))
     assert model.forward(xs).shape == (5, 2, 2) and model.saved_count() > 0
     model.clear_saved()
-    assert_small(loss_gradient_errors(model, (xs,), {"y": rng.standard_normal((5, 2, 2))}))
-    assert_small(nn.check_module(model, xs, rng=rng, h=STEP))
+    assert_gradients_ok(loss_gradient_errors(model, (xs,), {"y": rng.standard_normal((5, 2, 2))}))
+    assert_gradients_ok(nn.check_module(model, xs, rng=rng, h=STEP))
 
 
 def test_sequence_summarised_by_its_last_state(rng):
@@ -166,7 +161,7 @@ def test_sequence_summarised_by_its_last_state(rng):
     xs = rng.standard_normal((6, 3, 2))
     assert model.forward(xs).shape == (3, 4)
     model.clear_saved()
-    assert_small(loss_gradient_errors(model, (xs,), {"y": np.array([0, 3, 1])}))
+    assert_gradients_ok(loss_gradient_errors(model, (xs,), {"y": np.array([0, 3, 1])}))
 
 
 GRU_SIZED = "X: 3\nW_r, W_z, W_xn, W_hn: dense(4)\n" + GRU
@@ -176,7 +171,7 @@ LSTM_SIZED = "X: 3\nW_i, W_f, W_g, W_o: dense(4)\n" + LSTM
 @pytest.mark.parametrize("source", [GRU_SIZED, LSTM_SIZED], ids=["gru", "lstm"])
 def test_gated_cells_written_in_the_notation_pass_gradient_checks(source, rng):
     model = with_random_biases(compiled(source, outputs=["h_t"]))
-    assert_small(nn.check_module(model, rng.standard_normal((4, 2, 3)), rng=rng, h=STEP))
+    assert_gradients_ok(nn.check_module(model, rng.standard_normal((4, 2, 3)), rng=rng, h=STEP))
 
 
 def copy_weights(model, cell):
@@ -232,7 +227,8 @@ def test_td_learning_with_gru_encoder(rng):
               + "h_t --[Value]-> V_t => y_t\n")
     model = with_random_biases(compiled(source))
     assert model.inputs == ["O"] and model.targets == ["y"] and model.outputs == ["V_t"]
-    assert_small(loss_gradient_errors(model, (rng.standard_normal((4, 2, 3)),), {"y": rng.standard_normal((4, 2))}))
+    errors = loss_gradient_errors(model, (rng.standard_normal((4, 2, 3)),), {"y": rng.standard_normal((4, 2))})
+    assert_gradients_ok(errors)
 
 
 def test_td_target_is_a_constant(rng):
@@ -259,7 +255,7 @@ def test_policy_gradient_objective(rng):
                                         "O_t --[P_1|tanh|P_2|softmax]-> pi_t $ A_t * log(pi_t[a_t]) - 0.01 * pi_t * "
                                         "log(pi_t)"))
     targets = {"A": rng.standard_normal((3, 5)), "a": rng.integers(0, 4, (3, 5))}
-    assert_small(loss_gradient_errors(model, (rng.standard_normal((3, 5, 3)),), targets))
+    assert_gradients_ok(loss_gradient_errors(model, (rng.standard_normal((3, 5, 3)),), targets))
 
 
 A2C_FULL = """\
@@ -330,7 +326,7 @@ def test_q_learning_prediction_expression(rng):
     given.forward(os[:3])
     given.backward_loss({"a": targets["a"], "y": targets["r"] + 0.9 * q[1:].max(axis=-1)})
     np.testing.assert_allclose(given.flat_grads, model.flat_grads, rtol=1e-10)
-    assert_small(loss_gradient_errors(given, (os[:3],), {"a": targets["a"], "y": rng.standard_normal((3, 2))}))
+    assert_gradients_ok(loss_gradient_errors(given, (os[:3],), {"a": targets["a"], "y": rng.standard_normal((3, 2))}))
 
 
 def test_elementwise_functions(rng):
@@ -339,7 +335,7 @@ def test_elementwise_functions(rng):
     model = with_random_biases(compiled(source))
     assert model.targets == ["z"] and model.inputs == ["X", "k"]
     xs = (0.5 * rng.standard_normal((5, 3)), rng.integers(0, 4, 5))
-    assert_small(loss_gradient_errors(model, xs, {"z": rng.standard_normal((5, 4))}))
+    assert_gradients_ok(loss_gradient_errors(model, xs, {"z": rng.standard_normal((5, 4))}))
 
 
 def test_module_contract(rng):
@@ -377,7 +373,7 @@ def test_nograd_transform_stops_gradients(rng):
         model.forward(x)
         model.backward(ds)
     np.testing.assert_allclose(both.flat_grads, alone.flat_grads, rtol=1e-12)
-    assert np.abs(both.flat_grads).min() >= 0 and np.abs(both.flat_grads).sum() > 0
+    assert np.abs(both.flat_grads).sum() > 0
 
 
 def test_clip_grad_and_adam_opt(rng):
@@ -398,6 +394,7 @@ def test_clip_grad_and_adam_opt(rng):
 
 
 # -- learning ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_td_learns_values_on_a_ring():
     """Five states in a ring, reward 1 on leaving state 4: TD(0) from the notation finds V = (I - gamma P)^-1 r."""
     model = compile_program("O: 5\nValue: dense(1, init=zeros)\n0.8 -> gamma\n"
@@ -418,6 +415,7 @@ def test_td_learns_values_on_a_ring():
     np.testing.assert_allclose(learned, truth, atol=0.05)
 
 
+@pytest.mark.slow
 def test_a2c_learns_a_contextual_bandit():
     """One-step episodes: the context is the right arm. The A2C program (value by TD, policy by advantage
     times log-probability, gradient clipping) learns to pick it."""
@@ -532,13 +530,29 @@ def test_cli_errors_are_one_line_with_exit_status_2(tmp_path):
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("name", ["rnn", "gru", "lstm", "td", "a2c", "gae", "td_gru"])
+# A chain-rule step of each example, derived by hand, that its explanation must print in its backward pass.
+EXPLAINED = {
+    "rnn": ["dL/dh_t += dL/dp M_2.W", "dL/dM_1.W += dL/dh_t^T (X_t|h_{t-1})"],
+    "gru": ["dL/dh_{t-1} += dL/d(z_t * h_{t-1}) * z_t", "dL/dz_t += -dL/d(1 - z_t)",   # h = (1 - z) n + z h'
+            "dL/d(a_t + r_t * b_t) = dL/dn_t * (1 - n_t^2)"],
+    "lstm": ["dL/dc_t += dL/dtanh(c_t) * (1 - tanh(c_t)^2)", "dL/dc_{t-1} += dL/d(f_t * c_{t-1}) * f_t"],
+    "td": ["dL/dV_t += 2 (V_t - (V_{t-1} * gamma + r_t)) / (N K T)", "dL/dValue.W += dL/dV_t^T O_t"],
+    "a2c": ["dL/d(A_t * log(pi_t)) = -1 / (N T)", "dL/dlog(pi_t) = dL/d(A_t * log(pi_t)) * A_t"],
+    "gae": ["dL/dA_{t+1} += dL/d(gamma * lam * A_{t+1}) * (gamma * lam)", "dL/dd_t += -dL/d(1 - d_t)"],
+    "td_gru": ["dL/dW(x_t|h_{t-1}) = dL/dh_t * (1 - h_t^2)", "dL/dh_t += dL/dV_t Value.W"],
+}
+
+
+@pytest.mark.parametrize("name", EXPLAINED)
 def test_explain_every_example(name):
-    text = explain(EXAMPLES[name])
-    assert "backward" in text and text.startswith("program:\n")
+    backward = explain(EXAMPLES[name]).split("\nbackward", 1)[1]
+    lines = [line.split("    (")[0].strip() for line in backward.splitlines()]  # drop the trailing remarks
+    for step in EXPLAINED[name]:
+        assert step in lines, step
 
 
 # -- MNIST ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_mnist_through_the_notation_reaches_97_percent():
     from rlscratch.data import load_mnist, scale_images
 

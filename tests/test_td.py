@@ -143,11 +143,13 @@ def average_rms_over_first_episodes(config: TDConfig, runs: int, episodes: int) 
 # V = 0 has RMS error sqrt(0.3) = 0.548. Over these 20 seeded runs the two measure 0.389 and 0.265 (the
 # book's figure 12.6 shows TD(lambda) at its best near 0.25-0.3); benchmarks/td_random_walk_sweep.py runs
 # the whole alpha x lambda sweep over 100 runs (TD(0) at alpha 0.5: 0.389; lambda 0.8 at alpha 0.3: 0.267).
+@pytest.mark.slow
 def test_td0_random_walk_error_after_10_episodes():
     config = TDConfig(optim=OptimConfig(lr=0.5), gamma=1.0, lam=0.0)
     assert average_rms_over_first_episodes(config, runs=20, episodes=10) < 0.43
 
 
+@pytest.mark.slow
 def test_td_lambda_random_walk_error_after_10_episodes():
     config = TDConfig(optim=OptimConfig(lr=0.3), gamma=1.0, lam=0.8)
     td_lambda = average_rms_over_first_episodes(config, runs=20, episodes=10)
@@ -164,6 +166,7 @@ def test_mlp_value_gradients_match_finite_differences():
         assert nn.relative_error(analytic[i], numeric) <= 1e-6
 
 
+@pytest.mark.slow
 def test_mlp_td_lambda_learns_the_random_walk():
     """Traces over the MLP's flat parameter vector: semi-gradient TD(lambda) with the hand-written backward."""
     envs = make_vec_env(EnvConfig(id="rlscratch/RandomWalk-v0"))
@@ -242,6 +245,7 @@ def train_moves_walk(name: str, tmp_path, steps: int = 24000) -> RecurrentTD:
     return train(config, tmp_path / name)["agent"]
 
 
+@pytest.mark.slow
 def test_gru_beats_the_memoryless_agent_on_the_walk_seen_through_its_moves(tmp_path):
     """The 7-state walk observed only as its moves: no memoryless predictor beats E[v | last move], an RMS
     error of ~0.345; the GRU's h_t can add the moves up. Measured with these settings (24k env steps; the

@@ -11,7 +11,7 @@ description into each framework's model, and ``rlscratch_step`` / ``torch_step``
 update in each. PyTorch runs with ``torch.set_num_threads(2)`` and its default Adam; numpy's BLAS is
 pinned to 2 threads too (``--blas-threads``). rlscratch's first layer has ``input_grad = False``, as
 PyTorch's input needs no gradient. Every process timed has glibc's malloc told to keep freed memory
-(``--malloc``, rlscratch.nn.memory), sparing both sides a page fault per 4 KiB of each step's big
+(``--malloc``, rlscratch.runtime), sparing both sides a page fault per 4 KiB of each step's big
 temporaries.
 
 Method. Each side ("rlscratch", "torch", or one rlscratch side per BLAS thread count) builds its
@@ -356,11 +356,11 @@ def serve(framework: str, threads: int | None, malloc: str) -> int:
 
 
 def set_malloc(mode: str) -> bool:
-    """'tuned': glibc keeps freed memory for reuse (rlscratch.nn.memory), in every process timed, so
+    """'tuned': glibc keeps freed memory for reuse (rlscratch.runtime), in every process timed, so
     that neither side pays page faults for its big temporaries each step. True if applied."""
     if mode == "default":
         return False
-    from rlscratch.nn.memory import keep_freed_memory
+    from rlscratch.runtime import keep_freed_memory
 
     return keep_freed_memory()
 
@@ -474,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=0.3, help="warm-up seconds per side per case")
     parser.add_argument("--malloc", choices=["tuned", "default"], default="tuned",
                         help="'tuned' (default): glibc keeps freed memory for reuse in both sides' processes "
-                             "(rlscratch.nn.memory.keep_freed_memory); 'default': leave malloc alone")
+                             "(rlscratch.runtime.keep_freed_memory); 'default': leave malloc alone")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="'wall' (default): elapsed time; 'cpu': the process's CPU time, immune to other "

@@ -1,6 +1,12 @@
-"""The process's memory allocator, tuned for numpy training loops.
+"""Process-wide runtime tuning for numpy training loops: BLAS threads and the memory allocator.
 
-numpy gets every array from C's ``malloc``. glibc's malloc serves large requests (above a threshold
+Nothing here changes a result, only how fast it comes; `python -m rlscratch.train` calls both at start-up.
+
+BLAS threads. The networks here are small: a second BLAS thread gains little on their matrix products
+and loses badly whenever the environments or other jobs want the cores, so ``pin_blas_threads()``
+limits numpy's BLAS to one thread (``RLSCRATCH_BLAS_THREADS`` to change it).
+
+Malloc. numpy gets every array from C's ``malloc``. glibc's malloc serves large requests (above a threshold
 that starts at 128 KiB) with fresh pages from the kernel and hands them back on ``free``, so a layer
 that makes a few megabyte-sized temporaries per step (a convolution's im2col matrix, a ReLU's output
 on a feature map) pays one page fault per 4 KiB of them, every step. On the 2-core development VM
@@ -17,7 +23,28 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
+
+from rlscratch.errors import ConfigError
+
+BLAS_THREADS_VARIABLE = "RLSCRATCH_BLAS_THREADS"
+
+
+def pin_blas_threads(threads: int | None = None) -> int:
+    """Limit the BLAS libraries numpy has loaded to ``threads`` threads (default: the environment
+    variable RLSCRATCH_BLAS_THREADS, else 1) and return that number. Call it after numpy is imported:
+    threadpoolctl limits the libraries already loaded."""
+    from threadpoolctl import threadpool_limits
+
+    if threads is None:
+        value = os.environ.get(BLAS_THREADS_VARIABLE, "1")
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"{BLAS_THREADS_VARIABLE}={value!r}: expected a positive whole number of threads, "
+                             f"e.g. {BLAS_THREADS_VARIABLE}=2")
+        threads = int(value)
+    threadpool_limits(threads)
+    return threads
 
 # mallopt parameter numbers, from glibc's <malloc.h>
 M_TRIM_THRESHOLD = -1
