@@ -212,3 +212,42 @@ class MaxPool2d(Module):
         flat_index = (planes * h + rows) * w + cols
         dx[...] = np.bincount(flat_index.ravel(), weights=dy.ravel(), minlength=dx.size).reshape(x_shape)
         return dx
+
+
+class ResidualBlock(Module):
+    """The residual block of MuZero's and EfficientZero's representation networks (without their
+    batch normalisation): two same-size 3x3 convolutions around a skip connection.
+
+    Forward:   h = conv1(x),  a = relu(h),  z = conv2(a),  y = relu(x + z)
+    Backward:  g  = dL/dy * [y > 0]                    (the outer ReLU)
+               dL/da = conv2's backward of g,  dL/dh = dL/da * [a > 0]
+               dL/dx = g + conv1's backward of dL/dh   (the skip path and the body path add)
+    With ``input_grad = False`` (the block is the network's first layer) conv1 skips dL/dx too.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, rng: np.random.Generator, init: str = "he",
+                 dtype=np.float32) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"ResidualBlock needs an odd kernel to keep the map size, got {kernel_size}")
+        pad = kernel_size // 2
+        self.conv1 = Conv2d(channels, channels, kernel_size, rng, padding=pad, init=init, dtype=dtype)
+        self.conv2 = Conv2d(channels, channels, kernel_size, rng, padding=pad, init=init, dtype=dtype)
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        a = np.maximum(self.conv1.infer(x), 0.0, dtype=x.dtype)
+        return np.maximum(x + self.conv2.infer(a), 0.0, dtype=x.dtype)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        a = np.maximum(self.conv1.forward(x), 0.0, dtype=x.dtype)
+        y = np.maximum(x + self.conv2.forward(a), 0.0, dtype=x.dtype)
+        self._saved.append((a, y))
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray | None:
+        a, y = self._saved.pop()
+        g = dy * (y > 0)
+        dh = self.conv2.backward(g) * (a > 0)
+        self.conv1.input_grad = self.input_grad
+        dx = self.conv1.backward(dh)
+        return None if dx is None else g + dx
