@@ -41,6 +41,14 @@ def windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> 
     return as_strided(x, shape, (s_n, s_c, s_h, s_w, s_h * sh, s_w * sw), writeable=False)
 
 
+# Internal layouts of Conv2d, as permutations of (N, C, H, W): channels first (the rows of the patch
+# matrix), then the column axes in memory order. "fold": (C, N, H, W), each map's rows contiguous;
+# "batch-last": (C, H, W, N), the batch innermost.
+FOLD, BATCH_LAST = (1, 0, 2, 3), (1, 2, 3, 0)
+# Maps narrower than this use the batch-last layout (see Conv2d, "Layout").
+BATCH_LAST_BELOW_WIDTH = 16
+
+
 class Conv2d(Module):
     """2-D convolution (strictly: cross-correlation, as in every DL library) with zero padding.
 
@@ -51,20 +59,25 @@ class Conv2d(Module):
                    X = im2col(xp)            (C*kh*kw, N*P)  one column per output pixel of every sample,
                                                              P = H_out*W_out
                    Y = W_mat X + b           (O, N*P)        W_mat = W reshaped to (O, C*kh*kw)
-               and y is Y with its rows unfolded to (O, N, H_out, W_out), batch axis moved first.
+               and y is Y with its columns unfolded to (N, H_out, W_out) and the batch axis moved first.
     Backward:  dL/dW_mat += dY X^T           (O, C*kh*kw)    -- Linear's rule, summed over pixels and batch
                dL/db     += sum of dY's rows (O,)
                dX         = W_mat^T dY       (C*kh*kw, N*P)  -- gradient of every patch entry
                dL/dxp     = col2im(dX): each patch entry's gradient is added back to the input pixel it
                             was read from (pixels shared by overlapping patches receive several
                             contributions); dL/dx is dL/dxp with the padding cut off.
+    With ``input_grad = False`` (the first layer: its input is data) backward stops after dL/db, which
+    skips a third of the products and all of col2im.
 
-    Layout. Folding the batch into the columns makes each step one large BLAS call, at the price of
-    moving the batch axis (a transposed copy of y in forward and of dy in backward). The other
-    natural layout keeps the batch outermost, X: (N, C*kh*kw, P), and lets ``matmul`` run one small
-    product per sample, with nothing transposed. Timed inside a conv-ReLU-dense training step (one
-    BLAS thread, 2-core machine) the two tied on the benchmark's 1->16-channel 28x28 conv, batch 64,
-    and the single large product won by 2-13% on wider layers (16->32 at 14x14, 32->64 at 10x10).
+    Layout. The columns of X can be ordered (N, H_out, W_out) -- "fold" -- or (H_out, W_out, N) --
+    "batch-last"; the products are the same, what changes is the length of the contiguous runs that
+    im2col and col2im copy. Folded, a run is one row of a map (W_out numbers), so on 6x6 or 10x10
+    maps numpy spends its time stepping between runs of 6-10 numbers; batch-last, a run is W_out*N
+    numbers, but the output must then be transposed with the batch axis moving from innermost to
+    outermost, a gather one number at a time. Measured (one BLAS thread, 2-core machine, a whole
+    conv step): fold 2x faster on 28x28 maps (1->16 channels, batch 64); batch-last 1.3-1.6x faster
+    on 10x10 and 6x6 maps (16->32 channels, batch 32; 64->64, batch 128). So maps narrower than
+    ``BATCH_LAST_BELOW_WIDTH`` use batch-last.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
@@ -78,67 +91,85 @@ class Conv2d(Module):
         if bias:
             self.add_param("b", np.zeros(out_channels, dtype=dtype))
 
-    def _pad(self, x: np.ndarray) -> np.ndarray:
-        ph, pw = self.padding
-        if ph == 0 and pw == 0:
-            return x
+    def _out_hw(self, h: int, w: int) -> tuple[int, int]:
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+        return _out_size(h + 2 * ph, kh, sh), _out_size(w + 2 * pw, kw, sw)
+
+    @staticmethod
+    def _layout(w_out: int) -> tuple[int, int, int, int]:
+        return BATCH_LAST if w_out < BATCH_LAST_BELOW_WIDTH else FOLD
+
+    def _im2col(self, x: np.ndarray, layout: tuple[int, ...]) -> np.ndarray:
+        """The patch matrix X (C*kh*kw, N*H_out*W_out), columns in the layout's order: x is copied once
+        into the zero-padded internal layout, and once more, through a windows view, into X."""
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
         n, c, h, w = x.shape
-        # A zeroed buffer with x copied into its middle is cheaper than np.pad.
-        xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
-        xp[:, :, ph:ph + h, pw:pw + w] = x
-        return xp
+        h_out, w_out = self._out_hw(h, w)
+        padded_shape = np.array((n, c, h + 2 * ph, w + 2 * pw))[list(layout)]
+        xp = np.zeros(padded_shape, dtype=x.dtype)
+        inner = [slice(None), slice(None), slice(ph, ph + h), slice(pw, pw + w)]
+        xp[tuple(inner[axis] for axis in layout)] = x.transpose(layout)
+        # The windows view (C, kh, kw, <the column axes>): a kernel offset steps one pixel, an output
+        # pixel steps one stride, the batch one sample.
+        strides = dict(zip(layout, xp.strides))
+        sizes = {0: n, 2: h_out, 3: w_out}
+        steps = {0: strides[0], 2: strides[2] * sh, 3: strides[3] * sw}
+        column_axes = layout[1:]
+        patches = as_strided(xp, (c, kh, kw, *(sizes[a] for a in column_axes)),
+                             (strides[1], strides[2], strides[3], *(steps[a] for a in column_axes)),
+                             writeable=False)
+        return patches.reshape(c * kh * kw, -1)
 
-    def _im2col(self, x: np.ndarray) -> np.ndarray:
-        """The patch matrix X (C*kh*kw, N*H_out*W_out): the windows view with the batch axis moved
-        next to the pixel axes, copied into rows. This is the only copy of the input."""
-        patches = windows(self._pad(x), self.kernel, self.stride)  # (N, C, kh, kw, H_out, W_out)
-        n, c, kh, kw, h_out, w_out = patches.shape
-        return patches.transpose(1, 2, 3, 0, 4, 5).reshape(c * kh * kw, n * h_out * w_out)
-
-    def _conv(self, cols: np.ndarray, out_shape: tuple[int, int, int]) -> np.ndarray:
+    def _conv(self, cols: np.ndarray, x_shape: tuple[int, ...], layout: tuple[int, ...]) -> np.ndarray:
         weight = self.params["W"]
         y = weight.reshape(weight.shape[0], -1) @ cols  # (O, K) @ (K, N*P) -> (O, N*P)
         if "b" in self.params:
             y += self.params["b"][:, None]
-        return np.ascontiguousarray(y.reshape(-1, *out_shape).transpose(1, 0, 2, 3))  # -> (N, O, H_out, W_out)
-
-    def _out_shape(self, x: np.ndarray) -> tuple[int, int, int]:
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
-        return x.shape[0], _out_size(x.shape[2] + 2 * ph, kh, sh), _out_size(x.shape[3] + 2 * pw, kw, sw)
+        n, _, h, w = x_shape
+        internal = np.array((n, weight.shape[0], *self._out_hw(h, w)))[list(layout)]
+        return np.ascontiguousarray(y.reshape(internal).transpose(np.argsort(layout)))  # -> (N, O, H_out, W_out)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        return self._conv(self._im2col(x), self._out_shape(x))
+        layout = self._layout(self._out_hw(*x.shape[2:])[1])
+        return self._conv(self._im2col(x, layout), x.shape, layout)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        cols = self._im2col(x)
-        self._saved.append((cols, x.shape))
-        return self._conv(cols, self._out_shape(x))
+        layout = self._layout(self._out_hw(*x.shape[2:])[1])
+        cols = self._im2col(x, layout)
+        self._saved.append((cols, x.shape, layout))
+        return self._conv(cols, x.shape, layout)
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        cols, x_shape = self._saved.pop()
+    def backward(self, dy: np.ndarray) -> np.ndarray | None:
+        cols, x_shape, layout = self._saved.pop()
         weight = self.params["W"]
         out_ch = weight.shape[0]
-        n, _, h_out, w_out = dy.shape
-        dy_mat = np.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(out_ch, -1)  # dY (O, N*P)
+        dy_mat = np.ascontiguousarray(dy.transpose(layout)).reshape(out_ch, -1)  # dY (O, N*P), X's column order
 
         self.grads["W"] += (dy_mat @ cols.T).reshape(weight.shape)
         if "b" in self.grads:
             self.grads["b"] += dy_mat.sum(axis=1)
+        if not self.input_grad:
+            return None
 
-        # Gradient of every patch entry, (C, kh, kw, N, H_out, W_out) like the rows of X.
-        d_cols = (weight.reshape(out_ch, -1).T @ dy_mat).reshape(-1, *self.kernel, n, h_out, w_out)
+        # Gradient of every patch entry, (C, kh, kw, <column axes>) like the rows of X.
+        internal_out = np.array(dy.shape)[list(layout)]
+        d_cols = (weight.reshape(out_ch, -1).T @ dy_mat).reshape(-1, *self.kernel, *internal_out[1:])
 
         # col2im: for each kernel offset (i, j), the patch entries at that offset came from a strided
-        # grid of input pixels; one vectorised add per offset sends them all back at once. Working in
-        # d_cols' own (C, N, ...) order keeps every add contiguous; the batch axis returns to the
-        # front in the one copy at the end, which also cuts off the padding.
+        # grid of input pixels; one vectorised add per offset sends them all back at once, in the
+        # internal layout (whose runs are long); the last copy restores (N, C, H, W) and cuts off the
+        # padding.
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
-        _, c, h, w = x_shape
-        dxp = np.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=d_cols.dtype)
+        n, c, h, w = x_shape
+        _, _, h_out, w_out = dy.shape
+        dxp = np.zeros(np.array((n, c, h + 2 * ph, w + 2 * pw))[list(layout)], dtype=d_cols.dtype)
         for i in range(kh):
             for j in range(kw):
-                dxp[:, :, i:i + sh * (h_out - 1) + 1:sh, j:j + sw * (w_out - 1) + 1:sw] += d_cols[:, i, j]
-        return np.ascontiguousarray(dxp[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3))
+                grid = [slice(None), slice(None), slice(i, i + sh * (h_out - 1) + 1, sh),
+                        slice(j, j + sw * (w_out - 1) + 1, sw)]
+                dxp[tuple(grid[axis] for axis in layout)] += d_cols[:, i, j]
+        inner = [slice(None), slice(None), slice(ph, ph + h), slice(pw, pw + w)]
+        return np.ascontiguousarray(dxp[tuple(inner[axis] for axis in layout)].transpose(np.argsort(layout)))
 
 
 class MaxPool2d(Module):
