@@ -122,12 +122,16 @@ class Conv2d(Module):
 
     def _conv(self, cols: np.ndarray, x_shape: tuple[int, ...], layout: tuple[int, ...]) -> np.ndarray:
         weight = self.params["W"]
-        y = weight.reshape(weight.shape[0], -1) @ cols  # (O, K) @ (K, N*P) -> (O, N*P)
-        if "b" in self.params:
-            y += self.params["b"][:, None]
+        y_mat = weight.reshape(weight.shape[0], -1) @ cols  # (O, K) @ (K, N*P) -> (O, N*P)
         n, _, h, w = x_shape
-        internal = np.array((n, weight.shape[0], *self._out_hw(h, w)))[list(layout)]
-        return np.ascontiguousarray(y.reshape(internal).transpose(np.argsort(layout)))  # -> (N, O, H_out, W_out)
+        out_shape = (n, weight.shape[0], *self._out_hw(h, w))
+        y_view = y_mat.reshape(np.array(out_shape)[list(layout)]).transpose(np.argsort(layout))  # (N, O, H_out, W_out)
+        if "b" not in self.params:
+            return np.ascontiguousarray(y_view)
+        # The bias is added in the same pass that copies y into (N, O, H_out, W_out) order.
+        y = np.empty(out_shape, dtype=y_mat.dtype)
+        np.add(y_view, self.params["b"][:, None, None], out=y)
+        return y
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         layout = self._layout(self._out_hw(*x.shape[2:])[1])
