@@ -7,6 +7,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+import yaml
 from rlscratch.agents.a2c import A2C, ActorCritic
 from rlscratch.agents.dqn import DQN, DQNConfig
 from rlscratch.agents.ppo import PPO
@@ -17,7 +18,9 @@ from rlscratch.agent import EnvSpec, Step, agent_config
 from rlscratch.config import EnvConfig, ModelConfig, load_config
 from rlscratch.encoders import ObservationInput, encoder_config, image_layout
 from rlscratch.errors import ConfigError
+from rlscratch.events import read_scalars
 from rlscratch.models import mlp, network
+from rlscratch.trainer import train
 
 TOL = 1e-6
 
@@ -265,3 +268,38 @@ def test_minatar_configs_load(name):
     config, _ = load_config(name)
     assert config.env.id.startswith("MinAtar/") and config.model.encoder == "minatar"
     assert config.train.total_steps == 1_000_000
+
+
+# -- learning ---------------------------------------------------------------------------------------
+def test_dqn_learns_minatar_breakout(tmp_path):
+    """Seeded: 3,000 env steps of DQN with the MinAtar encoder, then a greedy evaluation of 20 episodes
+    scores far above a uniformly random policy on the same evaluation env (measured here: ~0.35 a
+    game). Measured on seeds 0 and 1: 3.3 and 3.4."""
+    data = {
+        "env": {"id": "MinAtar/Breakout-v1", "num_envs": 1, "eval_num_envs": 5},
+        "agent": {"name": "dqn", "n_step": 3, "batch_size": 32, "learning_starts": 300, "train_freq": 1,
+                  "target_update_interval": 250, "lr": 1e-3, "exploration_steps": 1500,
+                  "exploration_final_eps": 0.05, "buffer_size": 10000},
+        "model": {"encoder": "minatar", "hidden": []},
+        "train": {"total_steps": 3000, "eval_every": 0, "eval_episodes": 20},
+        "log": {"root": str(tmp_path), "progress": False},
+        "seed": 0,
+    }
+    path = tmp_path / "learn.yaml"
+    path.write_text(yaml.safe_dump(data))
+    config, _ = load_config(str(path))
+    train(config, tmp_path / "run")
+    _, returns = read_scalars(tmp_path / "run")["eval/mean_return"]
+
+    env = make_env(EnvConfig(id="MinAtar/Breakout-v1"), evaluation=True)
+    rng = np.random.default_rng(0)
+    random_returns = []
+    for episode in range(20):
+        env.reset(seed=episode)
+        total, done = 0.0, False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
+            total, done = total + reward, terminated or truncated
+        random_returns.append(total)
+    env.close()
+    assert returns[-1] >= max(1.5, 3 * np.mean(random_returns)), (returns[-1], np.mean(random_returns))
