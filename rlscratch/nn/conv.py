@@ -99,9 +99,12 @@ class Conv2d(Module):
     def _layout(w_out: int) -> tuple[int, int, int, int]:
         return BATCH_LAST if w_out < BATCH_LAST_BELOW_WIDTH else FOLD
 
-    def _im2col(self, x: np.ndarray, layout: tuple[int, ...]) -> np.ndarray:
+    def _im2col(self, x: np.ndarray, layout: tuple[int, ...], ones_row: bool = False) -> np.ndarray:
         """The patch matrix X (C*kh*kw, N*H_out*W_out), columns in the layout's order: x is copied once
-        into the zero-padded internal layout, and once more, through a windows view, into X."""
+        into the zero-padded internal layout, and once more, through a windows view, into X.
+
+        ``ones_row`` appends a row of ones, so that backward's product dY [X; 1]^T holds dL/db in its
+        last column (the sum of dY's rows) and no separate pass over dY is needed for it."""
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
         n, c, h, w = x.shape
         h_out, w_out = self._out_hw(h, w)
@@ -118,11 +121,18 @@ class Conv2d(Module):
         patches = as_strided(xp, (c, kh, kw, *(sizes[a] for a in column_axes)),
                              (strides[1], strides[2], strides[3], *(steps[a] for a in column_axes)),
                              writeable=False)
-        return patches.reshape(c * kh * kw, -1)
+        if not ones_row:
+            return patches.reshape(c * kh * kw, -1)
+        k = c * kh * kw
+        cols = np.empty((k + 1, patches.size // k), dtype=x.dtype)
+        cols[:k].reshape(patches.shape)[...] = patches
+        cols[k] = 1.0
+        return cols
 
     def _conv(self, cols: np.ndarray, x_shape: tuple[int, ...], layout: tuple[int, ...]) -> np.ndarray:
         weight = self.params["W"]
-        y_mat = weight.reshape(weight.shape[0], -1) @ cols  # (O, K) @ (K, N*P) -> (O, N*P)
+        w_mat = weight.reshape(weight.shape[0], -1)
+        y_mat = w_mat @ cols[:w_mat.shape[1]]  # (O, K) @ (K, N*P) -> (O, N*P), any row of ones left out
         n, _, h, w = x_shape
         out_shape = (n, weight.shape[0], *self._out_hw(h, w))
         y_view = y_mat.reshape(np.array(out_shape)[list(layout)]).transpose(np.argsort(layout))  # (N, O, H_out, W_out)
@@ -139,7 +149,7 @@ class Conv2d(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         layout = self._layout(self._out_hw(*x.shape[2:])[1])
-        cols = self._im2col(x, layout)
+        cols = self._im2col(x, layout, ones_row="b" in self.params)
         self._saved.append((cols, x.shape, layout))
         return self._conv(cols, x.shape, layout)
 
@@ -149,9 +159,10 @@ class Conv2d(Module):
         out_ch = weight.shape[0]
         dy_mat = np.ascontiguousarray(dy.transpose(layout)).reshape(out_ch, -1)  # dY (O, N*P), X's column order
 
-        self.grads["W"] += (dy_mat @ cols.T).reshape(weight.shape)
+        d_weight = dy_mat @ cols.T  # (O, K), or (O, K + 1) with dL/db last (forward's row of ones)
+        self.grads["W"] += d_weight[:, :weight[0].size].reshape(weight.shape)
         if "b" in self.grads:
-            self.grads["b"] += dy_mat.sum(axis=1)
+            self.grads["b"] += d_weight[:, -1]
         if not self.input_grad:
             return None
 
