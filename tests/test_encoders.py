@@ -303,3 +303,21 @@ def test_dqn_learns_minatar_breakout(tmp_path):
         random_returns.append(total)
     env.close()
     assert returns[-1] >= max(1.5, 3 * np.mean(random_returns)), (returns[-1], np.mean(random_returns))
+
+
+def test_minatar_targets_last_100_window_by_hand(monkeypatch):
+    """benchmarks/minatar_targets.py's measure: the mean of the last 100 training episodes that ended
+    by the checkpoint step (episodes ending after it do not count)."""
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.modules.pop("minatar_targets", None)
+    import minatar_targets
+
+    steps = np.arange(1, 301) * 1000  # episode i (1..300) ends at step 1000 i with return i
+    returns = np.arange(1, 301, dtype=float)
+    # by step 150,500: episodes 1..150 ended, the last 100 are 51..150, mean 100.5
+    assert minatar_targets.last_window_mean(steps, returns, 150_500) == pytest.approx(100.5)
+    assert minatar_targets.last_window_mean(steps, returns, 40_000) == pytest.approx(20.5)  # fewer than 100: all
+    assert minatar_targets.last_window_mean(steps, returns, 500) is None  # no episode ended yet
