@@ -321,3 +321,17 @@ def test_minatar_targets_last_100_window_by_hand(monkeypatch):
     assert minatar_targets.last_window_mean(steps, returns, 150_500) == pytest.approx(100.5)
     assert minatar_targets.last_window_mean(steps, returns, 40_000) == pytest.approx(20.5)  # fewer than 100: all
     assert minatar_targets.last_window_mean(steps, returns, 500) is None  # no episode ended yet
+
+
+def test_dueling_q_network_on_an_encoder_gradients(rng):
+    """Dueling needs a hidden layer to share: with an encoder that is model.hidden's last width after
+    the conv (here conv 2 channels -> dense 5 -> dueling head)."""
+    from rlscratch.agents.dqn import q_network
+
+    model = ModelConfig(hidden=[5], activation="tanh", encoder={"channels": [2], "activation": "tanh"})
+    net = q_network(gym.spaces.Box(0, 1, (6, 6, 3), dtype=bool), 3, model, rng, dueling=True)
+    assert [type(m).__name__ for m in net.layers][:2] == ["ObservationInput", "Conv2d"]
+    tail = nn.Sequential(*net.layers[1:]).astype(np.float64)
+    tail.layers[0].input_grad = True
+    errors = nn.check_module(tail, rng.standard_normal((2, 3, 6, 6)), rng=rng, h=1e-5)
+    assert max(errors.values()) <= TOL, errors
