@@ -333,5 +333,7 @@ def test_dueling_q_network_on_an_encoder_gradients(rng):
     assert [type(m).__name__ for m in net.layers][:2] == ["ObservationInput", "Conv2d"]
     tail = nn.Sequential(*net.layers[1:]).astype(np.float64)
     tail.layers[0].input_grad = True
-    errors = nn.check_module(tail, rng.standard_normal((2, 3, 6, 6)), rng=rng, h=1e-5)
+    # h = 1e-4: at 1e-5 a near-zero input-gradient entry showed 1.1e-6 of roundoff; every layer is
+    # smooth (tanh), so the larger step's truncation error stays ~h^2
+    errors = nn.check_module(tail, rng.standard_normal((2, 3, 6, 6)), rng=rng, h=1e-4)
     assert max(errors.values()) <= TOL, errors
