@@ -8,6 +8,7 @@ import pytest
 
 from rlscratch.nn import BatchNorm, Conv2d, LayerNorm, MaxPool2d, ResidualBlock, check_module
 from rlscratch.nn import conv as conv_module
+from rlscratch.nn.conv import WinogradConv3x3
 
 TOL = 1e-6
 # finite-difference step for functions that are linear in the perturbed array (conv) or piecewise
@@ -179,6 +180,33 @@ def test_conv2d_accumulates_over_repeated_calls():
     np.testing.assert_allclose(single.grads["W"], together)
 
 
+# -- WinogradConv3x3 ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("n,c,o,hw", [(2, 3, 4, (6, 6)), (2, 2, 3, (5, 7)), (1, 1, 1, (1, 1)), (3, 4, 2, (4, 3))])
+def test_winograd_conv_is_conv2d_padding_1(n, c, o, hw):
+    """The same function, input gradient and parameter gradients as Conv2d(c, o, 3, padding=1), in
+    float64 to roundoff (odd sizes included: the tiles overhang the map and are cut off)."""
+    rng = np.random.default_rng(12)
+    wino = WinogradConv3x3(c, o, np.random.default_rng(1), dtype=np.float64)
+    plain = Conv2d(c, o, 3, np.random.default_rng(1), padding=1, dtype=np.float64)
+    wino.params["b"][:] = plain.params["b"][:] = rng.standard_normal(o)
+    x, g = rng.standard_normal((n, c, *hw)), rng.standard_normal((n, o, *hw))
+    np.testing.assert_allclose(wino.forward(x), plain.forward(x), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(wino.infer(x), plain.infer(x), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(wino.backward(g), plain.backward(g), rtol=0, atol=1e-12)
+    for name in ("W", "b"):
+        np.testing.assert_allclose(wino.grads[name], plain.grads[name], rtol=0, atol=1e-11)
+
+
+def test_winograd_conv_gradients():
+    rng = np.random.default_rng(13)
+    conv = WinogradConv3x3(2, 3, rng, dtype=np.float64)
+    conv.params["b"][:] = rng.standard_normal(3)
+    assert_gradients_ok(check_module(conv, rng.standard_normal((2, 2, 5, 4)), rng=rng, h=LINEAR_H))
+    conv.input_grad = False
+    conv.forward(rng.standard_normal((2, 2, 5, 4)))
+    assert conv.backward(rng.standard_normal((2, 3, 5, 4))) is None
+
+
 # -- ResidualBlock ----------------------------------------------------------------------------------
 def test_residual_block_gradients(layout):
     rng = np.random.default_rng(10)
@@ -189,12 +217,15 @@ def test_residual_block_gradients(layout):
     assert_gradients_ok(check_module(block, rng.standard_normal((2, 3, 5, 5)), rng=rng, h=1e-6))
 
 
-def test_residual_block_is_relu_of_x_plus_the_body(layout):
+@pytest.mark.parametrize("kernel", [3, 5])  # 3: Winograd convolutions; 5: Conv2d
+def test_residual_block_is_relu_of_x_plus_the_body(layout, kernel):
     rng = np.random.default_rng(11)
-    block = ResidualBlock(2, 3, rng, dtype=np.float64)
+    block = ResidualBlock(2, kernel, rng, dtype=np.float64)
+    for conv in (block.conv1, block.conv2):
+        conv.params["b"][:] = rng.standard_normal(2)
     x = rng.standard_normal((2, 2, 4, 4))
-    p1, p2 = block.conv1.params, block.conv2.params
-    body = naive_conv(np.maximum(naive_conv(x, p1["W"], p1["b"], 1, 1), 0), p2["W"], p2["b"], 1, 1)
+    p1, p2, pad = block.conv1.params, block.conv2.params, kernel // 2
+    body = naive_conv(np.maximum(naive_conv(x, p1["W"], p1["b"], 1, pad), 0), p2["W"], p2["b"], 1, pad)
     np.testing.assert_allclose(block.forward(x), np.maximum(x + body, 0), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(block.infer(x), np.maximum(x + body, 0), rtol=1e-12, atol=1e-12)
     block.input_grad = False

@@ -187,6 +187,114 @@ class Conv2d(Module):
         return np.ascontiguousarray(dxp[tuple(inner[axis] for axis in layout)].transpose(np.argsort(layout)))
 
 
+# Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray 2016): the transforms of a 4x4 input tile
+# (B^T d B), a 3x3 kernel (G g G^T) and back to a 2x2 output tile (A^T m A).
+_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
+_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
+_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
+
+
+class WinogradConv3x3(Conv2d):
+    """A 3x3 convolution with stride 1 and padding 1 (the same parameters and function as
+    ``Conv2d(C, O, 3, padding=1)``) computed with Winograd's F(2x2, 3x3): 2.25x fewer multiplications.
+
+    The output is cut into 2x2 tiles; each needs the 4x4 input tile around it (neighbouring tiles
+    overlap by 2). For each tile, with d the 4x4 input tile of one channel and g the 3x3 kernel,
+
+        y_tile = A^T [ (G g G^T) * (B^T d B) ] A          (* elementwise, 16 products instead of 36)
+
+    and the sum over input channels commutes with A^T [.] A, so for each of the 16 positions xi of
+    the 4x4 transformed tile the channel sum is one matrix product:
+
+        U[xi] = (G g G^T)[xi]  (O, C)      V[xi] = (B^T d B)[xi]  (C, P)      M[xi] = U[xi] V[xi]  (O, P)
+        y = A^T M A, tile by tile                                   (P = N * tiles, batch innermost)
+
+    Each transform is linear, so the backward pass is the transposes in reverse order:
+
+        dM = A dY A^T          dU[xi] = dM[xi] V[xi]^T      dL/dW = G^T dU G
+        dV[xi] = U[xi]^T dM[xi]    dL/dd = B dV B^T, added back where the (overlapping) tiles came from
+
+    The 4x4 transforms act on a tile flattened to 16 numbers as the Kronecker product of the 1-D
+    matrices (kron(B^T, B^T) is 16x16), one small matrix product over all tiles. Odd map sizes are
+    handled by zero-padding the input to whole tiles and cutting the extra output off. On the
+    benchmark's residual block (64 channels, 6x6 maps, batch 128; case (g)) it took the step from 1.30
+    to 1.10x PyTorch's time (im2col Conv2d before; one BLAS thread, CPU clock, a busy 2-core machine).
+    """
+
+    _KB = np.kron(_BT, _BT)  # (16, 16): flattened 4x4 tile -> its transform
+    _KG = np.kron(_G, _G)  # (16, 9): flattened 3x3 kernel -> its transform
+    _KA = np.kron(_AT, _AT)  # (4, 16): flattened transformed tile -> flattened 2x2 output
+
+    def __init__(self, in_channels: int, out_channels: int, rng: np.random.Generator, init: str = "he",
+                 bias: bool = True, dtype=np.float32) -> None:
+        super().__init__(in_channels, out_channels, 3, rng, stride=1, padding=1, init=init, bias=bias, dtype=dtype)
+
+    def _tiles_in(self, x: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """V (16, C, P): the transformed 4x4 input tiles, P ordered (tile row, tile column, sample)."""
+        n, c, h, w = x.shape
+        th, tw = (h + 1) // 2, (w + 1) // 2
+        # x in (C, H, W, N) order, padded by 1 on top and left and up to whole tiles on the bottom/right
+        xp = np.zeros((c, 2 * th + 2, 2 * tw + 2, n), dtype=x.dtype)
+        xp[:, 1:1 + h, 1:1 + w, :] = x.transpose(1, 2, 3, 0)
+        s_c, s_h, s_w, s_n = xp.strides
+        tiles = as_strided(xp, (4, 4, c, th, tw, n), (s_h, s_w, s_c, 2 * s_h, 2 * s_w, s_n), writeable=False)
+        d = tiles.reshape(16, -1)  # (16, C*P), the one copy of the input tiles
+        return (self._KB.astype(x.dtype) @ d).reshape(16, c, -1), (th, tw)
+
+    def _weights(self) -> np.ndarray:
+        """U (16, O, C): the transformed kernels."""
+        weight = self.params["W"]
+        o, c = weight.shape[:2]
+        return (self._KG.astype(weight.dtype) @ weight.reshape(o * c, 9).T).reshape(16, o, c)
+
+    def _conv_tiles(self, v: np.ndarray, x_shape: tuple[int, ...], tiles: tuple[int, int]) -> np.ndarray:
+        n, _, h, w = x_shape
+        th, tw = tiles
+        m = np.matmul(self._weights(), v)  # (16, O, P): 16 products, one per transformed-tile position
+        o = m.shape[1]
+        y_tiles = (self._KA.astype(m.dtype) @ m.reshape(16, -1)).reshape(2, 2, o, th, tw, n)
+        y_view = y_tiles.transpose(5, 2, 3, 0, 4, 1).reshape(n, o, 2 * th, 2 * tw)[:, :, :h, :w]
+        y = np.empty((n, o, h, w), dtype=m.dtype)
+        if "b" in self.params:
+            np.add(y_view, self.params["b"][:, None, None], out=y)
+        else:
+            y[...] = y_view
+        return y
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        v, tiles = self._tiles_in(x)
+        return self._conv_tiles(v, x.shape, tiles)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        v, tiles = self._tiles_in(x)
+        self._saved.append((v, x.shape, tiles))
+        return self._conv_tiles(v, x.shape, tiles)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray | None:
+        v, (n, c, h, w), (th, tw) = self._saved.pop()
+        weight = self.params["W"]
+        o = weight.shape[0]
+        if "b" in self.grads:
+            self.grads["b"] += dy.sum(axis=(0, 2, 3))
+        # dY as 2x2 tiles, (4, O*P) in the order of M's columns; rows/columns past the map are zero
+        dy_p = np.zeros((n, o, 2 * th, 2 * tw), dtype=dy.dtype)
+        dy_p[:, :, :h, :w] = dy
+        dy_tiles = dy_p.reshape(n, o, th, 2, tw, 2).transpose(3, 5, 1, 2, 4, 0).reshape(4, -1)
+        dm = (self._KA.T.astype(dy.dtype) @ dy_tiles).reshape(16, o, -1)  # (16, O, P)
+        du = np.matmul(dm, v.transpose(0, 2, 1))  # (16, O, C)
+        self.grads["W"] += (self._KG.T.astype(du.dtype) @ du.reshape(16, -1)).T.reshape(weight.shape)
+        if not self.input_grad:
+            return None
+        dv = np.matmul(self._weights().transpose(0, 2, 1), dm)  # (16, C, P)
+        dd = (self._KB.T.astype(dv.dtype) @ dv.reshape(16, -1)).reshape(4, 4, c, th, tw, n)
+        # each tile's gradient goes back where the tile was read; neighbouring tiles overlap by 2
+        dxp = np.zeros((c, 2 * th + 2, 2 * tw + 2, n), dtype=dd.dtype)
+        for i in range(4):
+            for j in range(4):
+                dxp[:, i:i + 2 * th:2, j:j + 2 * tw:2, :] += dd[i, j]
+        return np.ascontiguousarray(dxp[:, 1:1 + h, 1:1 + w, :].transpose(3, 0, 1, 2))
+
+
 class MaxPool2d(Module):
     """Max pooling over kh x kw windows taken every ``stride`` pixels (default: stride = kernel, the
     usual non-overlapping tiling). No padding; rows/columns that do not fill a window are dropped.
@@ -269,6 +377,7 @@ class ResidualBlock(Module):
                dL/da = conv2's backward of g,  dL/dh = dL/da * [a > 0]
                dL/dx = g + conv1's backward of dL/dh   (the skip path and the body path add)
     With ``input_grad = False`` (the block is the network's first layer) conv1 skips dL/dx too.
+    3x3 kernels use ``WinogradConv3x3`` (the same function, fewer multiplications), others Conv2d.
     """
 
     def __init__(self, channels: int, kernel_size: int, rng: np.random.Generator, init: str = "he",
@@ -276,9 +385,13 @@ class ResidualBlock(Module):
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f"ResidualBlock needs an odd kernel to keep the map size, got {kernel_size}")
-        pad = kernel_size // 2
-        self.conv1 = Conv2d(channels, channels, kernel_size, rng, padding=pad, init=init, dtype=dtype)
-        self.conv2 = Conv2d(channels, channels, kernel_size, rng, padding=pad, init=init, dtype=dtype)
+        if kernel_size == 3:  # Winograd: the same function with 2.25x fewer multiplications
+            self.conv1 = WinogradConv3x3(channels, channels, rng, init=init, dtype=dtype)
+            self.conv2 = WinogradConv3x3(channels, channels, rng, init=init, dtype=dtype)
+        else:
+            pad = kernel_size // 2
+            self.conv1 = Conv2d(channels, channels, kernel_size, rng, padding=pad, init=init, dtype=dtype)
+            self.conv2 = Conv2d(channels, channels, kernel_size, rng, padding=pad, init=init, dtype=dtype)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         a = np.maximum(self.conv1.infer(x), 0.0, dtype=x.dtype)
