@@ -229,13 +229,17 @@ class WinogradConv3x3(Conv2d):
                  bias: bool = True, dtype=np.float32) -> None:
         super().__init__(in_channels, out_channels, 3, rng, stride=1, padding=1, init=init, bias=bias, dtype=dtype)
 
+    # The work happens in the batch-last layout (C, H, W, N), where every tile copy moves runs of N
+    # numbers; forward/backward/infer convert (N, C, H, W) at the edges, and ResidualBlock calls the
+    # *_batch_last methods directly so that its two convolutions share one conversion.
     def _tiles_in(self, x: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-        """V (16, C, P): the transformed 4x4 input tiles, P ordered (tile row, tile column, sample)."""
-        n, c, h, w = x.shape
+        """V (16, C, P) for x (C, H, W, N): the transformed 4x4 input tiles, P ordered (tile row, tile
+        column, sample)."""
+        c, h, w, n = x.shape
         th, tw = (h + 1) // 2, (w + 1) // 2
-        # x in (C, H, W, N) order, padded by 1 on top and left and up to whole tiles on the bottom/right
+        # padded by 1 on top and left and up to whole tiles on the bottom and right
         xp = np.zeros((c, 2 * th + 2, 2 * tw + 2, n), dtype=x.dtype)
-        xp[:, 1:1 + h, 1:1 + w, :] = x.transpose(1, 2, 3, 0)
+        xp[:, 1:1 + h, 1:1 + w, :] = x
         s_c, s_h, s_w, s_n = xp.strides
         tiles = as_strided(xp, (4, 4, c, th, tw, n), (s_h, s_w, s_c, 2 * s_h, 2 * s_w, s_n), writeable=False)
         d = tiles.reshape(16, -1)  # (16, C*P), the one copy of the input tiles
@@ -247,39 +251,37 @@ class WinogradConv3x3(Conv2d):
         o, c = weight.shape[:2]
         return (self._KG.astype(weight.dtype) @ weight.reshape(o * c, 9).T).reshape(16, o, c)
 
-    def _conv_tiles(self, v: np.ndarray, x_shape: tuple[int, ...], tiles: tuple[int, int]) -> np.ndarray:
-        n, _, h, w = x_shape
-        th, tw = tiles
+    def _conv_tiles(self, v: np.ndarray, hw: tuple[int, int], tiles: tuple[int, int]) -> np.ndarray:
+        """y (O, H, W, N) from V."""
+        (h, w), (th, tw) = hw, tiles
         m = np.matmul(self._weights(), v)  # (16, O, P): 16 products, one per transformed-tile position
         o = m.shape[1]
-        y_tiles = (self._KA.astype(m.dtype) @ m.reshape(16, -1)).reshape(2, 2, o, th, tw, n)
-        y_view = y_tiles.transpose(5, 2, 3, 0, 4, 1).reshape(n, o, 2 * th, 2 * tw)[:, :, :h, :w]
-        y = np.empty((n, o, h, w), dtype=m.dtype)
+        y_tiles = (self._KA.astype(m.dtype) @ m.reshape(16, -1)).reshape(2, 2, o, th, tw, -1)
+        y_view = y_tiles.transpose(2, 3, 0, 4, 1, 5).reshape(o, 2 * th, 2 * tw, -1)[:, :h, :w]
         if "b" in self.params:
-            np.add(y_view, self.params["b"][:, None, None], out=y)
-        else:
-            y[...] = y_view
-        return y
+            return y_view + self.params["b"][:, None, None, None]
+        return np.ascontiguousarray(y_view)
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
+    def infer_batch_last(self, x: np.ndarray) -> np.ndarray:
         v, tiles = self._tiles_in(x)
-        return self._conv_tiles(v, x.shape, tiles)
+        return self._conv_tiles(v, x.shape[1:3], tiles)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward_batch_last(self, x: np.ndarray) -> np.ndarray:
         v, tiles = self._tiles_in(x)
         self._saved.append((v, x.shape, tiles))
-        return self._conv_tiles(v, x.shape, tiles)
+        return self._conv_tiles(v, x.shape[1:3], tiles)
 
-    def backward(self, dy: np.ndarray) -> np.ndarray | None:
-        v, (n, c, h, w), (th, tw) = self._saved.pop()
+    def backward_batch_last(self, dy: np.ndarray) -> np.ndarray | None:
+        """dL/dx (C, H, W, N) from dL/dy (O, H, W, N); None with ``input_grad = False``."""
+        v, (c, h, w, n), (th, tw) = self._saved.pop()
         weight = self.params["W"]
         o = weight.shape[0]
         if "b" in self.grads:
-            self.grads["b"] += dy.sum(axis=(0, 2, 3))
+            self.grads["b"] += dy.sum(axis=(1, 2, 3))
         # dY as 2x2 tiles, (4, O*P) in the order of M's columns; rows/columns past the map are zero
-        dy_p = np.zeros((n, o, 2 * th, 2 * tw), dtype=dy.dtype)
-        dy_p[:, :, :h, :w] = dy
-        dy_tiles = dy_p.reshape(n, o, th, 2, tw, 2).transpose(3, 5, 1, 2, 4, 0).reshape(4, -1)
+        dy_p = np.zeros((o, 2 * th, 2 * tw, n), dtype=dy.dtype)
+        dy_p[:, :h, :w] = dy
+        dy_tiles = dy_p.reshape(o, th, 2, tw, 2, n).transpose(2, 4, 0, 1, 3, 5).reshape(4, -1)
         dm = (self._KA.T.astype(dy.dtype) @ dy_tiles).reshape(16, o, -1)  # (16, O, P)
         du = np.matmul(dm, v.transpose(0, 2, 1))  # (16, O, C)
         self.grads["W"] += (self._KG.T.astype(du.dtype) @ du.reshape(16, -1)).T.reshape(weight.shape)
@@ -292,7 +294,17 @@ class WinogradConv3x3(Conv2d):
         for i in range(4):
             for j in range(4):
                 dxp[:, i:i + 2 * th:2, j:j + 2 * tw:2, :] += dd[i, j]
-        return np.ascontiguousarray(dxp[:, 1:1 + h, 1:1 + w, :].transpose(3, 0, 1, 2))
+        return np.ascontiguousarray(dxp[:, 1:1 + h, 1:1 + w])
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(self.infer_batch_last(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(self.forward_batch_last(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2))
+
+    def backward(self, dy: np.ndarray) -> np.ndarray | None:
+        dx = self.backward_batch_last(np.ascontiguousarray(dy.transpose(1, 2, 3, 0)))
+        return None if dx is None else np.ascontiguousarray(dx.transpose(3, 0, 1, 2))
 
 
 class MaxPool2d(Module):
@@ -377,36 +389,39 @@ class ResidualBlock(Module):
                dL/da = conv2's backward of g,  dL/dh = dL/da * [a > 0]
                dL/dx = g + conv1's backward of dL/dh   (the skip path and the body path add)
     With ``input_grad = False`` (the block is the network's first layer) conv1 skips dL/dx too.
-    3x3 kernels use ``WinogradConv3x3`` (the same function, fewer multiplications), others Conv2d.
+
+    The convolutions are ``WinogradConv3x3`` (Conv2d's function with fewer multiplications), and the
+    whole block runs in their batch-last layout (C, H, W, N): x is converted once on the way in and
+    y once on the way out, instead of at each convolution.
     """
 
     def __init__(self, channels: int, kernel_size: int, rng: np.random.Generator, init: str = "he",
                  dtype=np.float32) -> None:
         super().__init__()
-        if kernel_size % 2 == 0:
-            raise ValueError(f"ResidualBlock needs an odd kernel to keep the map size, got {kernel_size}")
-        if kernel_size == 3:  # Winograd: the same function with 2.25x fewer multiplications
-            self.conv1 = WinogradConv3x3(channels, channels, rng, init=init, dtype=dtype)
-            self.conv2 = WinogradConv3x3(channels, channels, rng, init=init, dtype=dtype)
-        else:
-            pad = kernel_size // 2
-            self.conv1 = Conv2d(channels, channels, kernel_size, rng, padding=pad, init=init, dtype=dtype)
-            self.conv2 = Conv2d(channels, channels, kernel_size, rng, padding=pad, init=init, dtype=dtype)
+        if kernel_size != 3:
+            raise ValueError(f"ResidualBlock has 3x3 convolutions (Winograd F(2x2, 3x3)), got kernel {kernel_size}")
+        self.conv1 = WinogradConv3x3(channels, channels, rng, init=init, dtype=dtype)
+        self.conv2 = WinogradConv3x3(channels, channels, rng, init=init, dtype=dtype)
+
+    def _block(self, x: np.ndarray, conv1, conv2) -> tuple[np.ndarray, np.ndarray]:
+        a = np.maximum(conv1(x), 0.0, dtype=x.dtype)
+        return a, np.maximum(x + conv2(a), 0.0, dtype=x.dtype)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        a = np.maximum(self.conv1.infer(x), 0.0, dtype=x.dtype)
-        return np.maximum(x + self.conv2.infer(a), 0.0, dtype=x.dtype)
+        x_bl = np.ascontiguousarray(x.transpose(1, 2, 3, 0))
+        _, y = self._block(x_bl, self.conv1.infer_batch_last, self.conv2.infer_batch_last)
+        return np.ascontiguousarray(y.transpose(3, 0, 1, 2))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        a = np.maximum(self.conv1.forward(x), 0.0, dtype=x.dtype)
-        y = np.maximum(x + self.conv2.forward(a), 0.0, dtype=x.dtype)
+        x_bl = np.ascontiguousarray(x.transpose(1, 2, 3, 0))
+        a, y = self._block(x_bl, self.conv1.forward_batch_last, self.conv2.forward_batch_last)
         self._saved.append((a, y))
-        return y
+        return np.ascontiguousarray(y.transpose(3, 0, 1, 2))
 
     def backward(self, dy: np.ndarray) -> np.ndarray | None:
         a, y = self._saved.pop()
-        g = dy * (y > 0)
-        dh = self.conv2.backward(g) * (a > 0)
+        g = np.ascontiguousarray(dy.transpose(1, 2, 3, 0)) * (y > 0)
+        dh = self.conv2.backward_batch_last(g) * (a > 0)
         self.conv1.input_grad = self.input_grad
-        dx = self.conv1.backward(dh)
-        return None if dx is None else g + dx
+        dx = self.conv1.backward_batch_last(dh)
+        return None if dx is None else np.ascontiguousarray((g + dx).transpose(3, 0, 1, 2))
