@@ -194,6 +194,18 @@ _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=n
 _AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
 
 
+def _bt_1d(d: list[np.ndarray], out: np.ndarray | None = None) -> list[np.ndarray] | np.ndarray:
+    """B^T applied along one axis of a 4-vector given as its four components (arrays):
+    (d0 - d2, d1 + d2, d2 - d1, d1 - d3)."""
+    if out is None:
+        return [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
+    np.subtract(d[0], d[2], out=out[0])
+    np.add(d[1], d[2], out=out[1])
+    np.subtract(d[2], d[1], out=out[2])
+    np.subtract(d[1], d[3], out=out[3])
+    return out
+
+
 class WinogradConv3x3(Conv2d):
     """A 3x3 convolution with stride 1 and padding 1 (the same parameters and function as
     ``Conv2d(C, O, 3, padding=1)``) computed with Winograd's F(2x2, 3x3): 2.25x fewer multiplications.
@@ -233,17 +245,22 @@ class WinogradConv3x3(Conv2d):
     # numbers; forward/backward/infer convert (N, C, H, W) at the edges, and ResidualBlock calls the
     # *_batch_last methods directly so that its two convolutions share one conversion.
     def _tiles_in(self, x: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-        """V (16, C, P) for x (C, H, W, N): the transformed 4x4 input tiles, P ordered (tile row, tile
-        column, sample)."""
+        """V (16, C, P) for x (C, H, W, N): the transformed 4x4 input tiles B^T d B, P ordered (tile
+        row, tile column, sample)."""
         c, h, w, n = x.shape
         th, tw = (h + 1) // 2, (w + 1) // 2
         # padded by 1 on top and left and up to whole tiles on the bottom and right
         xp = np.zeros((c, 2 * th + 2, 2 * tw + 2, n), dtype=x.dtype)
         xp[:, 1:1 + h, 1:1 + w, :] = x
-        s_c, s_h, s_w, s_n = xp.strides
-        tiles = as_strided(xp, (4, 4, c, th, tw, n), (s_h, s_w, s_c, 2 * s_h, 2 * s_w, s_n), writeable=False)
-        d = tiles.reshape(16, -1)  # (16, C*P), the one copy of the input tiles
-        return (self._KB.astype(x.dtype) @ d).reshape(16, c, -1), (th, tw)
+        # B^T's rows are (d0 - d2, d1 + d2, d2 - d1, d1 - d3): applied to the tiles' rows (rows 2t + a of
+        # the padded map for tile row t), then to their columns, as whole-array adds -- no tile copies.
+        rows = [xp[:, a:a + 2 * th:2] for a in range(4)]  # (C, th, W_padded, N) each
+        t = _bt_1d(rows)
+        v = np.empty((4, 4, c, th, tw, n), dtype=x.dtype)
+        for i in range(4):
+            cols = [t[i][:, :, b:b + 2 * tw:2] for b in range(4)]
+            _bt_1d(cols, out=v[i])
+        return v.reshape(16, c, -1), (th, tw)
 
     def _weights(self) -> np.ndarray:
         """U (16, O, C): the transformed kernels."""
