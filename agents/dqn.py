@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import gymnasium as gym
 import numpy as np
 
 from rlscratch import nn
@@ -29,7 +30,7 @@ from rlscratch.agent import Agent, EnvSpec, Step
 from rlscratch.buffers import PrioritizedReplayBuffer, ReplayBuffer
 from rlscratch.config import ModelConfig, bounded
 from rlscratch.errors import ConfigError
-from rlscratch.models import mlp
+from rlscratch.models import network
 from rlscratch.optim_config import (
     OptimConfig,
     Schedule,
@@ -102,12 +103,12 @@ class Dueling(nn.Module):
         return dh_value + dh_advantage
 
 
-def q_network(obs_dim: int, n_actions: int, model: ModelConfig, rng: np.random.Generator,
+def q_network(obs_dim: int | gym.Space, n_actions: int, model: ModelConfig, rng: np.random.Generator,
               dueling: bool = False) -> nn.Sequential:
     """The model section's MLP with one output per action; ``dueling`` splits its last layer into a
     value and an advantage stream (Linear(width, 1) and Linear(width, n_actions))."""
     if not dueling:
-        net = mlp(obs_dim, n_actions, model, rng)
+        net = network(obs_dim, n_actions, model, rng)
     else:
         if not model.hidden:
             raise ConfigError("agent.dueling needs at least one hidden layer (model.hidden) to share")
@@ -115,7 +116,7 @@ def q_network(obs_dim: int, n_actions: int, model: ModelConfig, rng: np.random.G
             raise ConfigError("model.notation: agent.dueling splits model.hidden's last layer into two streams; "
                               "write the Q-network in the notation without dueling, or drop model.notation")
         width = model.hidden[-1]
-        trunk = mlp(obs_dim, width, dataclasses.replace(model, hidden=model.hidden[:-1]), rng)
+        trunk = network(obs_dim, width, dataclasses.replace(model, hidden=model.hidden[:-1]), rng)
         head = Dueling(nn.Linear(width, 1, rng, init=model.init), nn.Linear(width, n_actions, rng, init=model.init))
         net = nn.Sequential(*trunk.layers, nn.get_activation(model.activation), head).flatten()
     if isinstance(net, nn.Sequential):  # (a notation model already skips it)
@@ -144,7 +145,7 @@ class DQN(Agent):
         c = config
         self.env_steps = 0
         self.n_actions = spec.n_actions
-        self.q = q_network(spec.obs_dim, self.n_actions, model, rng, c.dueling)
+        self.q = q_network(spec.observation_space, self.n_actions, model, rng, c.dueling)
         self.target = self.q.clone()
         # Every schedule reads the clock it names: the env-step counter below, or the update count.
         self.optimizer = make_optimizer(c.optim, self.q, lambda: self.env_steps)

@@ -23,6 +23,18 @@ def info() -> dict:
     return {"torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
+class ResBlock(torch.nn.Module):
+    """relu(x + conv(relu(conv(x)))), as rlscratch.nn.ResidualBlock."""
+
+    def __init__(self, channels: int, kernel: int) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(channels, channels, kernel, padding=kernel // 2)
+        self.conv2 = torch.nn.Conv2d(channels, channels, kernel, padding=kernel // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.conv2(F.relu(self.conv1(x))))
+
+
 def build_torch(case: Case):
     layers, shape = [], case.input_shape
     for kind, *args in case.layers:
@@ -33,6 +45,8 @@ def build_torch(case: Case):
             n_out, kernel, padding = args
             layers.append(torch.nn.Conv2d(shape[0], n_out, kernel, stride=1, padding=padding))
             shape = (n_out, *(size + 2 * padding - kernel + 1 for size in shape[1:]))
+        elif kind == "resblock":
+            layers.append(ResBlock(shape[0], args[0]))
         elif kind == "flatten":
             layers.append(torch.nn.Flatten())
             shape = (math.prod(shape),)

@@ -10,6 +10,8 @@ needs to rebuild each env's state exactly on resume.
 from __future__ import annotations
 
 import functools
+import importlib
+import logging
 from typing import Any
 
 import gymnasium as gym
@@ -22,6 +24,28 @@ from rlscratch.errors import ConfigError
 from .wrappers import WRAPPERS, ObservationNormalizer
 
 VECTOR_LEVEL = ("normalize_observation",)
+# Evaluation episodes of envs registered without a time limit (MinAtar's) end after this many steps
+# unless env.eval_kwargs sets max_episode_steps.
+EVAL_MAX_EPISODE_STEPS = 10_000
+MINATAR_PREFIX = "MinAtar/"
+
+
+def register_minatar() -> None:
+    """Register MinAtar's gymnasium ids (MinAtar/Breakout-v1, ...): the minatar package defines them but
+    registers them only when asked."""
+    if any(env_id.startswith(MINATAR_PREFIX) for env_id in gym.registry):
+        return
+    try:
+        logger = logging.getLogger()
+        level = logger.level
+        logger.setLevel(logging.ERROR)  # minatar.gym warns that seaborn (only for rgb rendering) is missing
+        try:
+            from minatar.gym import register_envs
+        finally:
+            logger.setLevel(level)
+    except ImportError:
+        raise ConfigError("env.id: MinAtar games need the minatar package: pip install -e '.[minatar]'") from None
+    register_envs()
 
 
 def _wrapper_specs(config: EnvConfig) -> list[tuple[str, dict]]:
@@ -37,11 +61,25 @@ def _wrapper_specs(config: EnvConfig) -> list[tuple[str, dict]]:
     return specs
 
 
+def _import_wrapper(path: str) -> Any:
+    """A wrapper class by dotted path: ``gymnasium.wrappers.FrameStackObservation`` or ``pkg.mod:Wrapper``."""
+    module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ConfigError(f"env.wrappers: cannot import wrapper '{path}' ({err}); give an importable "
+                          "'package.module.Class' or 'package.module:Class'") from None
+
+
 def _wrap(env: gym.Env, name: str, kwargs: dict[str, Any]) -> gym.Env:
-    cls = WRAPPERS.get(name) or getattr(gym.wrappers, name, None)
+    if "." in name or ":" in name:
+        cls = _import_wrapper(name)
+    else:
+        cls = WRAPPERS.get(name) or getattr(gym.wrappers, name, None)
     if cls is None:
         raise ConfigError(f"env.wrappers: unknown wrapper '{name}' (rlscratch's: {', '.join(WRAPPERS)}, "
-                          f"{', '.join(VECTOR_LEVEL)}; or a gymnasium.wrappers class name)")
+                          f"{', '.join(VECTOR_LEVEL)}; a gymnasium.wrappers class name; or a dotted path "
+                          "'package.module:Class')")
     try:
         return cls(env, **kwargs)
     except TypeError as err:
@@ -52,9 +90,14 @@ def make_env(config: EnvConfig, evaluation: bool = False, render_mode: str | Non
     """One environment, wrapped. Evaluation envs take ``eval_kwargs`` over ``kwargs``."""
     import rlscratch.envs  # noqa: F401 - registers rlscratch's own environment ids
 
+    if config.id.startswith(MINATAR_PREFIX):
+        register_minatar()
     kwargs = {**config.kwargs, **(config.eval_kwargs if evaluation else {})}
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
+    if evaluation and "max_episode_steps" not in kwargs and config.id in gym.registry \
+            and gym.registry[config.id].max_episode_steps is None:
+        kwargs["max_episode_steps"] = EVAL_MAX_EPISODE_STEPS  # an episode with no end would hang evaluation
     try:
         env = gym.make(config.id, **kwargs)
     except gym.error.DependencyNotInstalled as err:

@@ -58,6 +58,9 @@ class ModelConfig:
     # The network in the arrow notation (docs/notation.md), e.g. "M_1: dense(128); X --[M_1|relu]-> h --[M_2]-> Q";
     # when given, it replaces hidden/activation (init stays the default initialiser of its dense layers).
     notation: str | None = None
+    # An image encoder before the MLP head: a preset name (minatar, nature) or {type: conv, channels: [...],
+    # kernel, stride, padding, dense: [...]}; see rlscratch/encoders.py.
+    encoder: str | dict | None = None
 
 
 @dataclass

@@ -13,12 +13,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import gymnasium as gym
 import numpy as np
 
 from rlscratch import nn
 from rlscratch.agent import Agent, EnvSpec, Step
 from rlscratch.config import ModelConfig, bounded
-from rlscratch.models import mlp
+from rlscratch.models import network
 from rlscratch.nn.init import orthogonal
 from rlscratch.optim_config import OptimConfig, Schedule, ScheduleSpec, finish_config, make_optimizer, optim_field
 from rlscratch.policy import sample_categorical
@@ -39,21 +40,21 @@ class ActorCritic(nn.Module):
     Otherwise the hidden layers follow the config's ``model.init``.
     """
 
-    def __init__(self, obs_dim: int, n_actions: int, model: ModelConfig, rng: np.random.Generator,
+    def __init__(self, obs_dim: int | gym.Space, n_actions: int, model: ModelConfig, rng: np.random.Generator,
                  shared: bool = False, orthogonal_init: bool = True) -> None:
         super().__init__()
         self.n_actions, self.shared = n_actions, shared
         if shared:
-            self.net = mlp(obs_dim, n_actions + 1, model, rng, output_gain=1.0)
+            self.net = network(obs_dim, n_actions + 1, model, rng, output_gain=1.0)
             nets = [self.net]
         else:
-            self.policy = mlp(obs_dim, n_actions, model, rng, output_gain=0.01)
-            self.value_net = mlp(obs_dim, 1, model, rng, output_gain=1.0)
+            self.policy = network(obs_dim, n_actions, model, rng, output_gain=0.01)
+            self.value_net = network(obs_dim, 1, model, rng, output_gain=1.0)
             nets = [self.policy, self.value_net]
         for net in nets:
             # (A network written in model.notation keeps its own initialisation and layout.)
             linears = [m for m in net.layers if isinstance(m, nn.Linear)] if isinstance(net, nn.Sequential) else []
-            if linears:
+            if linears and linears[0] is net.layers[0]:  # (models.network already did it otherwise)
                 linears[0].input_grad = False  # its input is the observation: no gradient needed
             if shared and linears:
                 linears[-1].params["W"][:n_actions] *= 0.01  # orthogonal rows: logits at gain 0.01, V at 1
@@ -138,7 +139,7 @@ class OnPolicyAgent(Agent):
     def __init__(self, config: OnPolicyConfig, spec: EnvSpec, model: ModelConfig, rng: np.random.Generator) -> None:
         super().__init__(config, spec, model, rng)
         self.env_steps = 0
-        self.net = ActorCritic(spec.obs_dim, spec.n_actions, model, rng, config.shared_network,
+        self.net = ActorCritic(spec.observation_space, spec.n_actions, model, rng, config.shared_network,
                                config.orthogonal_init)
         # Schedules read the clock they name: the env steps counted here, or the optimizer's updates.
         self.optimizer = make_optimizer(config.optim, self.net, lambda: self.env_steps)

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from conftest import assert_gradients_ok
 
-from rlscratch.nn import BatchNorm, Conv2d, LayerNorm, MaxPool2d, check_module
+from rlscratch.nn import BatchNorm, Conv2d, LayerNorm, MaxPool2d, ResidualBlock, check_module
+from rlscratch.nn import conv as conv_module
+from rlscratch.nn.conv import WinogradConv3x3
 
 # finite-difference step for functions that are linear in the perturbed array (conv) or piecewise
 # linear with no kink within h (max pooling of well-separated values): see the tests that use it
@@ -61,8 +63,19 @@ CONV_CASES = [
 ]
 
 
+# Conv2d picks its internal layout by map width; every check runs in both: "fold" everywhere
+# (threshold 0) and "batch-last" everywhere (threshold above any width here).
+LAYOUTS = {"fold": 0, "batch_last": 10_000}
+
+
+@pytest.fixture(params=sorted(LAYOUTS))
+def layout(request, monkeypatch):
+    monkeypatch.setattr(conv_module, "BATCH_LAST_BELOW_WIDTH", LAYOUTS[request.param])
+    return request.param
+
+
 @pytest.mark.parametrize("in_ch,out_ch,kernel,stride,padding,hw", CONV_CASES)
-def test_conv2d_gradients(in_ch, out_ch, kernel, stride, padding, hw):
+def test_conv2d_gradients(in_ch, out_ch, kernel, stride, padding, hw, layout):
     rng = np.random.default_rng(0)
     conv = Conv2d(in_ch, out_ch, kernel, rng, stride=stride, padding=padding).astype(np.float64)
     conv.params["b"][:] = rng.standard_normal(out_ch)
@@ -73,15 +86,15 @@ def test_conv2d_gradients(in_ch, out_ch, kernel, stride, padding, hw):
     assert_gradients_ok(check_module(conv, x, rng=rng, h=LINEAR_H))
 
 
-def test_conv2d_without_bias_gradients():
+def test_conv2d_without_bias_gradients(layout):
     rng = np.random.default_rng(1)
     conv = Conv2d(2, 3, 3, rng, stride=2, padding=1, bias=False).astype(np.float64)
     assert "b" not in conv.params
     assert_gradients_ok(check_module(conv, rng.standard_normal((2, 2, 5, 4)), rng=rng, h=LINEAR_H))
 
 
-@pytest.mark.parametrize("stride,padding", [(1, 0), (1, 1), (2, 1), (3, 2)])
-def test_conv2d_matches_direct_loop(stride, padding):
+@pytest.mark.parametrize("stride,padding", [(1, 0), (1, 1), (2, 1), (3, 2), (2, 0)])
+def test_conv2d_matches_direct_loop(stride, padding, layout):
     rng = np.random.default_rng(2)
     conv = Conv2d(3, 4, 3, rng, stride=stride, padding=padding, dtype=np.float64)
     conv.params["b"][:] = rng.standard_normal(4)
@@ -89,6 +102,36 @@ def test_conv2d_matches_direct_loop(stride, padding):
     expected = naive_conv(x, conv.params["W"], conv.params["b"], stride, padding)
     np.testing.assert_allclose(conv.forward(x), expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(conv.infer(x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_layouts_agree_on_a_wide_map(monkeypatch):
+    """The two layouts are the same function and gradient, here on a 20-pixel-wide map with stride 2
+    and padding (float64, so any difference is a bug, not rounding)."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 2, 9, 20))
+    g = rng.standard_normal((3, 4, 5, 10))
+    results = []
+    for threshold in LAYOUTS.values():
+        monkeypatch.setattr(conv_module, "BATCH_LAST_BELOW_WIDTH", threshold)
+        conv = Conv2d(2, 4, 3, np.random.default_rng(8), stride=2, padding=1, dtype=np.float64)
+        y = conv.forward(x)
+        results.append((y, conv.backward(g), conv.grads["W"].copy(), conv.grads["b"].copy()))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_without_input_grad_returns_none_with_the_same_weight_gradients(layout):
+    rng = np.random.default_rng(9)
+    x, g = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((2, 4, 6, 6))
+    full = Conv2d(3, 4, 3, np.random.default_rng(1), padding=1, dtype=np.float64)
+    first = Conv2d(3, 4, 3, np.random.default_rng(1), padding=1, dtype=np.float64)
+    first.input_grad = False
+    full.forward(x)
+    first.forward(x)
+    assert full.backward(g).shape == x.shape
+    assert first.backward(g) is None
+    np.testing.assert_allclose(first.grads["W"], full.grads["W"], rtol=1e-12)
+    np.testing.assert_allclose(first.grads["b"], full.grads["b"], rtol=1e-12)
 
 
 def test_conv2d_float32_shapes_and_dtype():
@@ -129,6 +172,60 @@ def test_conv2d_accumulates_over_repeated_calls():
     single.forward(x2)
     np.testing.assert_allclose(single.backward(g2), dx2)
     np.testing.assert_allclose(single.grads["W"], together)
+
+
+# -- WinogradConv3x3 ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("n,c,o,hw", [(2, 3, 4, (6, 6)), (2, 2, 3, (5, 7)), (1, 1, 1, (1, 1)), (3, 4, 2, (4, 3))])
+def test_winograd_conv_is_conv2d_padding_1(n, c, o, hw):
+    """The same function, input gradient and parameter gradients as Conv2d(c, o, 3, padding=1), in
+    float64 to roundoff (odd sizes included: the tiles overhang the map and are cut off)."""
+    rng = np.random.default_rng(12)
+    wino = WinogradConv3x3(c, o, np.random.default_rng(1), dtype=np.float64)
+    plain = Conv2d(c, o, 3, np.random.default_rng(1), padding=1, dtype=np.float64)
+    wino.params["b"][:] = plain.params["b"][:] = rng.standard_normal(o)
+    x, g = rng.standard_normal((n, c, *hw)), rng.standard_normal((n, o, *hw))
+    np.testing.assert_allclose(wino.forward(x), plain.forward(x), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(wino.infer(x), plain.infer(x), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(wino.backward(g), plain.backward(g), rtol=0, atol=1e-12)
+    for name in ("W", "b"):
+        np.testing.assert_allclose(wino.grads[name], plain.grads[name], rtol=0, atol=1e-11)
+
+
+def test_winograd_conv_gradients():
+    rng = np.random.default_rng(13)
+    conv = WinogradConv3x3(2, 3, rng, dtype=np.float64)
+    conv.params["b"][:] = rng.standard_normal(3)
+    assert_gradients_ok(check_module(conv, rng.standard_normal((2, 2, 5, 4)), rng=rng, h=LINEAR_H))
+    conv.input_grad = False
+    conv.forward(rng.standard_normal((2, 2, 5, 4)))
+    assert conv.backward(rng.standard_normal((2, 3, 5, 4))) is None
+
+
+# -- ResidualBlock ----------------------------------------------------------------------------------
+def test_residual_block_gradients(layout):
+    rng = np.random.default_rng(10)
+    block = ResidualBlock(3, 3, rng).astype(np.float64)
+    for conv in (block.conv1, block.conv2):
+        conv.params["b"][:] = 0.1 * rng.standard_normal(3)
+    # h = 1e-6: the block has ReLU kinks, and a random input sits far from them at this step
+    assert_gradients_ok(check_module(block, rng.standard_normal((2, 3, 5, 5)), rng=rng, h=1e-6))
+
+
+def test_residual_block_is_relu_of_x_plus_the_body(layout, kernel=3):
+    rng = np.random.default_rng(11)
+    block = ResidualBlock(2, kernel, rng, dtype=np.float64)
+    for conv in (block.conv1, block.conv2):
+        conv.params["b"][:] = rng.standard_normal(2)
+    x = rng.standard_normal((2, 2, 4, 4))
+    p1, p2, pad = block.conv1.params, block.conv2.params, kernel // 2
+    body = naive_conv(np.maximum(naive_conv(x, p1["W"], p1["b"], 1, pad), 0), p2["W"], p2["b"], 1, pad)
+    np.testing.assert_allclose(block.forward(x), np.maximum(x + body, 0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(block.infer(x), np.maximum(x + body, 0), rtol=1e-12, atol=1e-12)
+    block.input_grad = False
+    assert block.backward(np.ones((2, 2, 4, 4))) is None
+    assert np.abs(block.conv1.grads["W"]).sum() > 0
+    with pytest.raises(ValueError, match="3x3"):
+        ResidualBlock(2, 5, rng)
 
 
 # -- MaxPool2d --------------------------------------------------------------------------------------

@@ -65,6 +65,8 @@ class Case:
     """One benchmarked network and update.
 
     layers: ("linear", n_out) | ("conv", n_out, kernel, padding) | ("flatten",) | (activation name,)
+            | ("resblock", kernel) -- relu(x + conv(relu(conv(x)))), both convs channels -> channels,
+              padded to keep the map size (MuZero's residual block, without normalisation)
     task:   "classify" -- softmax cross-entropy on integer labels
             "q"        -- Huber loss on Q(s, a) of the taken actions against fixed targets
             "dqn"      -- a full DQN update: target r + gamma (1 - done) max_a' Q_target(s', a'),
@@ -86,7 +88,7 @@ class Case:
 
     @property
     def needs_conv(self) -> bool:
-        return any(layer[0] == "conv" for layer in self.layers)
+        return any(layer[0] in ("conv", "resblock") for layer in self.layers)
 
 
 def mlp(sizes: list[int], activation: str) -> tuple[tuple, ...]:
@@ -104,7 +106,13 @@ CASES: tuple[Case, ...] = (
     Case("c", "Q-net 4-64-64-2 ReLU, Huber on Q(s,a)", (4,), mlp([4, 64, 64, 2], "relu"), 64, "q", 0.40),
     Case("d", "DQN update on (c): target net, clip, Adam", (4,), mlp([4, 64, 64, 2], "relu"), 64, "dqn", 0.40),
     Case("e", "conv 3x3x16 p1 ReLU, dense 10, softmax-CE", (1, 28, 28),
-         (("conv", 16, 3, 1), ("relu",), ("flatten",), ("linear", 10)), 64, "classify", 0.80),
+         (("conv", 16, 3, 1), ("relu",), ("flatten",), ("linear", 10)), 64, "classify", 0.60),
+    # The MinAtar paper's Q-network (Young & Tian 2019): 10x10 maps, one 3x3 valid conv, dense 128.
+    Case("f", "MinAtar Q-net 4x10x10 conv 3x3x16, dense 128, 6 actions: DQN update", (4, 10, 10),
+         (("conv", 16, 3, 0), ("relu",), ("flatten",), ("linear", 128), ("relu",), ("linear", 6)),
+         32, "dqn", 0.50),
+    Case("g", "residual block 3x3 at 64 channels on 6x6 maps, dense 10, softmax-CE", (64, 6, 6),
+         (("resblock", 3), ("flatten",), ("linear", 10)), 128, "classify", 0.80),
 )
 CASES_BY_KEY = {case.key: case for case in CASES}
 
@@ -145,6 +153,8 @@ def build_rlscratch(case: Case, rng: np.random.Generator):
             n_out, kernel, padding = args
             layers.append(nn.Conv2d(shape[0], n_out, kernel, rng, stride=1, padding=padding))
             shape = (n_out, *(size + 2 * padding - kernel + 1 for size in shape[1:]))
+        elif kind == "resblock":
+            layers.append(nn.ResidualBlock(shape[0], args[0], rng))
         elif kind == "flatten":
             layers.append(nn.Flatten())
             shape = (math.prod(shape),)

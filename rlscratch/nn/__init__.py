@@ -6,7 +6,7 @@ losses.py and optim.py. docs/backprop.md derives the maths.
 
 from . import init, losses, optim
 from .activations import ELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh, get_activation, log_softmax, softmax
-from .conv import Conv2d, MaxPool2d
+from .conv import Conv2d, MaxPool2d, ResidualBlock
 from .gradcheck import check_gradients, check_module, numerical_gradient, relative_error
 from .layers import Concat, Dropout, Flatten, Linear, Reshape, Residual, Sequential, Split
 from .losses import huber, mse, softmax_cross_entropy
@@ -23,6 +23,6 @@ __all__ = [
     "get_activation", "mse", "huber", "softmax_cross_entropy",
     "SGD", "Momentum", "RMSprop", "Adam", "AdamW", "clip_grad_norm",
     "RecurrentCell", "RNNCell", "GRUCell", "LSTMCell", "Recurrent",
-    "Conv2d", "MaxPool2d", "LayerNorm", "BatchNorm",
+    "Conv2d", "MaxPool2d", "ResidualBlock", "LayerNorm", "BatchNorm",
     "save", "load", "check_gradients", "check_module", "numerical_gradient", "relative_error",
 ]

@@ -41,6 +41,14 @@ def windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> 
     return as_strided(x, shape, (s_n, s_c, s_h, s_w, s_h * sh, s_w * sw), writeable=False)
 
 
+# Internal layouts of Conv2d, as permutations of (N, C, H, W): channels first (the rows of the patch
+# matrix), then the column axes in memory order. "fold": (C, N, H, W), each map's rows contiguous;
+# "batch-last": (C, H, W, N), the batch innermost.
+FOLD, BATCH_LAST = (1, 0, 2, 3), (1, 2, 3, 0)
+# Maps narrower than this use the batch-last layout (see Conv2d, "Layout").
+BATCH_LAST_BELOW_WIDTH = 16
+
+
 class Conv2d(Module):
     """2-D convolution (strictly: cross-correlation, as in every DL library) with zero padding.
 
@@ -51,20 +59,25 @@ class Conv2d(Module):
                    X = im2col(xp)            (C*kh*kw, N*P)  one column per output pixel of every sample,
                                                              P = H_out*W_out
                    Y = W_mat X + b           (O, N*P)        W_mat = W reshaped to (O, C*kh*kw)
-               and y is Y with its rows unfolded to (O, N, H_out, W_out), batch axis moved first.
+               and y is Y with its columns unfolded to (N, H_out, W_out) and the batch axis moved first.
     Backward:  dL/dW_mat += dY X^T           (O, C*kh*kw)    -- Linear's rule, summed over pixels and batch
                dL/db     += sum of dY's rows (O,)
                dX         = W_mat^T dY       (C*kh*kw, N*P)  -- gradient of every patch entry
                dL/dxp     = col2im(dX): each patch entry's gradient is added back to the input pixel it
                             was read from (pixels shared by overlapping patches receive several
                             contributions); dL/dx is dL/dxp with the padding cut off.
+    With ``input_grad = False`` (the first layer: its input is data) backward stops after dL/db, which
+    skips a third of the products and all of col2im.
 
-    Layout. Folding the batch into the columns makes each step one large BLAS call, at the price of
-    moving the batch axis (a transposed copy of y in forward and of dy in backward). The other
-    natural layout keeps the batch outermost, X: (N, C*kh*kw, P), and lets ``matmul`` run one small
-    product per sample, with nothing transposed. Timed inside a conv-ReLU-dense training step (one
-    BLAS thread, 2-core machine) the two tied on the benchmark's 1->16-channel 28x28 conv, batch 64,
-    and the single large product won by 2-13% on wider layers (16->32 at 14x14, 32->64 at 10x10).
+    Layout. The columns of X can be ordered (N, H_out, W_out) -- "fold" -- or (H_out, W_out, N) --
+    "batch-last"; the products are the same, what changes is the length of the contiguous runs that
+    im2col and col2im copy. Folded, a run is one row of a map (W_out numbers), so on 6x6 or 10x10
+    maps numpy spends its time stepping between runs of 6-10 numbers; batch-last, a run is W_out*N
+    numbers, but the output must then be transposed with the batch axis moving from innermost to
+    outermost, a gather one number at a time. Measured (one BLAS thread, 2-core machine, a whole
+    conv step): fold 2x faster on 28x28 maps (1->16 channels, batch 64); batch-last 1.3-1.6x faster
+    on 10x10 and 6x6 maps (16->32 channels, batch 32; 64->64, batch 128). So maps narrower than
+    ``BATCH_LAST_BELOW_WIDTH`` use batch-last.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
@@ -78,67 +91,238 @@ class Conv2d(Module):
         if bias:
             self.add_param("b", np.zeros(out_channels, dtype=dtype))
 
-    def _pad(self, x: np.ndarray) -> np.ndarray:
-        ph, pw = self.padding
-        if ph == 0 and pw == 0:
-            return x
-        n, c, h, w = x.shape
-        # A zeroed buffer with x copied into its middle is cheaper than np.pad.
-        xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
-        xp[:, :, ph:ph + h, pw:pw + w] = x
-        return xp
-
-    def _im2col(self, x: np.ndarray) -> np.ndarray:
-        """The patch matrix X (C*kh*kw, N*H_out*W_out): the windows view with the batch axis moved
-        next to the pixel axes, copied into rows. This is the only copy of the input."""
-        patches = windows(self._pad(x), self.kernel, self.stride)  # (N, C, kh, kw, H_out, W_out)
-        n, c, kh, kw, h_out, w_out = patches.shape
-        return patches.transpose(1, 2, 3, 0, 4, 5).reshape(c * kh * kw, n * h_out * w_out)
-
-    def _conv(self, cols: np.ndarray, out_shape: tuple[int, int, int]) -> np.ndarray:
-        weight = self.params["W"]
-        y = weight.reshape(weight.shape[0], -1) @ cols  # (O, K) @ (K, N*P) -> (O, N*P)
-        if "b" in self.params:
-            y += self.params["b"][:, None]
-        return np.ascontiguousarray(y.reshape(-1, *out_shape).transpose(1, 0, 2, 3))  # -> (N, O, H_out, W_out)
-
-    def _out_shape(self, x: np.ndarray) -> tuple[int, int, int]:
+    def _out_hw(self, h: int, w: int) -> tuple[int, int]:
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
-        return x.shape[0], _out_size(x.shape[2] + 2 * ph, kh, sh), _out_size(x.shape[3] + 2 * pw, kw, sw)
+        return _out_size(h + 2 * ph, kh, sh), _out_size(w + 2 * pw, kw, sw)
+
+    @staticmethod
+    def _layout(w_out: int) -> tuple[int, int, int, int]:
+        return BATCH_LAST if w_out < BATCH_LAST_BELOW_WIDTH else FOLD
+
+    def _im2col(self, x: np.ndarray, layout: tuple[int, ...], ones_row: bool = False) -> np.ndarray:
+        """The patch matrix X (C*kh*kw, N*H_out*W_out), columns in the layout's order: x is copied once
+        into the zero-padded internal layout, and once more, through a windows view, into X.
+
+        ``ones_row`` appends a row of ones, so that backward's product dY [X; 1]^T holds dL/db in its
+        last column (the sum of dY's rows) and no separate pass over dY is needed for it."""
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+        n, c, h, w = x.shape
+        h_out, w_out = self._out_hw(h, w)
+        padded_shape = np.array((n, c, h + 2 * ph, w + 2 * pw))[list(layout)]
+        xp = np.zeros(padded_shape, dtype=x.dtype)
+        inner = [slice(None), slice(None), slice(ph, ph + h), slice(pw, pw + w)]
+        xp[tuple(inner[axis] for axis in layout)] = x.transpose(layout)
+        # The windows view (C, kh, kw, <the column axes>): a kernel offset steps one pixel, an output
+        # pixel steps one stride, the batch one sample.
+        strides = dict(zip(layout, xp.strides))
+        sizes = {0: n, 2: h_out, 3: w_out}
+        steps = {0: strides[0], 2: strides[2] * sh, 3: strides[3] * sw}
+        column_axes = layout[1:]
+        patches = as_strided(xp, (c, kh, kw, *(sizes[a] for a in column_axes)),
+                             (strides[1], strides[2], strides[3], *(steps[a] for a in column_axes)),
+                             writeable=False)
+        if not ones_row:
+            return patches.reshape(c * kh * kw, -1)
+        k = c * kh * kw
+        cols = np.empty((k + 1, patches.size // k), dtype=x.dtype)
+        cols[:k].reshape(patches.shape)[...] = patches
+        cols[k] = 1.0
+        return cols
+
+    def _conv(self, cols: np.ndarray, x_shape: tuple[int, ...], layout: tuple[int, ...]) -> np.ndarray:
+        weight = self.params["W"]
+        w_mat = weight.reshape(weight.shape[0], -1)
+        y_mat = w_mat @ cols[:w_mat.shape[1]]  # (O, K) @ (K, N*P) -> (O, N*P), any row of ones left out
+        n, _, h, w = x_shape
+        out_shape = (n, weight.shape[0], *self._out_hw(h, w))
+        y_view = y_mat.reshape(np.array(out_shape)[list(layout)]).transpose(np.argsort(layout))  # (N, O, H_out, W_out)
+        if "b" not in self.params:
+            return np.ascontiguousarray(y_view)
+        # The bias is added in the same pass that copies y into (N, O, H_out, W_out) order.
+        y = np.empty(out_shape, dtype=y_mat.dtype)
+        np.add(y_view, self.params["b"][:, None, None], out=y)
+        return y
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        return self._conv(self._im2col(x), self._out_shape(x))
+        layout = self._layout(self._out_hw(*x.shape[2:])[1])
+        return self._conv(self._im2col(x, layout), x.shape, layout)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        cols = self._im2col(x)
-        self._saved.append((cols, x.shape))
-        return self._conv(cols, self._out_shape(x))
+        layout = self._layout(self._out_hw(*x.shape[2:])[1])
+        cols = self._im2col(x, layout, ones_row="b" in self.params)
+        self._saved.append((cols, x.shape, layout))
+        return self._conv(cols, x.shape, layout)
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        cols, x_shape = self._saved.pop()
+    def backward(self, dy: np.ndarray) -> np.ndarray | None:
+        cols, x_shape, layout = self._saved.pop()
         weight = self.params["W"]
         out_ch = weight.shape[0]
-        n, _, h_out, w_out = dy.shape
-        dy_mat = np.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(out_ch, -1)  # dY (O, N*P)
+        dy_mat = np.ascontiguousarray(dy.transpose(layout)).reshape(out_ch, -1)  # dY (O, N*P), X's column order
 
-        self.grads["W"] += (dy_mat @ cols.T).reshape(weight.shape)
+        d_weight = dy_mat @ cols.T  # (O, K), or (O, K + 1) with dL/db last (forward's row of ones)
+        self.grads["W"] += d_weight[:, :weight[0].size].reshape(weight.shape)
         if "b" in self.grads:
-            self.grads["b"] += dy_mat.sum(axis=1)
+            self.grads["b"] += d_weight[:, -1]
+        if not self.input_grad:
+            return None
 
-        # Gradient of every patch entry, (C, kh, kw, N, H_out, W_out) like the rows of X.
-        d_cols = (weight.reshape(out_ch, -1).T @ dy_mat).reshape(-1, *self.kernel, n, h_out, w_out)
+        # Gradient of every patch entry, (C, kh, kw, <column axes>) like the rows of X.
+        internal_out = np.array(dy.shape)[list(layout)]
+        d_cols = (weight.reshape(out_ch, -1).T @ dy_mat).reshape(-1, *self.kernel, *internal_out[1:])
 
         # col2im: for each kernel offset (i, j), the patch entries at that offset came from a strided
-        # grid of input pixels; one vectorised add per offset sends them all back at once. Working in
-        # d_cols' own (C, N, ...) order keeps every add contiguous; the batch axis returns to the
-        # front in the one copy at the end, which also cuts off the padding.
+        # grid of input pixels; one vectorised add per offset sends them all back at once, in the
+        # internal layout (whose runs are long); the last copy restores (N, C, H, W) and cuts off the
+        # padding.
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
-        _, c, h, w = x_shape
-        dxp = np.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=d_cols.dtype)
+        n, c, h, w = x_shape
+        _, _, h_out, w_out = dy.shape
+        dxp = np.zeros(np.array((n, c, h + 2 * ph, w + 2 * pw))[list(layout)], dtype=d_cols.dtype)
         for i in range(kh):
             for j in range(kw):
-                dxp[:, :, i:i + sh * (h_out - 1) + 1:sh, j:j + sw * (w_out - 1) + 1:sw] += d_cols[:, i, j]
-        return np.ascontiguousarray(dxp[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3))
+                grid = [slice(None), slice(None), slice(i, i + sh * (h_out - 1) + 1, sh),
+                        slice(j, j + sw * (w_out - 1) + 1, sw)]
+                dxp[tuple(grid[axis] for axis in layout)] += d_cols[:, i, j]
+        inner = [slice(None), slice(None), slice(ph, ph + h), slice(pw, pw + w)]
+        return np.ascontiguousarray(dxp[tuple(inner[axis] for axis in layout)].transpose(np.argsort(layout)))
+
+
+# Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray 2016): the transforms of a 4x4 input tile
+# (B^T d B), a 3x3 kernel (G g G^T) and back to a 2x2 output tile (A^T m A).
+_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
+_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
+_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
+
+
+def _bt_1d(d: list[np.ndarray], out: np.ndarray | None = None) -> list[np.ndarray] | np.ndarray:
+    """B^T applied along one axis of a 4-vector given as its four components (arrays):
+    (d0 - d2, d1 + d2, d2 - d1, d1 - d3)."""
+    if out is None:
+        return [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
+    np.subtract(d[0], d[2], out=out[0])
+    np.add(d[1], d[2], out=out[1])
+    np.subtract(d[2], d[1], out=out[2])
+    np.subtract(d[1], d[3], out=out[3])
+    return out
+
+
+class WinogradConv3x3(Conv2d):
+    """A 3x3 convolution with stride 1 and padding 1 (the same parameters and function as
+    ``Conv2d(C, O, 3, padding=1)``) computed with Winograd's F(2x2, 3x3): 2.25x fewer multiplications.
+
+    The output is cut into 2x2 tiles; each needs the 4x4 input tile around it (neighbouring tiles
+    overlap by 2). For each tile, with d the 4x4 input tile of one channel and g the 3x3 kernel,
+
+        y_tile = A^T [ (G g G^T) * (B^T d B) ] A          (* elementwise, 16 products instead of 36)
+
+    and the sum over input channels commutes with A^T [.] A, so for each of the 16 positions xi of
+    the 4x4 transformed tile the channel sum is one matrix product:
+
+        U[xi] = (G g G^T)[xi]  (O, C)      V[xi] = (B^T d B)[xi]  (C, P)      M[xi] = U[xi] V[xi]  (O, P)
+        y = A^T M A, tile by tile                                   (P = N * tiles, batch innermost)
+
+    Each transform is linear, so the backward pass is the transposes in reverse order:
+
+        dM = A dY A^T          dU[xi] = dM[xi] V[xi]^T      dL/dW = G^T dU G
+        dV[xi] = U[xi]^T dM[xi]    dL/dd = B dV B^T, added back where the (overlapping) tiles came from
+
+    The 4x4 transforms act on a tile flattened to 16 numbers as the Kronecker product of the 1-D
+    matrices (kron(B^T, B^T) is 16x16), one small matrix product over all tiles. Odd map sizes are
+    handled by zero-padding the input to whole tiles and cutting the extra output off. On the
+    benchmark's residual block (64 channels, 6x6 maps, batch 128; case (g)) it took the step from 1.30
+    to 1.10x PyTorch's time (im2col Conv2d before; one BLAS thread, CPU clock, a busy 2-core machine),
+    and to 0.94x with ResidualBlock's single layout conversion and the add-only input transform.
+    """
+
+    _KB = np.kron(_BT, _BT)  # (16, 16): flattened 4x4 tile -> its transform
+    _KG = np.kron(_G, _G)  # (16, 9): flattened 3x3 kernel -> its transform
+    _KA = np.kron(_AT, _AT)  # (4, 16): flattened transformed tile -> flattened 2x2 output
+
+    def __init__(self, in_channels: int, out_channels: int, rng: np.random.Generator, init: str = "he",
+                 bias: bool = True, dtype=np.float32) -> None:
+        super().__init__(in_channels, out_channels, 3, rng, stride=1, padding=1, init=init, bias=bias, dtype=dtype)
+
+    # The work happens in the batch-last layout (C, H, W, N), where every tile copy moves runs of N
+    # numbers; forward/backward/infer convert (N, C, H, W) at the edges, and ResidualBlock calls the
+    # *_batch_last methods directly so that its two convolutions share one conversion.
+    def _tiles_in(self, x: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """V (16, C, P) for x (C, H, W, N): the transformed 4x4 input tiles B^T d B, P ordered (tile
+        row, tile column, sample)."""
+        c, h, w, n = x.shape
+        th, tw = (h + 1) // 2, (w + 1) // 2
+        # padded by 1 on top and left and up to whole tiles on the bottom and right
+        xp = np.zeros((c, 2 * th + 2, 2 * tw + 2, n), dtype=x.dtype)
+        xp[:, 1:1 + h, 1:1 + w, :] = x
+        # B^T's rows are (d0 - d2, d1 + d2, d2 - d1, d1 - d3): applied to the tiles' rows (rows 2t + a of
+        # the padded map for tile row t), then to their columns, as whole-array adds -- no tile copies.
+        rows = [xp[:, a:a + 2 * th:2] for a in range(4)]  # (C, th, W_padded, N) each
+        t = _bt_1d(rows)
+        v = np.empty((4, 4, c, th, tw, n), dtype=x.dtype)
+        for i in range(4):
+            cols = [t[i][:, :, b:b + 2 * tw:2] for b in range(4)]
+            _bt_1d(cols, out=v[i])
+        return v.reshape(16, c, -1), (th, tw)
+
+    def _weights(self) -> np.ndarray:
+        """U (16, O, C): the transformed kernels."""
+        weight = self.params["W"]
+        o, c = weight.shape[:2]
+        return (self._KG.astype(weight.dtype) @ weight.reshape(o * c, 9).T).reshape(16, o, c)
+
+    def _conv_tiles(self, v: np.ndarray, hw: tuple[int, int], tiles: tuple[int, int]) -> np.ndarray:
+        """y (O, H, W, N) from V."""
+        (h, w), (th, tw) = hw, tiles
+        m = np.matmul(self._weights(), v)  # (16, O, P): 16 products, one per transformed-tile position
+        o = m.shape[1]
+        y_tiles = (self._KA.astype(m.dtype) @ m.reshape(16, -1)).reshape(2, 2, o, th, tw, -1)
+        y_view = y_tiles.transpose(2, 3, 0, 4, 1, 5).reshape(o, 2 * th, 2 * tw, -1)[:, :h, :w]
+        if "b" in self.params:
+            return y_view + self.params["b"][:, None, None, None]
+        return np.ascontiguousarray(y_view)
+
+    def infer_batch_last(self, x: np.ndarray) -> np.ndarray:
+        v, tiles = self._tiles_in(x)
+        return self._conv_tiles(v, x.shape[1:3], tiles)
+
+    def forward_batch_last(self, x: np.ndarray) -> np.ndarray:
+        v, tiles = self._tiles_in(x)
+        self._saved.append((v, x.shape, tiles))
+        return self._conv_tiles(v, x.shape[1:3], tiles)
+
+    def backward_batch_last(self, dy: np.ndarray) -> np.ndarray | None:
+        """dL/dx (C, H, W, N) from dL/dy (O, H, W, N); None with ``input_grad = False``."""
+        v, (c, h, w, n), (th, tw) = self._saved.pop()
+        weight = self.params["W"]
+        o = weight.shape[0]
+        if "b" in self.grads:
+            self.grads["b"] += dy.sum(axis=(1, 2, 3))
+        # dY as 2x2 tiles, (4, O*P) in the order of M's columns; rows/columns past the map are zero
+        dy_p = np.zeros((o, 2 * th, 2 * tw, n), dtype=dy.dtype)
+        dy_p[:, :h, :w] = dy
+        dy_tiles = dy_p.reshape(o, th, 2, tw, 2, n).transpose(2, 4, 0, 1, 3, 5).reshape(4, -1)
+        dm = (self._KA.T.astype(dy.dtype) @ dy_tiles).reshape(16, o, -1)  # (16, O, P)
+        du = np.matmul(dm, v.transpose(0, 2, 1))  # (16, O, C)
+        self.grads["W"] += (self._KG.T.astype(du.dtype) @ du.reshape(16, -1)).T.reshape(weight.shape)
+        if not self.input_grad:
+            return None
+        dv = np.matmul(self._weights().transpose(0, 2, 1), dm)  # (16, C, P)
+        dd = (self._KB.T.astype(dv.dtype) @ dv.reshape(16, -1)).reshape(4, 4, c, th, tw, n)
+        # each tile's gradient goes back where the tile was read; neighbouring tiles overlap by 2
+        dxp = np.zeros((c, 2 * th + 2, 2 * tw + 2, n), dtype=dd.dtype)
+        for i in range(4):
+            for j in range(4):
+                dxp[:, i:i + 2 * th:2, j:j + 2 * tw:2, :] += dd[i, j]
+        return np.ascontiguousarray(dxp[:, 1:1 + h, 1:1 + w])
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(self.infer_batch_last(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(self.forward_batch_last(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2))
+
+    def backward(self, dy: np.ndarray) -> np.ndarray | None:
+        dx = self.backward_batch_last(np.ascontiguousarray(dy.transpose(1, 2, 3, 0)))
+        return None if dx is None else np.ascontiguousarray(dx.transpose(3, 0, 1, 2))
 
 
 class MaxPool2d(Module):
@@ -212,3 +396,50 @@ class MaxPool2d(Module):
         flat_index = (planes * h + rows) * w + cols
         dx[...] = np.bincount(flat_index.ravel(), weights=dy.ravel(), minlength=dx.size).reshape(x_shape)
         return dx
+
+
+class ResidualBlock(Module):
+    """The residual block of MuZero's and EfficientZero's representation networks (without their
+    batch normalisation): two same-size 3x3 convolutions around a skip connection.
+
+    Forward:   h = conv1(x),  a = relu(h),  z = conv2(a),  y = relu(x + z)
+    Backward:  g  = dL/dy * [y > 0]                    (the outer ReLU)
+               dL/da = conv2's backward of g,  dL/dh = dL/da * [a > 0]
+               dL/dx = g + conv1's backward of dL/dh   (the skip path and the body path add)
+    With ``input_grad = False`` (the block is the network's first layer) conv1 skips dL/dx too.
+
+    The convolutions are ``WinogradConv3x3`` (Conv2d's function with fewer multiplications), and the
+    whole block runs in their batch-last layout (C, H, W, N): x is converted once on the way in and
+    y once on the way out, instead of at each convolution.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, rng: np.random.Generator, init: str = "he",
+                 dtype=np.float32) -> None:
+        super().__init__()
+        if kernel_size != 3:
+            raise ValueError(f"ResidualBlock has 3x3 convolutions (Winograd F(2x2, 3x3)), got kernel {kernel_size}")
+        self.conv1 = WinogradConv3x3(channels, channels, rng, init=init, dtype=dtype)
+        self.conv2 = WinogradConv3x3(channels, channels, rng, init=init, dtype=dtype)
+
+    def _block(self, x: np.ndarray, conv1, conv2) -> tuple[np.ndarray, np.ndarray]:
+        a = np.maximum(conv1(x), 0.0, dtype=x.dtype)
+        return a, np.maximum(x + conv2(a), 0.0, dtype=x.dtype)
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        x_bl = np.ascontiguousarray(x.transpose(1, 2, 3, 0))
+        _, y = self._block(x_bl, self.conv1.infer_batch_last, self.conv2.infer_batch_last)
+        return np.ascontiguousarray(y.transpose(3, 0, 1, 2))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x_bl = np.ascontiguousarray(x.transpose(1, 2, 3, 0))
+        a, y = self._block(x_bl, self.conv1.forward_batch_last, self.conv2.forward_batch_last)
+        self._saved.append((a, y))
+        return np.ascontiguousarray(y.transpose(3, 0, 1, 2))
+
+    def backward(self, dy: np.ndarray) -> np.ndarray | None:
+        a, y = self._saved.pop()
+        g = np.ascontiguousarray(dy.transpose(1, 2, 3, 0)) * (y > 0)
+        dh = self.conv2.backward_batch_last(g) * (a > 0)
+        self.conv1.input_grad = self.input_grad
+        dx = self.conv1.backward_batch_last(dh)
+        return None if dx is None else np.ascontiguousarray((g + dx).transpose(3, 0, 1, 2))
