@@ -333,7 +333,7 @@ def test_batched_search_matches_reference(n_actions, simulations):
     single = MCTS(config, n_actions)
     for i in range(5):
         alone = single.run(model, obs[i:i + 1], np.random.default_rng(2), explore=False)
-        # one root runs on Python lists (_simulate_one_root): it must leave the same tree behind
+        # one root runs on Python lists (fast.simulate_one_root): it must leave the same tree behind
         # (the real nodes: the batched search also parks its padding on UNEXPANDED, the last one)
         nodes = slice(0, simulations + 1)
         for name in ("visits", "depth", "edge_visits"):
