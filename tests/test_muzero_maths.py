@@ -1,0 +1,264 @@
+"""MuZero's maths where a one-line slip would go unnoticed by learning tests: hand-computed loss
+weights, importance weights and priorities (in the replay and after one agent update), the beta and
+temperature schedules at their boundaries, Gumbel's interior selection and its small-spread
+rescaling, the target network's refresh. Each case is small and fast (mutation testing runs these
+many times: benchmarks/mutation.sh)."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import rlscratch.agents.muzero as muzero_agent
+from rlscratch.agents.muzero import MuZero, MuZeroConfig
+
+from rlscratch.agent import EnvSpec
+from rlscratch.config import ModelConfig
+from rlscratch.errors import ConfigError
+from rlscratch.muzero.loss import UnrollBatch, unrolled_loss
+from rlscratch.muzero.mcts import MCTS, SearchConfig, completed_q_sigma, gumbel_scores, select_action
+from rlscratch.muzero.model import MuZeroNet
+from rlscratch.muzero.replay import GameReplay
+from rlscratch.muzero.targets import make_targets
+
+
+# == the loss: every weight, by hand ===================================================================
+def test_loss_weights_by_hand():
+    """With every parameter 0 all logits are 0, so each cross-entropy is log(number of classes)
+    whatever its target: log 2 (policy), log 5 (value support S = 2), log 3 (reward support S = 1).
+    K = 2: step weights c = (1, 1/2, 1/2), the reward of step k weighted 1/K = 1/2; value
+    coefficient 1/4; importance weights (1, 1/2); the sum averaged over N = 2.
+
+        sample 0 (w = 1):   policy masks (1, 1, 0)  ->  1 + 1/2          = 1.5 log 2
+                            value  masks (1, 1, 1)  ->  (1 + 1/2 + 1/2)/4 = 0.5 log 5
+                            reward masks (-, 1, 0)  ->  1/2              = 0.5 log 3
+        sample 1 (w = 1/2): policy (1, 0, 1) -> 1.5 log 2;  value (0, 1, 1) -> 0.25 log 5;
+                            reward (-, 0, 1) -> 0.5 log 3;  all times 1/2
+        mean over N = 2:    policy 1.125 log 2, value 0.3125 log 5 (logged without its coefficient:
+                            1.25 log 5), reward 0.375 log 3.
+    """
+    net = MuZeroNet(3, 2, np.random.default_rng(0), state_dim=4, hidden=[5], value_support=2,
+                    reward_support=1).astype(np.float64)
+    net.flat_params[:] = 0.0
+    rng = np.random.default_rng(1)
+    batch = UnrollBatch(
+        obs=rng.standard_normal((2, 3)), actions=np.array([[0, 1], [1, 1]]),
+        target_policy=rng.dirichlet(np.ones(2), (2, 3)), policy_mask=np.array([[1.0, 1, 0], [1, 0, 1]]),
+        target_value=rng.uniform(-3, 3, (2, 3)), value_mask=np.array([[1.0, 1, 1], [0, 1, 1]]),
+        target_reward=rng.uniform(-1, 1, (2, 3)), reward_mask=np.array([[1.0, 1, 0], [1, 0, 1]]),
+        weights=np.array([1.0, 0.5]))
+    result = unrolled_loss(net, batch, value_coef=0.25)
+    log2, log3, log5 = math.log(2), math.log(3), math.log(5)
+    assert result.policy_loss == pytest.approx(1.125 * log2, rel=1e-12)
+    assert result.value_loss == pytest.approx(1.25 * log5, rel=1e-12)
+    assert result.reward_loss == pytest.approx(0.375 * log3, rel=1e-12)
+    assert result.loss == pytest.approx(1.125 * log2 + 0.3125 * log5 + 0.375 * log3, rel=1e-12)
+    assert result.initial_value == pytest.approx([0.0, 0.0], abs=1e-12)
+    # value_coef 0: the value term is gone from the loss and from the log
+    assert unrolled_loss(net, batch, value_coef=0.0).loss == pytest.approx(1.125 * log2 + 0.375 * log3, rel=1e-12)
+
+
+# == replay: importance weights and priorities by hand ======================================================
+def four_step_replay(alpha: float, eps: float) -> GameReplay:
+    replay = GameReplay(10, 1, (1,), 2, alpha=alpha, eps=eps)
+    for t in range(4):
+        replay.add(np.array([[t]]), np.array([0]), np.array([1.0]), np.array([0.0]), np.array([[0.5, 0.5]]),
+                   np.array([[t + 1.0]]), np.array([False]), np.array([False]))
+    return replay
+
+
+def test_priorities_and_importance_weights_by_hand(rng):
+    """errors (0.5, 1.5, 2.5, 3.5) + eps 0.5 = (1, 2, 3, 4); alpha = 0.5 -> tree priorities
+    (1, sqrt 2, sqrt 3, 2), P = p / sum p; importance weights (N P)^-beta over the largest in the batch."""
+    replay = four_step_replay(alpha=0.5, eps=0.5)
+    assert np.array_equal(replay.tree.priorities[:4], [1.0] * 4)   # new rows: max priority 1 ** alpha
+    replay.update_priorities(np.arange(4), np.array([0.5, -1.5, 2.5, 3.5]))   # |error|
+    p = np.sqrt([1.0, 2.0, 3.0, 4.0])
+    assert replay.tree.priorities[:4] == pytest.approx(p, rel=1e-12)
+    assert replay.max_priority == 4.0     # before the exponent
+    sample = replay.sample(64, rng, beta=0.4)
+    probability = p / p.sum()
+    raw = (4 * probability[sample.leaf]) ** -0.4
+    assert sample.weights == pytest.approx(raw / raw.max(), rel=1e-12)
+    assert sample.weights.max() == 1.0 and set(sample.leaf) == {0, 1, 2, 3}
+    # a new row enters with the largest priority so far: 4 ** 0.5
+    replay.add(np.array([[9.0]]), np.array([0]), np.array([1.0]), np.array([0.0]), np.array([[0.5, 0.5]]),
+               np.array([[9.0]]), np.array([False]), np.array([False]))
+    assert replay.tree.priorities[4] == pytest.approx(2.0)
+    # beta = 0: no correction at all
+    assert np.array_equal(replay.sample(16, rng, beta=0.0).weights, np.ones(16))
+
+
+# == the agent's update ============================================================================================
+def small_agent(num_envs: int = 2, **overrides) -> MuZero:
+    settings = dict(num_simulations=3, state_dim=4, value_support=3, reward_support=1, unroll_steps=2, td_steps=2,
+                    batch_size=8, warmup_steps=0, replay_capacity=400, value_target="search", discount=0.9,
+                    priority_alpha=0.5, priority_eps=0.01, priority_beta=0.4, priority_beta_steps=1000)
+    settings.update(overrides)
+    spec = EnvSpec(gym.spaces.Box(-1.0, 1.0, (3,), np.float32), gym.spaces.Discrete(2), num_envs=num_envs)
+    return MuZero(MuZeroConfig(**settings), spec, ModelConfig(hidden=[8]), np.random.default_rng(0))
+
+
+def fill_agent(agent: MuZero, steps: int = 30, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    E = agent.replay.num_envs
+    for t in range(steps):
+        done = np.array([t % 11 == 10] + [False] * (E - 1))
+        agent.replay.add(rng.standard_normal((E, 3)).astype(np.float32), rng.integers(0, 2, E), rng.uniform(0, 1, E),
+                         rng.uniform(-2, 2, E), rng.dirichlet(np.ones(2), E), rng.standard_normal((E, 3)),
+                         done, np.zeros(E, bool))
+
+
+def planned_sample(agent: MuZero):
+    """The sample and targets the agent's next update will draw (from a copy of its generator)."""
+    rng = copy.deepcopy(agent.rng)
+    sample = agent.replay.sample(agent.config.batch_size, rng, agent._beta())
+    window = agent.replay.window(sample.env, sample.start, agent.window)
+    c = agent.config
+    return sample, make_targets(window, c.unroll_steps, c.td_steps, c.discount, rng), window
+
+
+def test_update_sets_priorities_to_the_value_error(monkeypatch):
+    """After one update the drawn rows' priorities are (|v_0 - z_0| + eps)^alpha, with v_0 the
+    network's value before the step and z_0 the n-step target; rows whose z_0 is unknown keep theirs.
+    The loss gets the sample's importance weights."""
+    agent = small_agent()
+    fill_agent(agent)
+    leaves = np.flatnonzero(agent.replay.tree.priorities)
+    agent.replay.update_priorities(leaves, np.random.default_rng(3).uniform(0, 4, len(leaves)))
+    agent.env_steps = 500      # beta halfway: 0.4 + 0.6 * 0.5
+    assert agent._beta() == pytest.approx(0.7)
+    sample, targets, window = planned_sample(agent)
+    v0 = agent.net.initial_inference(window.obs[:, 0])[2].astype(np.float64)
+    before = agent.replay.tree.priorities.copy()
+    seen = {}
+
+    def spy(net, batch, **kw):
+        seen["batch"] = batch
+        return unrolled_loss(net, batch, **kw)
+
+    monkeypatch.setattr(muzero_agent, "unrolled_loss", spy)
+    agent.train_step()
+    assert np.array_equal(seen["batch"].weights, sample.weights) and seen["batch"].weights.min() < 1.0
+    known = targets.value_mask[:, 0] > 0
+    expected = (np.abs(v0 - targets.target_value[:, 0]) + 0.01) ** 0.5
+    after = agent.replay.tree.priorities
+    assert after[sample.leaf[known]] == pytest.approx(expected[known], abs=2e-4)   # v_0: float32 net
+    untouched = np.setdiff1d(np.arange(len(after)), sample.leaf[known])
+    assert np.array_equal(after[untouched], before[untouched])
+
+
+def test_update_without_prioritized_replay_uses_unit_weights(monkeypatch):
+    agent = small_agent(prioritized=False)
+    fill_agent(agent)
+    agent.replay.update_priorities(np.array([0]), np.array([100.0]))   # alpha 0: still uniform
+    seen = {}
+    monkeypatch.setattr(muzero_agent, "unrolled_loss", lambda net, batch, **kw: seen.setdefault(
+        "batch", batch) and unrolled_loss(net, batch, **kw))
+    agent.train_step()
+    assert np.array_equal(seen["batch"].weights, np.ones(8))
+
+
+def test_beta_schedule_boundaries():
+    agent = small_agent(priority_beta=0.4, priority_beta_steps=1000)
+    for steps, beta in [(0, 0.4), (250, 0.55), (999, 0.4 + 0.6 * 0.999), (1000, 1.0), (5000, 1.0)]:
+        agent.env_steps = steps
+        assert agent._beta() == pytest.approx(beta, rel=1e-12), steps
+
+
+def test_temperature_schedule_boundaries(monkeypatch):
+    """[[0, 1], [100, 0.5], [200, 0.25]] (given unsorted): T changes exactly at steps 100 and 200;
+    acting in training samples with it, evaluation plays greedily (T = 0)."""
+    agent = small_agent(temperature_schedule=[[200, 0.25], [0, 1.0], [100, 0.5]])
+    for steps, t in [(0, 1.0), (99, 1.0), (100, 0.5), (199, 0.5), (200, 0.25), (10**6, 0.25)]:
+        agent.env_steps = steps
+        assert agent.temperature() == t, steps
+    # before the first listed step, the first temperature applies
+    late = small_agent(temperature_schedule=[[50, 0.5], [100, 0.1]])
+    assert late.temperature() == 0.5
+    temperatures = []
+    monkeypatch.setattr(muzero_agent, "select_action",
+                        lambda visits, t, rng: temperatures.append(t) or select_action(visits, t, rng))
+    agent.env_steps = 150
+    agent.act(np.zeros((2, 3)), explore=True)
+    agent.act(np.zeros((2, 3)), explore=False)
+    assert temperatures == [0.5, 0.0]
+    for bad in ([], [[0, -1.0]], [["x", 1.0]], [[0]]):
+        with pytest.raises(ConfigError, match="temperature_schedule"):
+            small_agent(temperature_schedule=bad)
+
+
+def test_target_network_is_refreshed_every_interval():
+    """value_target: target -- the target network equals the online one right after every
+    ``target_update_interval``-th update (3 here), and only then."""
+    agent = small_agent(value_target="target", target_update_interval=3)
+    fill_agent(agent)
+    assert np.array_equal(agent.target.flat_params, agent.net.flat_params)   # a copy at the start
+    for update in range(1, 8):
+        agent.train_step()
+        same = np.array_equal(agent.target.flat_params, agent.net.flat_params)
+        assert same == (update % 3 == 0), update
+
+
+def test_target_network_values_are_the_bootstrap(monkeypatch):
+    """With a target network, z_0 bootstraps from its values, not from the stored search values."""
+    agent = small_agent(value_target="target")
+    fill_agent(agent)
+    agent.replay.values[...] = 1000.0    # would dominate every target if read
+    seen = {}
+    monkeypatch.setattr(muzero_agent, "unrolled_loss", lambda net, batch, **kw: seen.setdefault(
+        "batch", batch) and unrolled_loss(net, batch, **kw))
+    agent.train_step()
+    assert np.abs(seen["batch"].target_value).max() < 100
+
+
+def test_reanalyze_share_and_metric():
+    """reanalyze_fraction 0.5 of a batch of 8: four windows re-searched at their read rows."""
+    agent = small_agent(reanalyze_fraction=0.5)
+    fill_agent(agent)
+    before = agent.replay.values.copy()
+    metrics = agent.train_step()
+    changed = int((agent.replay.values != before).sum())
+    assert metrics["train/reanalyzed_rows"] == changed and 4 <= changed <= 4 * 5
+    plain = small_agent()
+    fill_agent(plain)
+    assert "train/reanalyzed_rows" not in plain.train_step()
+
+
+# == Gumbel MuZero's interior selection and rescaling ============================================================
+def test_gumbel_interior_scores_by_hand():
+    """Interior score pi'(a) - N(a) / (1 + sum_b N(b)), pi' = softmax(logits + sigma(q_hat)).
+
+    node 1: prior (0.5, 0.3, 0.2), visits (3, 1, 1), equal Qs -> sigma = 0:
+            (0.5 - 3/6, 0.3 - 1/6, 0.2 - 1/6) = (0, 0.1333, 0.0333)
+    node 2: same prior, visits (1, 0, 0), Q(a0) = 2, network value 1: the unvisited actions are
+            completed with (1 + 1 * 2) / 2 = 1.5, rescaled Qs (1, 0, 0), sigma = (50 + 1) 0.1 (1, 0, 0);
+            pi' = (0.5 e^5.1, 0.3, 0.2) / sum, minus (1/2, 0, 0)."""
+    search = MCTS(SearchConfig(num_simulations=4, gumbel=True), 3)
+    search._allocate(1, (1,), np.dtype(np.float64))
+    prior = np.array([0.5, 0.3, 0.2])
+    search.prior[0, :3] = prior
+    search.logits[0, :3] = np.log(prior)
+    search.raw_value[0, :3] = [0.0, 0.0, 1.0]
+    visits = np.array([[[0.0, 0, 0], [3, 1, 1], [1, 0, 0]]])
+    q = np.array([[[0.0, 0, 0], [0.7, 0.7, 0.7], [2.0, 0, 0]]])
+    scores = gumbel_scores(search, 3, visits, q)
+    assert scores[0, 1] == pytest.approx([0.0, 0.3 - 1 / 6, 0.2 - 1 / 6], abs=1e-12)
+    improved = np.array([0.5 * math.exp(5.1), 0.3, 0.2])
+    improved /= improved.sum()
+    assert scores[0, 2] == pytest.approx(improved - [0.5, 0.0, 0.0], abs=1e-12)
+
+
+def test_completed_q_small_spread_is_not_stretched():
+    """Qs that differ by less than 1e-8 are rescaled by 1e-8, not by their own spread: (0, 1e-9,
+    5e-10) -> (0, 0.1, 0.05), times (50 + 1) 0.1 -- noise-level differences stay small."""
+    sigma = completed_q_sigma(np.array([0.0, 1e-9, 5e-10]), np.ones(3), np.array(0.0), np.full(3, 1 / 3),
+                              SearchConfig())
+    assert sigma == pytest.approx(5.1 * np.array([0.0, 0.1, 0.05]), rel=1e-6)
+    # a spread above the floor is rescaled to [0, 1] exactly
+    sigma = completed_q_sigma(np.array([0.0, 2e-8, 1e-8]), np.ones(3), np.array(0.0), np.full(3, 1 / 3),
+                              SearchConfig())
+    assert sigma == pytest.approx(5.1 * np.array([0.0, 1.0, 0.5]), rel=1e-6)
