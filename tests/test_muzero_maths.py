@@ -14,14 +14,16 @@ import numpy as np
 import pytest
 import rlscratch.agents.muzero as muzero_agent
 from rlscratch.agents.muzero import MuZero, MuZeroConfig
+from test_muzero import TableModel  # tests/ is on sys.path (pytest prepend import mode)
 
 from rlscratch.agent import EnvSpec
 from rlscratch.config import ModelConfig
 from rlscratch.errors import ConfigError
 from rlscratch.muzero.loss import UnrollBatch, unrolled_loss
-from rlscratch.muzero.mcts import MCTS, SearchConfig, completed_q_sigma, gumbel_scores, select_action
+from rlscratch.muzero.mcts import MCTS, SearchConfig, completed_q_sigma, gumbel_scores, mixed_value, select_action
 from rlscratch.muzero.model import MuZeroNet
 from rlscratch.muzero.replay import GameReplay
+from rlscratch.muzero.support import expected_support, scalar_to_support, support_to_scalar
 from rlscratch.muzero.targets import make_targets
 
 
@@ -262,3 +264,73 @@ def test_completed_q_small_spread_is_not_stretched():
     sigma = completed_q_sigma(np.array([0.0, 2e-8, 1e-8]), np.ones(3), np.array(0.0), np.full(3, 1 / 3),
                               SearchConfig())
     assert sigma == pytest.approx(5.1 * np.array([0.0, 1.0, 0.5]), rel=1e-6)
+
+
+def test_gumbel_root_answer_by_hand():
+    """Two roots, three actions, two simulations (m = 2 considered), no Gumbel noise: the two
+    largest logits are visited once each; the third action's Q is completed with the ROOT's
+    network value and prior -- v_mix = (v + 2 (p0 q0 + p1 q1) / (p0 + p1)) / 3 -- and the policy is
+    softmax(logits + sigma). Root 0 prefers a0, a1; root 1 prefers a2, a1."""
+    roots = {0: ([0.5, 0.3, 0.2], 1.0), 1: ([0.1, 0.3, 0.6], -1.0)}
+    children = {1: 2.0, 2: 0.0, 3: -5.0, 4: -5.0, 5: 1.0, 6: 3.0}   # leaf values by node id (A * root + a + 1)
+
+    def table(node_id):
+        return 0.0, [1 / 3, 1 / 3, 1 / 3], children.get(node_id, 0.0)
+
+    model = TableModel(3, table, roots)
+    search = MCTS(SearchConfig(num_simulations=2, discount=1.0, gumbel=True, max_considered_actions=2), 3)
+    result = search.run(model, np.array([0.0, 1.0]), np.random.default_rng(0),
+                        explore=False)
+    assert result.visit_counts.tolist() == [[1, 1, 0], [0, 1, 1]]
+    for b, (prior, v, q) in enumerate([([0.5, 0.3, 0.2], 1.0, [2.0, 0.0]), ([0.1, 0.3, 0.6], -1.0, [1.0, 3.0])]):
+        prior = np.array(prior)
+        visited = [0, 1] if b == 0 else [1, 2]
+        v_mix = (v + 2 * (prior[visited] @ q) / prior[visited].sum()) / 3
+        completed = np.full(3, v_mix)
+        completed[visited] = q
+        rescaled = (completed - completed.min()) / (completed.max() - completed.min())
+        sigma = (50 + 1) * 0.1 * rescaled
+        improved = prior * np.exp(sigma)
+        assert result.policy[b] == pytest.approx(improved / improved.sum(), rel=1e-12), b
+        assert result.action[b] == visited[int(np.argmax(q))]
+    assert result.q_values[0, :2].tolist() == [2.0, 0.0] and result.q_values[1, 1:].tolist() == [1.0, 3.0]
+
+
+def test_gumbel_ties_go_to_the_tie_noise_of_the_root():
+    """Identical actions: the answer among the tied best is the one the root's own tie noise prefers."""
+    model_roots = {0: ([0.5, 0.5], 0.0)}
+    model = TableModel(2, lambda i: (0.0, [0.5, 0.5], 1.0), model_roots)
+    for seed in range(6):
+        search = MCTS(SearchConfig(num_simulations=4, gumbel=True), 2)
+        result = search.run(model, np.array([0.0]), np.random.default_rng(seed), explore=False)
+        assert result.visit_counts.tolist() == [[2, 2]]
+        assert result.action[0] == int(np.argmax(search.tie_noise[0, 0]))
+
+
+def test_gumbel_noise_scale():
+    """g = gumbel_scale * Gumbel(0, 1), a fresh draw per root and action, in training only."""
+    model = TableModel(3, lambda i: (0.0, [1 / 3] * 3, 0.0), {0: ([0.2, 0.3, 0.5], 0.0), 1: ([0.2, 0.3, 0.5], 0.0)})
+    search = MCTS(SearchConfig(num_simulations=1, gumbel=True, gumbel_scale=2.5), 3)
+    search.run(model, np.array([0.0, 1.0]), np.random.default_rng(7), explore=True)
+    rng = np.random.default_rng(7)
+    rng.random(search.tie_noise.shape)   # the search draws its tie-breaking offsets first
+    assert search.gumbel == pytest.approx(2.5 * rng.gumbel(size=(2, 3)), rel=1e-12)
+
+
+def test_mixed_value_rows_and_no_visits():
+    """Row by row over a batch; with nothing visited the mix is the network value itself."""
+    q = np.array([[1.0, 4.0, 0.0], [9.0, 9.0, 9.0]])
+    visits = np.array([[2.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    prior = np.array([[0.5, 0.25, 0.25], [0.2, 0.3, 0.5]])
+    mixed = mixed_value(np.array([0.3, -2.0]), q, visits, prior)
+    assert mixed == pytest.approx([(0.3 + 3 * (0.5 * 1 + 0.25 * 4) / 0.75) / 4, -2.0], rel=1e-12)
+
+
+def test_support_keeps_float32_and_any_eps():
+    probs = np.full((2, 5), 0.2, dtype=np.float32)
+    probs[1] = [0.0, 0.0, 0.0, 0.5, 0.5]
+    assert expected_support(probs, 2).dtype == np.float32
+    assert expected_support(probs, 2) == pytest.approx([0.0, 1.5], abs=1e-6)
+    x = np.array([-40.0, -1.0, 0.0, 2.5, 30.0])
+    for eps in (0.001, 0.05):
+        assert support_to_scalar(scalar_to_support(x, 10, eps=eps), 10, eps=eps) == pytest.approx(x, rel=1e-9)
