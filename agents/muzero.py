@@ -192,19 +192,19 @@ class MuZero(Agent):
 
     def train_step(self) -> dict[str, float]:
         c = self.config
-        sample = self.replay.sample(c.batch_size, self.rng, self._beta() if c.prioritized else 0.0)
+        # (without prioritization every priority is equal, and so is every importance weight: 1)
+        sample = self.replay.sample(c.batch_size, self.rng, self._beta())
         metrics = {}
-        if c.reanalyze_fraction > 0:
-            count = int(round(c.reanalyze_fraction * c.batch_size))
-            if count:
-                metrics["train/reanalyzed_rows"] = float(self.reanalyze(sample.env, sample.start, count))
+        count = int(round(c.reanalyze_fraction * c.batch_size))
+        if count:
+            metrics["train/reanalyzed_rows"] = float(self.reanalyze(sample.env, sample.start, count))
         window = self.replay.window(sample.env, sample.start, self.window)
         values = None
         if self.target is not None:
             obs = window.obs.reshape(-1, *window.obs.shape[2:])
             values = self.target.initial_inference(obs)[2].reshape(window.status.shape)
         batch = make_targets(window, c.unroll_steps, c.td_steps, c.discount, self.rng, values)
-        batch.weights = sample.weights if c.prioritized else np.ones(c.batch_size)
+        batch.weights = sample.weights
 
         self.net.zero_grad()
         result = unrolled_loss(self.net, batch, value_coef=c.value_coef, state_grad_scale=c.state_grad_scale)

@@ -334,3 +334,65 @@ def test_support_keeps_float32_and_any_eps():
     x = np.array([-40.0, -1.0, 0.0, 2.5, 30.0])
     for eps in (0.001, 0.05):
         assert support_to_scalar(scalar_to_support(x, 10, eps=eps), 10, eps=eps) == pytest.approx(x, rel=1e-9)
+
+
+# == reanalyze and the replay's own bookkeeping ================================================================
+@pytest.mark.parametrize("value_target", ["search", "target"])
+def test_reanalyze_searches_exactly_the_read_rows_without_noise(value_target):
+    """The rows re-searched are the replay's ``reanalyze_rows`` for the agent's K and n -- with the
+    bootstrap rows only when the targets read stored values -- and their new values are those of a
+    noise-free search with the current network."""
+    agent = small_agent(value_target=value_target, num_simulations=4)
+    fill_agent(agent)
+    env, start = np.array([0, 0, 1, 1]), np.array([2, 13, 5, 20])
+    rng = copy.deepcopy(agent.rng)
+    envs, slots = agent.replay.reanalyze_rows(env, start, 3, 2, 2, rng, stored_values=value_target == "search")
+    with_bootstrap = agent.replay.reanalyze_rows(env, start, 3, 2, 2, copy.deepcopy(agent.rng), stored_values=True)
+    assert (len(envs) < len(with_bootstrap[0])) == (value_target == "target")
+    before = agent.replay.values.copy()
+    assert agent.reanalyze(env, start, 3) == len(envs)
+    changed = np.argwhere(agent.replay.values != before)
+    assert sorted(map(tuple, changed)) == sorted(zip(envs.tolist(), slots.tolist()))
+    fresh = MCTS(agent.search_config, 2).run(agent.net, agent.replay.obs[envs, slots], np.random.default_rng(5),
+                                             explore=False)
+    assert agent.replay.values[envs, slots] == pytest.approx(fresh.root_value, abs=1e-5)
+
+
+def test_reanalyze_counts_single_and_no_rows():
+    """A window whose episode ends right after its first row reads one row; count 0 reads none."""
+    agent = small_agent(value_target="target")
+    fill_agent(agent)            # env 0's first episode: rows 0-10 are steps, row 11 its final row
+    assert agent.replay.kind[0, 11] != 0 and agent.replay.kind[0, 10] == 0
+    before = agent.replay.values.copy()
+    assert agent.reanalyze(np.array([0]), np.array([10]), 1) == 1
+    assert np.argwhere(agent.replay.values != before).tolist() == [[0, 10]]
+    assert agent.reanalyze(np.array([0]), np.array([10]), 0) == 0
+
+
+def test_refresh_keeps_the_final_rows_policy():
+    replay = GameReplay(20, 1, (1,), 2)
+    replay.add(np.zeros((1, 1)), np.array([1]), np.array([1.0]), np.array([0.5]), np.array([[0.2, 0.8]]),
+               np.ones((1, 1)), np.array([False]), np.array([True]), np.array([3.0]))
+    assert replay.kind[0, :2].tolist() == [0, 2]
+    replay.refresh(np.array([0, 0]), np.array([0, 1]), np.array([7.0, 9.0]), np.array([[0.6, 0.4], [0.5, 0.5]]))
+    assert replay.values[0, :2].tolist() == [7.0, 9.0]
+    assert replay.policies[0, 0] == pytest.approx([0.6, 0.4]) and replay.policies[0, 1].tolist() == [0.0, 0.0]
+
+
+def test_replay_checkpoint_round_trip_and_mismatch():
+    replay = four_step_replay(alpha=0.5, eps=0.5)
+    replay.update_priorities(np.arange(4), np.array([0.5, 1.5, 2.5, 3.5]))
+    state = replay.state_dict()
+    other = GameReplay(10, 1, (1,), 2, alpha=0.5, eps=0.5)
+    other.load_state_dict(state)
+    for name in ("obs", "actions", "rewards", "values", "policies", "kind", "head"):
+        assert np.array_equal(getattr(other, name), getattr(replay, name)), name
+    assert np.array_equal(other.tree.priorities, replay.tree.priorities) and other.max_priority == 4.0
+    assert other.tree.total == pytest.approx(replay.tree.total)
+    state["obs"] = state["obs"][:, :3]
+    with pytest.raises(ValueError, match="replay 'obs': saved float32\\[1, 3, 1\\], expected float32\\[1, 10, 1\\]"):
+        GameReplay(10, 1, (1,), 2).load_state_dict(state)
+    # the saved state is a copy: writing on after saving does not change it
+    saved = replay.state_dict()
+    replay.refresh(np.array([0]), np.array([0]), np.array([42.0]), np.array([[1.0, 0.0]]))
+    assert saved["values"][0, 0] == 0.0
