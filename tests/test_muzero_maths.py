@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import rlscratch.agents.muzero as muzero_agent
 from rlscratch.agents.muzero import MuZero, MuZeroConfig
-from test_muzero import TableModel  # tests/ is on sys.path (pytest prepend import mode)
+from test_muzero import TableModel, random_table  # tests/ is on sys.path (pytest prepend import mode)
 
+import rlscratch.muzero.mcts as mcts_module
 from rlscratch.agent import EnvSpec
 from rlscratch.config import ModelConfig
 from rlscratch.errors import ConfigError
@@ -396,3 +397,110 @@ def test_replay_checkpoint_round_trip_and_mismatch():
     saved = replay.state_dict()
     replay.refresh(np.array([0]), np.array([0]), np.array([42.0]), np.array([[1.0, 0.0]]))
     assert saved["values"][0, 0] == 0.0
+
+
+def test_priorities_are_computed_in_float64():
+    """A float32 error (the network's precision) still gets eps added in float64."""
+    replay = four_step_replay(alpha=1.0, eps=1e-9)
+    replay.update_priorities(np.array([2]), np.array([1.0], dtype=np.float32))
+    assert replay.tree.priorities[2] == 1.0 + 1e-9
+
+
+def gumbel_root_search(batch: int = 2) -> MCTS:
+    """A Gumbel search's arrays filled by hand (no model): root logits with different maxima per
+    root, interior node 1 with other values, so a slip between node 0 and node 1 shows."""
+    search = MCTS(SearchConfig(num_simulations=4, gumbel=True), 3)
+    search._allocate(batch, (1,), np.dtype(np.float64))
+    search.logits[:, 0] = [[1.0, 2.0, 0.5], [-1.0, 0.0, 3.0]][:batch]
+    search.prior[:, 0] = np.exp(search.logits[:, 0]) / np.exp(search.logits[:, 0]).sum(axis=1, keepdims=True)
+    search.logits[:, 1] = 7.0
+    search.prior[:, 1] = [0.1, 0.1, 0.8]
+    search.raw_value[:, 0] = [-4.0, 2.0][:batch]
+    search.raw_value[:, 1] = 50.0
+    search.gumbel[...] = [[0.3, -0.2, 0.1], [0.0, 0.5, -1.0]][:batch]
+    return search
+
+
+def test_gumbel_root_scores_by_hand():
+    """g + (logits - max logits) + sigma(q_hat) for the actions with the considered visit count,
+    sigma from the ROOT's value and prior (completing unvisited actions), -inf for the others."""
+    search = gumbel_root_search()
+    visits = np.array([[1.0, 1.0, 0.0], [2.0, 1.0, 1.0]])
+    q = np.array([[0.5, -1.0, 0.0], [1.0, 0.2, 0.4]])
+    scores = mcts_module.gumbel_root_scores(search, visits, q, np.array([[1.0], [1.0]]))
+    # root 0: v_mix = (-4 + 2 (p0 0.5 + p1 (-1)) / (p0 + p1)) / 3 completes a2
+    p = search.prior[0, 0]
+    v_mix = (-4.0 + 2 * (p[0] * 0.5 - p[1]) / (p[0] + p[1])) / 3
+    completed = np.array([0.5, -1.0, v_mix])
+    sigma = (50 + 1) * 0.1 * (completed - completed.min()) / (completed.max() - completed.min())
+    expected = np.array([0.3, -0.2, 0.1]) + np.array([1.0, 2.0, 0.5]) - 2.0 + sigma
+    assert scores[0, :2] == pytest.approx(expected[:2], rel=1e-12) and scores[0, 2] == -np.inf
+    # root 1: everything visited; only a1, a2 have the considered count 1
+    sigma = (50 + 2) * 0.1 * (np.array([1.0, 0.2, 0.4]) - 0.2) / 0.8
+    expected = np.array([0.0, 0.5, -1.0]) + np.array([-1.0, 0.0, 3.0]) - 3.0 + sigma
+    assert scores[1, 0] == -np.inf and scores[1, 1:] == pytest.approx(expected[1:], rel=1e-12)
+
+
+def test_gumbel_answer_is_the_best_of_each_roots_most_visited():
+    """Root 0's most visited actions are a0 (2 visits) and a1 (2); root 1's only a1 (3). Root 0's
+    a2 (unvisited, best logits) and root 1's a0 must not win though their scores are higher."""
+    search = gumbel_root_search()
+    search.logits[:, 0] = [[0.0, 0.0, 9.0], [9.0, 0.0, 0.0]]
+    search.gumbel[...] = [[0.0, 0.1, 0.0], [0.0, 0.0, 0.0]]
+    visits = np.array([[2.0, 2.0, 0.0], [1.0, 3.0, 0.0]])
+    q = np.array([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    result = mcts_module.gumbel_answer(search, visits, q, np.zeros(2))
+    assert result.action.tolist() == [1, 1]
+
+
+def test_gumbel_halving_index_stays_in_the_schedule():
+    """The schedule has num_simulations + 1 entries (the last, 0, is read only after the final
+    simulation): every simulation of a search reads its own entry."""
+    search = MCTS(SearchConfig(num_simulations=8, gumbel=True, max_considered_actions=4), 4)
+    assert search.considered_visits.tolist() == [0, 0, 0, 0, 1, 1, 2, 2, 0]
+
+
+# == pUCT's root noise and answer; action selection ==================================================
+def test_dirichlet_noise_per_root_and_none_without_a_fraction():
+    model = TableModel(3, lambda i: (0.0, [1 / 3] * 3, 0.0), {0: ([0.2, 0.3, 0.5], 0.0)})
+    search = MCTS(SearchConfig(num_simulations=3), 3)
+    search.run(model, np.array([0.0, 0.0]), np.random.default_rng(0), explore=True)
+    assert not np.allclose(search.prior[0, 0], search.prior[1, 0])      # a draw of its own per root
+    # exploration_fraction 0: training's search is evaluation's, random draws included
+    quiet = MCTS(SearchConfig(num_simulations=3, exploration_fraction=0.0), 3)
+    quiet.run(model, np.array([0.0, 0.0]), np.random.default_rng(0), explore=True)
+    noise = quiet.tie_noise.copy()
+    quiet.run(model, np.array([0.0, 0.0]), np.random.default_rng(0), explore=False)
+    assert np.array_equal(noise, quiet.tie_noise) and np.allclose(quiet.prior[:, 0], [0.2, 0.3, 0.5])
+
+
+def test_puct_policy_is_each_roots_visit_distribution():
+    model = TableModel(2, random_table(2, seed=4), {0: ([0.9, 0.1], 0.0), 1: ([0.5, 0.5], 1.0)})
+    result = MCTS(SearchConfig(num_simulations=6), 2).run(model, np.array([0.0, 1.0]), np.random.default_rng(0),
+                                                         explore=False)
+    assert result.policy == pytest.approx(result.visit_counts / 6.0, rel=1e-12)
+
+
+def test_select_action_by_hand(rng):
+    """T = 0: the most visited, even by one visit; T = 0.5: P ~ N^2, (1, 3) -> (0.1, 0.9); each
+    row draws on its own."""
+    counts = np.array([[5.0, 4.0, 0.0], [0.0, 0.0, 5.0]])
+    for _ in range(200):
+        assert select_action(counts, 0.0, rng).tolist() == [0, 2]
+    samples = np.array([select_action(np.array([[1.0, 3.0], [1.0, 3.0]]), 0.5, rng) for _ in range(4000)])
+    assert np.mean(samples == 1) == pytest.approx(0.9, abs=0.015)
+    assert (samples[:, 0] != samples[:, 1]).mean() == pytest.approx(2 * 0.9 * 0.1, abs=0.03)   # independent
+    assert (np.array([select_action(counts, 1.0, rng) for _ in range(200)])[:, 1] == 2).all()
+
+
+def test_make_targets_needs_a_long_enough_window():
+    replay = GameReplay(50, 1, (1,), 2)
+    replay.add(np.zeros((1, 1)), np.array([0]), np.array([1.0]), np.array([0.0]), np.array([[0.5, 0.5]]),
+               np.zeros((1, 1)), np.array([False]), np.array([False]))
+    for length, ok in [(5, False), (6, True)]:     # K = 2, n = 3: K + n + 1 = 6 rows
+        window = replay.window(np.array([0]), np.array([0]), length)
+        if ok:
+            make_targets(window, 2, 3, 0.9, np.random.default_rng(0))
+        else:
+            with pytest.raises(ValueError, match="a window of 5 rows cannot give 2 unroll steps with 3-step targets"):
+                make_targets(window, 2, 3, 0.9, np.random.default_rng(0))
