@@ -504,3 +504,33 @@ def test_make_targets_needs_a_long_enough_window():
         else:
             with pytest.raises(ValueError, match="a window of 5 rows cannot give 2 unroll steps with 3-step targets"):
                 make_targets(window, 2, 3, 0.9, np.random.default_rng(0))
+
+
+def test_targets_past_an_episode_end():
+    """Actions past a termination are random legal actions (each drawn on its own), and make_targets
+    leaves the importance weights at 1."""
+    replay = GameReplay(400, 1, (1,), 3)
+    for _ in range(60):   # one-step episodes: every window's rows 1.. lie past a termination
+        replay.add(np.zeros((1, 1)), np.array([0]), np.array([1.0]), np.array([0.0]), np.full((1, 3), 1 / 3),
+                   np.zeros((1, 1)), np.array([True]), np.array([False]))
+    starts = np.arange(0, 100, 2)
+    window = replay.window(np.zeros(50, int), starts, 6)
+    b = make_targets(window, 4, 1, 0.9, np.random.default_rng(0))
+    assert (b.actions[:, 0] == 0).all()
+    past = b.actions[:, 1:]
+    assert set(past.ravel().tolist()) == {0, 1, 2}
+    assert len({tuple(row) for row in past.tolist()}) > 15    # of 27 combinations
+    assert np.array_equal(b.weights, np.ones(50))
+    assert b.reward_mask[:, 1:].all() and b.target_reward[:, 2:].sum() == 0    # absorbing: reward 0, trained
+
+
+def test_reanalyze_rows_of_the_whole_batch_cover_every_window(rng):
+    """count = batch size: every window, each once (a draw without replacement)."""
+    replay = GameReplay(4 * 30, 4, (1,), 2)
+    for _ in range(30):
+        replay.add(np.zeros((4, 1)), np.zeros(4, int), np.ones(4), np.zeros(4), np.full((4, 2), 0.5), np.zeros((4, 1)),
+                   np.zeros(4, bool), np.zeros(4, bool))
+    env, start = np.array([0, 1, 2, 3, 0, 2]), np.array([0, 5, 10, 15, 20, 25])
+    envs, slots = replay.reanalyze_rows(env, start, 6, 1, 1, rng, stored_values=False)
+    assert sorted(zip(envs.tolist(), slots.tolist())) == sorted(
+        (e, s + k) for e, s in zip(env.tolist(), start.tolist()) for k in (0, 1))

@@ -160,7 +160,7 @@ class GameReplay:
 
     # -- reanalyze ---------------------------------------------------------------------------------------
     def reanalyze_rows(self, env: np.ndarray, start: np.ndarray, count: int, unroll_steps: int, td_steps: int,
-                       rng: np.random.Generator, stored_values: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                       rng: np.random.Generator, *, stored_values: bool) -> tuple[np.ndarray, np.ndarray]:
         """The rows to re-search for ``count`` of the sampled windows (env, start), chosen at random:
         the distinct (env, slot) pairs of their ``rows_read``. ``stored_values``: the value targets
         bootstrap from the stored search values (else from a target network: only policies are read)."""

@@ -37,13 +37,13 @@ def make_targets(window: Window, unroll_steps: int, td_steps: int, discount: flo
         raise ValueError(f"a window of {W} rows cannot give {K} unroll steps with {n}-step targets")
     step = status == W_STEP
     final = status == W_FINAL
-    values = window.values if values is None else np.asarray(values, dtype=np.float64)
+    values = window.values if values is None else values
     # the value of each row as a bootstrap: a terminated episode's final row is worth 0
     bootstrap = np.where(step | (final & ~terminated[:, None]), values, 0.0)
 
     # n-step returns over the transitions j = 0..W-2 (time-major for rlscratch.returns)
     next_status = status[:, 1:]
-    rewards = np.where(step[:, :-1], window.rewards[:, :-1], 0.0)
+    rewards = window.rewards[:, :-1]   # (a sum stops at its episode's end: rows past it are never added)
     ends_terminated = (next_status == W_FINAL) & terminated[:, None]
     ends_truncated = (next_status == W_FINAL) & ~terminated[:, None]
     # a STEP row whose successor is not written yet has a reward but no next value: windows stop one
@@ -57,6 +57,7 @@ def make_targets(window: Window, unroll_steps: int, td_steps: int, discount: flo
     value_target = np.where(final[:, k], bootstrap[:, k], value_target)    # 0 if terminated
     absorbing = terminated[:, None] & (final | (status == W_BEYOND))[:, k]
     value_mask = (step[:, k] & ~last_written[:, k]) | final[:, k] | absorbing
+    value_target = np.where(value_mask, value_target, 0.0)   # unknown: 0, and not trained
 
     policy_mask = step[:, k]
     target_policy = np.where(policy_mask[..., None], window.policies[:, k], 0.0)
@@ -64,7 +65,7 @@ def make_targets(window: Window, unroll_steps: int, td_steps: int, discount: flo
     # reward u_k of the transition from row k-1 (column 0 unused)
     reward_target = np.zeros((B, K + 1))
     reward_target[:, 1:] = np.where(step[:, :K], window.rewards[:, :K], 0.0)
-    reward_mask = np.zeros((B, K + 1), dtype=bool)
+    reward_mask = np.zeros((B, K + 1))
     reward_mask[:, 1:] = step[:, :K] | absorbing[:, :K]
 
     random_actions = rng.integers(0, window.policies.shape[-1], (B, K))
@@ -72,4 +73,4 @@ def make_targets(window: Window, unroll_steps: int, td_steps: int, discount: flo
     return UnrollBatch(obs=window.obs[:, 0], actions=actions, target_policy=target_policy,
                        policy_mask=policy_mask.astype(np.float64), target_value=value_target,
                        value_mask=value_mask.astype(np.float64), target_reward=reward_target,
-                       reward_mask=reward_mask.astype(np.float64), weights=np.ones(B))
+                       reward_mask=reward_mask, weights=np.ones(B))
