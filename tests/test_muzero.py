@@ -535,7 +535,7 @@ def test_replay_sampling_priorities_and_ring(rng):
                    np.full((2, 1), -1.0), np.array([t == 8, False]), np.zeros(2, bool))
     # 6 slots per env: env 0 wrote 10 rows (its last is the final row), env 1 wrote 9
     assert replay.head.tolist() == [10, 9] and len(replay) == 12
-    sample = replay.sample(2000, rng)
+    sample = replay.sample(2000, rng, beta=0.4)
     rows = replay.kind[sample.env, sample.start % replay.per_env]
     assert (rows == 0).all()                                       # final rows are never drawn
     assert (sample.start >= replay.head[sample.env] - replay.per_env).all()   # nor overwritten ones
@@ -614,7 +614,7 @@ def test_reanalyze_picks_a_random_subset_balanced_over_envs(rng):
                    np.zeros((8, 1)), np.zeros(8, bool), np.zeros(8, bool))
     counts = np.zeros(8)
     for _ in range(200):
-        sample = replay.sample(128, rng)
+        sample = replay.sample(128, rng, beta=1.0)
         assert (np.diff(sample.env) >= 0).all()    # ordered by env: the trap the old code fell into
         envs, slots = replay.reanalyze_rows(sample.env, sample.start, 32, 1, 1, rng, stored_values=False)
         counts += np.bincount(envs, minlength=8)

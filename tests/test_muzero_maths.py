@@ -21,7 +21,15 @@ from rlscratch.agent import EnvSpec
 from rlscratch.config import ModelConfig
 from rlscratch.errors import ConfigError
 from rlscratch.muzero.loss import UnrollBatch, unrolled_loss
-from rlscratch.muzero.mcts import MCTS, SearchConfig, completed_q_sigma, gumbel_scores, mixed_value, select_action
+from rlscratch.muzero.mcts import (
+    MCTS,
+    SearchConfig,
+    completed_q_sigma,
+    gumbel_scores,
+    mixed_value,
+    select_action,
+    sequence_of_considered_visits,
+)
 from rlscratch.muzero.model import MuZeroNet
 from rlscratch.muzero.replay import GameReplay
 from rlscratch.muzero.support import expected_support, scalar_to_support, support_to_scalar
@@ -534,3 +542,115 @@ def test_reanalyze_rows_of_the_whole_batch_cover_every_window(rng):
     envs, slots = replay.reanalyze_rows(env, start, 6, 1, 1, rng, stored_values=False)
     assert sorted(zip(envs.tolist(), slots.tolist())) == sorted(
         (e, s + k) for e, s in zip(env.tolist(), start.tolist()) for k in (0, 1))
+
+
+# == Gumbel MuZero against a plain reference ===============================================================
+def reference_gumbel_search(model, obs, simulations: int, discount: float, considered: int, gumbel: np.ndarray,
+                            tie: np.ndarray):
+    """Gumbel MuZero written the plain way for one root -- one dict per node, numbered in creation
+    order -- with the search's Gumbel noise and tie-breaking offsets (``tie[node, action]``) handed in:
+    the root's sequential halving on g + logits + sigma, the interior rule pi' - N / (1 + sum N),
+    sigma from ``completed_q_sigma`` (hand-checked on its own)."""
+    config = SearchConfig()
+    state, logits, value = model.initial_inference(obs)
+    A = model.A
+
+    def node(state, logits, reward, value):
+        logits = np.asarray(logits, dtype=np.float64)
+        return {"state": state, "logits": logits, "prior": np.exp(logits) / np.exp(logits).sum(), "reward": reward,
+                "raw": value, "visits": 0, "value_sum": 0.0, "children": {}}
+
+    nodes = [node(state, logits[0], 0.0, float(value[0]))]
+    root = nodes[0]
+    root["visits"], root["value_sum"] = 1, float(value[0])
+
+    def stats(n):
+        visits = np.array([n["children"][a]["visits"] if a in n["children"] else 0 for a in range(A)], dtype=float)
+        mean = n["value_sum"] / n["visits"]
+        q = np.array([n["children"][a]["reward"] + discount * n["children"][a]["value_sum"] / n["children"][a]["visits"]
+                      if a in n["children"] else mean for a in range(A)])
+        return visits, q, completed_q_sigma(q, visits, np.array(n["raw"]), n["prior"], config)
+
+    schedule = sequence_of_considered_visits(min(considered, A), simulations)
+    for i in range(simulations):
+        current, path = root, [root]
+        while True:
+            visits, q, sigma = stats(current)
+            index = nodes.index(current)
+            if current is root:
+                score = gumbel + current["logits"] - current["logits"].max() + sigma
+                score = np.where(visits == schedule[i], score, -np.inf)
+            else:
+                improved = np.exp(current["logits"] + sigma)
+                score = improved / improved.sum() - visits / (1 + visits.sum())
+            action = int(np.argmax(score + tie[index]))
+            if action not in current["children"]:
+                break
+            current = current["children"][action]
+            path.append(current)
+        next_state, reward, child_logits, child_value = model.recurrent_inference(current["state"], np.array([action]))
+        leaf = node(next_state, child_logits[0], float(reward[0]), float(child_value[0]))
+        nodes.append(leaf)
+        current["children"][action] = leaf
+        path.append(leaf)
+        g = float(child_value[0])
+        for n in reversed(path):
+            n["value_sum"] += g
+            n["visits"] += 1
+            g = n["reward"] + discount * g
+    visits, q, sigma = stats(root)
+    best = np.where(visits == visits.max(), gumbel + root["logits"] - root["logits"].max() + sigma, -np.inf)
+    improved = np.exp(root["logits"] + sigma)
+    return visits, int(np.argmax(best + tie[0])), improved / improved.sum(), root["value_sum"] / root["visits"]
+
+
+@pytest.mark.parametrize("n_actions,considered", [(3, 16), (4, 3)])
+def test_batched_gumbel_matches_reference(n_actions, considered):
+    """Random trees, three roots, with Gumbel noise: visit counts, action, policy target and root
+    value of the batched search equal the plain reference's, root by root."""
+    roots = {i: (np.random.default_rng(300 + i).dirichlet(np.ones(n_actions)), 0.3 * i - 0.5) for i in range(3)}
+    model = TableModel(n_actions, random_table(n_actions, seed=13), roots)
+    search = MCTS(SearchConfig(num_simulations=14, discount=0.95, gumbel=True, max_considered_actions=considered),
+                  n_actions)
+    result = search.run(model, np.arange(3.0), np.random.default_rng(2), explore=True)
+    assert np.abs(search.gumbel).sum() > 0
+    for b in range(3):
+        visits, action, policy, value = reference_gumbel_search(model, np.array([float(b)]), 14, 0.95, considered,
+                                                                search.gumbel[b], search.tie_noise[b])
+        assert np.array_equal(result.visit_counts[b], visits), b
+        assert result.action[b] == action
+        assert result.policy[b] == pytest.approx(policy, rel=1e-9)
+        assert result.root_value[b] == pytest.approx(value, rel=1e-12)
+    assert int(search.depth.max()) >= 3    # the interior rule was exercised several levels down
+
+
+def test_search_arrays_follow_the_batch_and_the_model():
+    """Arrays are allocated for a batch on first use and reused while the batch, the state's shape
+    and its dtype stay; any change reallocates (a float32 network's states stay float32)."""
+    search = MCTS(SearchConfig(num_simulations=3), 2)
+    table = TableModel(2, random_table(2, seed=1), {0: ([0.5, 0.5], 0.0), 1: ([0.5, 0.5], 0.0)})
+    search.run(table, np.array([0.0, 1.0]), np.random.default_rng(0), explore=False)
+    arrays = search.visits
+    search.run(table, np.array([1.0, 0.0]), np.random.default_rng(0), explore=False)
+    assert search.visits is arrays and search.states.shape == (2, 5, 1) and search.states.dtype == np.float64
+    net = MuZeroNet(3, 2, np.random.default_rng(0), state_dim=4, hidden=[5], value_support=2, reward_support=1)
+    search.run(net, np.zeros((2, 3), np.float32), np.random.default_rng(0), explore=False)
+    assert search.states.shape == (2, 5, 4) and search.states.dtype == np.float32
+    wide = MuZeroNet(3, 2, np.random.default_rng(0), state_dim=4, hidden=[5], value_support=2, reward_support=1)
+    wide.astype(np.float64)
+    search.run(wide, np.zeros((2, 3)), np.random.default_rng(0), explore=False)
+    assert search.states.shape == (2, 5, 4) and search.states.dtype == np.float64
+    search.run(net, np.zeros((3, 3), np.float32), np.random.default_rng(0), explore=False)
+    assert search.states.shape == (3, 5, 4) and search.states.dtype == np.float32
+
+
+def test_reanalyze_rows_read_with_their_own_k_and_n(rng):
+    """K = 1, n = 3 (not interchangeable), values from the store: per window the policy rows t, t+1
+    and the bootstrap rows t+3, t+4."""
+    replay = GameReplay(2 * 40, 2, (1,), 2)
+    for _ in range(40):
+        replay.add(np.zeros((2, 1)), np.zeros(2, int), np.ones(2), np.zeros(2), np.full((2, 2), 0.5), np.zeros((2, 1)),
+                   np.zeros(2, bool), np.zeros(2, bool))
+    envs, slots = replay.reanalyze_rows(np.array([0, 1]), np.array([4, 20]), 2, 1, 3, rng, stored_values=True)
+    assert sorted(zip(envs.tolist(), slots.tolist())) == [(0, 4), (0, 5), (0, 7), (0, 8), (1, 20), (1, 21), (1, 23),
+                                                          (1, 24)]

@@ -125,7 +125,7 @@ class GameReplay:
         assert done.shape == (self.num_envs,)
 
     # -- sampling -------------------------------------------------------------------------------------
-    def sample(self, batch_size: int, rng: np.random.Generator, beta: float = 1.0) -> Sample:
+    def sample(self, batch_size: int, rng: np.random.Generator, beta: float) -> Sample:
         leaf = self.tree.sample(batch_size, rng)
         env, slot = np.divmod(leaf, self.per_env)
         head = self.head[env]
