@@ -654,3 +654,25 @@ def test_reanalyze_rows_read_with_their_own_k_and_n(rng):
     envs, slots = replay.reanalyze_rows(np.array([0, 1]), np.array([4, 20]), 2, 1, 3, rng, stored_values=True)
     assert sorted(zip(envs.tolist(), slots.tolist())) == [(0, 4), (0, 5), (0, 7), (0, 8), (1, 20), (1, 21), (1, 23),
                                                           (1, 24)]
+
+
+def test_puct_ties_go_to_the_tie_noise():
+    """A uniform prior and no values yet: every action scores the same, and each root's first
+    simulation takes the action its own tie-breaking offsets rank first."""
+    model = TableModel(4, lambda i: (0.0, [0.25] * 4, 0.0), {0: ([0.25] * 4, 0.0)})
+    for seed in range(4):
+        search = MCTS(SearchConfig(num_simulations=1), 4)
+        result = search.run(model, np.zeros(3), np.random.default_rng(seed), explore=False)
+        assert result.visit_counts.argmax(axis=1).tolist() == search.tie_noise[:, 0].argmax(axis=1).tolist()
+
+
+def test_root_prior_is_a_float64_softmax():
+    """A float32 network's root logits are turned into a prior in float64 (the prior's own dtype)."""
+    net = MuZeroNet(3, 2, np.random.default_rng(0), state_dim=4, hidden=[5], value_support=2, reward_support=1)
+    net.prediction.layers[-1].params["W"][...] = np.random.default_rng(1).standard_normal((2 + 5, 5))
+    obs = np.random.default_rng(2).standard_normal((2, 3)).astype(np.float32)
+    search = MCTS(SearchConfig(num_simulations=2), 2)
+    search.run(net, obs, np.random.default_rng(0), explore=False)
+    logits = net.initial_inference(obs)[1].astype(np.float64)
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    assert np.array_equal(search.prior[:, 0], expected / expected.sum(axis=1, keepdims=True))
