@@ -138,8 +138,13 @@ def test_update_sets_priorities_to_the_value_error(monkeypatch):
     The loss gets the sample's importance weights."""
     agent = small_agent()
     fill_agent(agent)
+    # heads away from zero, so v_0 is not 0 (|v_0 - z_0| must differ from |v_0 + z_0|)
+    agent.net.prediction.layers[-1].params["W"][...] = np.random.default_rng(4).standard_normal(
+        agent.net.prediction.layers[-1].params["W"].shape)
     leaves = np.flatnonzero(agent.replay.tree.priorities)
     agent.replay.update_priorities(leaves, np.random.default_rng(3).uniform(0, 4, len(leaves)))
+    # each env's last row has no successor yet (its z_0 is unknown): make sure the batch draws them
+    agent.replay.update_priorities(np.array([29, 200 + 29]), np.array([1e4, 1e4]))
     agent.env_steps = 500      # beta halfway: 0.4 + 0.6 * 0.5
     assert agent._beta() == pytest.approx(0.7)
     sample, targets, window = planned_sample(agent)
@@ -155,6 +160,8 @@ def test_update_sets_priorities_to_the_value_error(monkeypatch):
     agent.train_step()
     assert np.array_equal(seen["batch"].weights, sample.weights) and seen["batch"].weights.min() < 1.0
     known = targets.value_mask[:, 0] > 0
+    assert not known.all() and known.any()
+    assert np.abs(v0[known]).min() > 1e-3
     expected = (np.abs(v0 - targets.target_value[:, 0]) + 0.01) ** 0.5
     after = agent.replay.tree.priorities
     assert after[sample.leaf[known]] == pytest.approx(expected[known], abs=2e-4)   # v_0: float32 net
@@ -197,21 +204,29 @@ def test_temperature_schedule_boundaries(monkeypatch):
     agent.act(np.zeros((2, 3)), explore=True)
     agent.act(np.zeros((2, 3)), explore=False)
     assert temperatures == [0.5, 0.0]
-    for bad in ([], [[0, -1.0]], [["x", 1.0]], [[0]]):
-        with pytest.raises(ConfigError, match="temperature_schedule"):
+    for bad in ([], [[0, -1.0]]):
+        with pytest.raises(ConfigError, match=r"^agent\.temperature_schedule: needs at least one \[env_step, "
+                                              r"temperature >= 0\] pair$"):
             small_agent(temperature_schedule=bad)
+    for bad in ([["x", 1.0]], [[0]]):
+        with pytest.raises(ConfigError, match=r"^agent\.temperature_schedule: expected \[\[env_step, "
+                                              r"temperature\], \.\.\.\], got "):
+            small_agent(temperature_schedule=bad)
+    assert small_agent(temperature_schedule=[[0, 0.0]]).temperature() == 0.0    # greedy from the start: allowed
 
 
 def test_target_network_is_refreshed_every_interval():
     """value_target: target -- the target network equals the online one right after every
     ``target_update_interval``-th update (3 here), and only then."""
-    agent = small_agent(value_target="target", target_update_interval=3)
-    fill_agent(agent)
-    assert np.array_equal(agent.target.flat_params, agent.net.flat_params)   # a copy at the start
-    for update in range(1, 8):
-        agent.train_step()
-        same = np.array_equal(agent.target.flat_params, agent.net.flat_params)
-        assert same == (update % 3 == 0), update
+    for interval in (3, 4):
+        agent = small_agent(value_target="target", target_update_interval=interval)
+        fill_agent(agent)
+        assert np.array_equal(agent.target.flat_params, agent.net.flat_params)   # a copy at the start
+        for update in range(1, 10):
+            agent.train_step()
+            assert agent.updates == update
+            same = np.array_equal(agent.target.flat_params, agent.net.flat_params)
+            assert same == (update % interval == 0), (interval, update)
 
 
 def test_target_network_values_are_the_bootstrap(monkeypatch):
@@ -676,3 +691,39 @@ def test_root_prior_is_a_float64_softmax():
     logits = net.initial_inference(obs)[1].astype(np.float64)
     expected = np.exp(logits - logits.max(axis=1, keepdims=True))
     assert np.array_equal(search.prior[:, 0], expected / expected.sum(axis=1, keepdims=True))
+
+
+def test_update_passes_its_settings_and_reports_its_metrics(monkeypatch):
+    """The loss gets the configured value coefficient and state-gradient scale; the metrics are the
+    loss parts, the gradient norm before clipping, the mean z_0 and the learning rate."""
+    agent = small_agent(value_coef=0.7, state_grad_scale=0.3, max_grad_norm=0.0)
+    fill_agent(agent)
+    _, targets, _ = planned_sample(agent)
+    seen = {}
+
+    def spy(net, batch, **kw):
+        seen.update(kw)
+        seen["result"] = unrolled_loss(net, batch, **kw)
+        return seen["result"]
+
+    monkeypatch.setattr(muzero_agent, "unrolled_loss", spy)
+    metrics = agent.train_step()
+    assert seen["value_coef"] == 0.7 and seen["state_grad_scale"] == 0.3
+    result = seen["result"]
+    assert metrics == {"loss/total": result.loss, "loss/policy": result.policy_loss, "loss/value": result.value_loss,
+                       "loss/reward": result.reward_loss, "train/grad_norm": 0.0,
+                       "train/value_target": pytest.approx(targets.target_value[:, 0].mean(), rel=1e-12),
+                       "train/lr": agent.optimizer.lr}
+
+
+def test_update_clips_the_gradient_norm():
+    """max_grad_norm 0.5: the step uses the gradient scaled to norm 0.5 and reports the norm before."""
+    for limit in (0.5, 0.0):
+        agent = small_agent(max_grad_norm=limit)
+        fill_agent(agent)
+        metrics = agent.train_step()
+        norm = float(np.linalg.norm(agent.net.flat_grads))
+        if limit:
+            assert metrics["train/grad_norm"] > 0.5 and norm == pytest.approx(0.5, rel=1e-5)
+        else:
+            assert metrics["train/grad_norm"] == 0.0 and norm > 0.5
