@@ -91,12 +91,12 @@ def test_priorities_and_importance_weights_by_hand(rng):
     assert np.array_equal(replay.sample(16, rng, beta=0.0).weights, np.ones(16))
 
 
-def small_agent(num_envs: int = 2, **overrides) -> MuZero:
+def small_agent(num_envs: int = 2, n_actions: int = 2, **overrides) -> MuZero:
     settings = dict(num_simulations=3, state_dim=4, value_support=3, reward_support=1, unroll_steps=2, td_steps=2,
                     batch_size=8, warmup_steps=0, replay_capacity=400, value_target="search", discount=0.9,
                     priority_alpha=0.5, priority_eps=0.01, priority_beta=0.4, priority_beta_steps=1000)
     settings.update(overrides)
-    spec = EnvSpec(gym.spaces.Box(-1.0, 1.0, (3,), np.float32), gym.spaces.Discrete(2), num_envs=num_envs)
+    spec = EnvSpec(gym.spaces.Box(-1.0, 1.0, (3,), np.float32), gym.spaces.Discrete(n_actions), num_envs=num_envs)
     return MuZero(MuZeroConfig(**settings), spec, ModelConfig(hidden=[8]), np.random.default_rng(0))
 
 
@@ -105,8 +105,9 @@ def fill_agent(agent: MuZero, steps: int = 30, seed: int = 0) -> None:
     E = agent.replay.num_envs
     for t in range(steps):
         done = np.array([t % 11 == 10] + [False] * (E - 1))
-        agent.replay.add(rng.standard_normal((E, 3)).astype(np.float32), rng.integers(0, 2, E), rng.uniform(0, 1, E),
-                         rng.uniform(-2, 2, E), rng.dirichlet(np.ones(2), E), rng.standard_normal((E, 3)),
+        A = agent.n_actions
+        agent.replay.add(rng.standard_normal((E, 3)).astype(np.float32), rng.integers(0, A, E), rng.uniform(0, 1, E),
+                         rng.uniform(-2, 2, E), rng.dirichlet(np.ones(A), E), rng.standard_normal((E, 3)),
                          done, np.zeros(E, bool))
 
 
@@ -130,8 +131,9 @@ def test_update_sets_priorities_to_the_value_error(monkeypatch):
         agent.net.prediction.layers[-1].params["W"].shape)
     leaves = np.flatnonzero(agent.replay.tree.priorities)
     agent.replay.update_priorities(leaves, np.random.default_rng(3).uniform(0, 4, len(leaves)))
-    # each env's last row has no successor yet (its z_0 is unknown): make sure the batch draws them
-    agent.replay.update_priorities(np.array([29, 200 + 29]), np.array([1e4, 1e4]))
+    # each env's last row has no successor yet (its z_0 is unknown), and the row before it has z_0
+    # but no z_1: make sure the batch draws them
+    agent.replay.update_priorities(np.array([28, 29, 200 + 28, 200 + 29]), np.full(4, 200.0))
     agent.env_steps = 500      # beta halfway: 0.4 + 0.6 * 0.5
     assert agent._beta() == pytest.approx(0.7)
     sample, targets, window = planned_sample(agent)
@@ -147,7 +149,7 @@ def test_update_sets_priorities_to_the_value_error(monkeypatch):
     agent.train_step()
     assert np.array_equal(seen["batch"].weights, sample.weights) and seen["batch"].weights.min() < 1.0
     known = targets.value_mask[:, 0] > 0
-    assert not known.all() and known.any()
+    assert not known.all() and (known & (targets.value_mask[:, 1] == 0)).any()
     assert np.abs(v0[known]).min() > 1e-3
     expected = (np.abs(v0 - targets.target_value[:, 0]) + 0.01) ** 0.5
     after = agent.replay.tree.priorities
@@ -256,8 +258,10 @@ def test_reanalyze_searches_exactly_the_read_rows_without_noise(value_target):
     """The rows re-searched are the replay's ``reanalyze_rows`` for the agent's K and n -- with the
     bootstrap rows only when the targets read stored values -- and their new values are those of a
     noise-free search with the current network."""
-    agent = small_agent(value_target=value_target, num_simulations=4)
+    agent = small_agent(value_target=value_target, num_simulations=12, n_actions=4)
     fill_agent(agent)
+    for layer in (agent.net.prediction.layers[-1], agent.net.dynamics_net.layers[-1]):   # heads away from 0
+        layer.params["W"][...] = np.random.default_rng(6).standard_normal(layer.params["W"].shape)
     env, start = np.array([0, 0, 1, 1]), np.array([2, 13, 5, 20])
     rng = copy.deepcopy(agent.rng)
     envs, slots = agent.replay.reanalyze_rows(env, start, 3, 2, 2, rng, stored_values=value_target == "search")
@@ -267,9 +271,11 @@ def test_reanalyze_searches_exactly_the_read_rows_without_noise(value_target):
     assert agent.reanalyze(env, start, 3) == len(envs)
     changed = np.argwhere(agent.replay.values != before)
     assert sorted(map(tuple, changed)) == sorted(zip(envs.tolist(), slots.tolist()))
-    fresh = MCTS(agent.search_config, 2).run(agent.net, agent.replay.obs[envs, slots], np.random.default_rng(5),
+    fresh = MCTS(agent.search_config, 4).run(agent.net, agent.replay.obs[envs, slots], np.random.default_rng(5),
                                              explore=False)
     assert agent.replay.values[envs, slots] == pytest.approx(fresh.root_value, abs=1e-5)
+    step = agent.replay.kind[envs, slots] == 0
+    assert agent.replay.policies[envs, slots][step] == pytest.approx(fresh.policy[step], abs=1e-6)
 
 
 def test_reanalyze_counts_single_and_no_rows():
