@@ -197,7 +197,7 @@ class GameReplay:
         self.max_priority = float(state["max_priority"])
 
 
-def rows_read(window: Window, unroll_steps: int, td_steps: int, stored_values: bool = True) -> np.ndarray:
+def rows_read(window: Window, unroll_steps: int, td_steps: int, stored_values: bool) -> np.ndarray:
     """(B, W) mask of the rows whose stored search results ``make_targets`` reads (targets.py):
 
     * the policy rows: columns k = 0..K that are STEP rows;
@@ -217,10 +217,10 @@ def rows_read(window: Window, unroll_steps: int, td_steps: int, stored_values: b
         ends = (status == W_FINAL) | last_written
         ends[:, 0] = False
         end = np.where(ends.any(axis=1), ends.argmax(axis=1), W)
-        k = np.arange(K + 1)[None, :]
-        column = np.minimum(k + n, end[:, None])
-        rows = np.broadcast_to(np.arange(B)[:, None], column.shape)
-        valid = k < end[:, None]
+        # (for k >= e the column is e itself, which k = e - 1 reaches already)
+        column = np.minimum(np.arange(K + 1)[None, :] + n, end[:, None])
+        bootstrap = np.zeros((B, W), dtype=bool)
+        np.put_along_axis(bootstrap, column, True, axis=1)
         has_value = step | ((status == W_FINAL) & ~terminated[:, None])
-        read[rows[valid], column[valid]] |= has_value[rows[valid], column[valid]]
+        read |= bootstrap & has_value
     return read
