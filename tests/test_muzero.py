@@ -174,14 +174,14 @@ def test_state_gradient_is_halved_per_step(rng):
     grads = {}
     for c in (1.0, 0.5):
         net.zero_grad()
-        loss = unrolled_loss(net, batch, state_grad_scale=c).loss
+        loss = unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=c).loss
         grads[c] = (loss, net.flat_grads.copy())
     assert grads[1.0][0] == grads[0.5][0]
     assert not np.allclose(grads[1.0][1], grads[0.5][1])
     short = random_batch(rng, K=1)
     for c in (1.0, 0.5):
         net.zero_grad()
-        unrolled_loss(net, short, state_grad_scale=c)
+        unrolled_loss(net, short, value_coef=0.25, state_grad_scale=c)
         grads[c] = net.flat_grads.copy()
     assert np.array_equal(grads[1.0], grads[0.5])
 

@@ -324,3 +324,22 @@ def test_root_prior_is_a_float64_softmax():
     logits = net.initial_inference(obs)[1].astype(np.float64)
     expected = np.exp(logits - logits.max(axis=1, keepdims=True))
     assert np.array_equal(search.prior[:, 0], expected / expected.sum(axis=1, keepdims=True))
+
+
+def test_softmax_per_row_at_any_scale():
+    out = mcts_module.softmax(np.array([[0.0, 1000.0], [-1000.0, -999.0]]))
+    assert out == pytest.approx(np.array([[0.0, 1.0], [1 / (1 + math.e), math.e / (1 + math.e)]]), abs=1e-12)
+
+
+def test_exploration_coefficient_by_hand():
+    """sqrt(N) (c1 + log((N + c2 + 1) / c2)), with c2 = 2 so that the log term is large."""
+    search = MCTS(SearchConfig(num_simulations=3, pb_c_init=1.25, pb_c_base=2.0), 2)
+    expected = [math.sqrt(n) * (1.25 + math.log((n + 3) / 2)) for n in range(6)]
+    assert search.exploration_coef == pytest.approx(expected, rel=1e-12)
+
+
+def test_sequential_halving_schedule_for_16_actions():
+    """m = 16, n = 64, log2 m = 4: 16 x 1 visit, then 8 x 2 more, 4 x 4 more, 2 x 8 more."""
+    expected = [0] * 16 + [1] * 8 + [2] * 8 + [v for v in range(3, 7) for _ in range(4)] + \
+        [v for v in range(7, 15) for _ in range(2)]
+    assert sequence_of_considered_visits(16, 64) == expected

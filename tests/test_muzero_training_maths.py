@@ -50,7 +50,7 @@ def test_loss_weights_by_hand():
         target_value=rng.uniform(-3, 3, (2, 3)), value_mask=np.array([[1.0, 1, 1], [0, 1, 1]]),
         target_reward=rng.uniform(-1, 1, (2, 3)), reward_mask=np.array([[1.0, 1, 0], [1, 0, 1]]),
         weights=np.array([1.0, 0.5]))
-    result = unrolled_loss(net, batch, value_coef=0.25)
+    result = unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=0.5)
     log2, log3, log5 = math.log(2), math.log(3), math.log(5)
     assert result.policy_loss == pytest.approx(1.125 * log2, rel=1e-12)
     assert result.value_loss == pytest.approx(1.25 * log5, rel=1e-12)
@@ -58,7 +58,8 @@ def test_loss_weights_by_hand():
     assert result.loss == pytest.approx(1.125 * log2 + 0.3125 * log5 + 0.375 * log3, rel=1e-12)
     assert result.initial_value == pytest.approx([0.0, 0.0], abs=1e-12)
     # value_coef 0: the value term is gone from the loss and from the log
-    assert unrolled_loss(net, batch, value_coef=0.0).loss == pytest.approx(1.125 * log2 + 0.375 * log3, rel=1e-12)
+    no_value = unrolled_loss(net, batch, value_coef=0.0, state_grad_scale=0.5).loss
+    assert no_value == pytest.approx(1.125 * log2 + 0.375 * log3, rel=1e-12)
 
 
 def four_step_replay(alpha: float, eps: float) -> GameReplay:
@@ -414,3 +415,42 @@ def test_update_clips_the_gradient_norm():
             assert metrics["train/grad_norm"] > 0.5 and norm == pytest.approx(0.5, rel=1e-5)
         else:
             assert metrics["train/grad_norm"] == 0.0 and norm > 0.5
+
+
+def test_replay_rows_as_stored():
+    """What a vector step writes: float32 rows (uint8 kinds); a final row holds the next observation,
+    no action (0), no reward, and a value -- the given one for a truncation, 0 for a termination even
+    when values are handed in; priorities (|error| + 1e-6)^1 by default; at least 2 slots per env."""
+    replay = GameReplay(40, 3, (2,), 2)
+    assert (replay.rewards.dtype, replay.values.dtype, replay.policies.dtype, replay.kind.dtype) == (
+        np.float32, np.float32, np.float32, np.uint8)
+    replay.add(np.ones((3, 2)), np.array([1, 1, 1]), np.array([2.0, 3.0, 4.0]), np.array([5.0, 6.0, 7.0]),
+               np.full((3, 2), 0.5), np.array([[8.0, 8.5], [9.0, 9.5], [7.0, 7.5]]), np.array([True, False, False]),
+               np.array([False, True, False]), np.array([11.0, 12.0, 13.0]))
+    assert replay.head.tolist() == [2, 2, 1] and replay.kind[:2, 1].tolist() == [1, 2]
+    assert replay.obs[0, 1].tolist() == [8.0, 8.5] and replay.obs[1, 1].tolist() == [9.0, 9.5]
+    assert replay.values[:2, 1].tolist() == [0.0, 12.0]
+    assert replay.actions[:2, 1].tolist() == [0, 0] and replay.rewards[:2, 1].tolist() == [0.0, 0.0]
+    assert replay.policies[:2, 1].tolist() == [[0.0, 0.0], [0.0, 0.0]]
+    replay.update_priorities(np.array([0]), np.array([-3.0]))
+    assert replay.tree.priorities[0] == 3.0 + 1e-6
+    assert GameReplay(2, 4, (1,), 2).per_env == 2
+
+
+def test_window_with_the_termination_in_its_last_column():
+    replay = GameReplay(20, 1, (1,), 2)
+    for t in range(3):
+        replay.add(np.zeros((1, 1)), np.array([0]), np.array([1.0]), np.array([0.0]), np.full((1, 2), 0.5),
+                   np.zeros((1, 1)), np.array([t == 2]), np.array([False]))
+    window = replay.window(np.array([0]), np.array([0]), 4)     # rows 0-2 steps, row 3 the final row
+    assert window.status[0].tolist() == [0, 0, 0, 1] and window.terminated.tolist() == [True]
+
+
+def test_loss_keeps_the_network_dtype_for_v0():
+    net = MuZeroNet(3, 2, np.random.default_rng(0), state_dim=4, hidden=[5], value_support=2, reward_support=1)
+    rng = np.random.default_rng(1)
+    batch = UnrollBatch(
+        obs=rng.standard_normal((2, 3)).astype(np.float32), actions=np.array([[0], [1]]),
+        target_policy=np.full((2, 2, 2), 0.5), policy_mask=np.ones((2, 2)), target_value=np.zeros((2, 2)),
+        value_mask=np.ones((2, 2)), target_reward=np.zeros((2, 2)), reward_mask=np.ones((2, 2)), weights=np.ones(2))
+    assert unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=0.5).initial_value.dtype == np.float32

@@ -61,7 +61,6 @@ class Window:
     rewards: np.ndarray      # (B, W)
     values: np.ndarray       # (B, W) stored search values (final rows: value of the final observation)
     policies: np.ndarray     # (B, W, A)
-    env: np.ndarray          # (B,)
     slots: np.ndarray        # (B, W)
 
 
@@ -116,13 +115,11 @@ class GameReplay:
         ended (``final_values``: values of the final observations, used for truncations)."""
         envs = np.arange(self.num_envs)
         self._write(envs, STEP, obs, actions, rewards, values, policies)
-        done = np.asarray(terminated) | np.asarray(truncated)
         for kind, mask in ((TERMINATED, np.asarray(terminated)), (TRUNCATED, np.asarray(truncated) & ~terminated)):
             if mask.any():
                 ended = envs[mask]
                 value = 0.0 if kind == TERMINATED or final_values is None else final_values[mask]
                 self._write(ended, kind, next_obs[mask], value=value)
-        assert done.shape == (self.num_envs,)
 
     # -- sampling -------------------------------------------------------------------------------------
     def sample(self, batch_size: int, rng: np.random.Generator, beta: float) -> Sample:
@@ -151,7 +148,7 @@ class GameReplay:
         return Window(status=status, terminated=terminated, obs=self.obs[rows, slots],
                       actions=self.actions[rows, slots], rewards=self.rewards[rows, slots].astype(np.float64),
                       values=self.values[rows, slots].astype(np.float64), policies=self.policies[rows, slots],
-                      env=env, slots=slots)
+                      slots=slots)
 
     def update_priorities(self, leaf: np.ndarray, errors: np.ndarray) -> None:
         priority = np.abs(np.asarray(errors, dtype=np.float64)) + self.eps
