@@ -454,3 +454,24 @@ def test_loss_keeps_the_network_dtype_for_v0():
         target_policy=np.full((2, 2, 2), 0.5), policy_mask=np.ones((2, 2)), target_value=np.zeros((2, 2)),
         value_mask=np.ones((2, 2)), target_reward=np.zeros((2, 2)), reward_mask=np.ones((2, 2)), weights=np.ones(2))
     assert unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=0.5).initial_value.dtype == np.float32
+
+
+def test_reward_targets_line_up_with_their_steps():
+    """Reward logits fixed by the dynamics head's bias b = (0, 1, 2) (its weights 0): every reward
+    prediction is softmax(b), so the reward loss is sum_k 1/K (-twohot(u_k) . log softmax(b)),
+    and u_1, u_2 (not u_0, a placeholder) are what it reads."""
+    net = MuZeroNet(3, 2, np.random.default_rng(0), state_dim=4, hidden=[5], value_support=2,
+                    reward_support=1).astype(np.float64)
+    head = net.dynamics_net.layers[-1]
+    head.params["W"][4:] = 0.0
+    head.params["b"][4:] = [0.0, 1.0, 2.0]
+    log_p = np.array([0.0, 1.0, 2.0]) - math.log(1 + math.e + math.e ** 2)
+    u = np.array([[-40.0, 0.0, 3.0]])          # column 0 is never a reward target
+    batch = UnrollBatch(
+        obs=np.zeros((1, 3)), actions=np.array([[0, 1]]), target_policy=np.full((1, 3, 2), 0.5),
+        policy_mask=np.ones((1, 3)), target_value=np.zeros((1, 3)), value_mask=np.ones((1, 3)),
+        target_reward=u, reward_mask=np.ones((1, 3)), weights=np.ones(1))
+    result = unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=0.5)
+    twohot = scalar_to_support(u[0, 1:], 1)
+    assert result.reward_loss == pytest.approx(0.5 * -(twohot @ log_p).sum(), rel=1e-12)
+    assert unrolled_loss(net, batch, value_coef=0.0, state_grad_scale=0.5).value_loss == 0.0
