@@ -12,8 +12,9 @@ The model, the search and the loss live in rlscratch.muzero; this file is the ag
                   holding the final observation when its episode ended. Then train: ``train_ratio``
                   gradient updates per env step once ``warmup_steps`` have been collected.
     an update:    sample B positions (prioritized by |v_0 - z_0|, with importance weights); optionally
-                  *reanalyze* a fraction of them -- re-run the search with the latest model at their
-                  rows and overwrite the stored values and policies, so old games get fresh targets;
+                  *reanalyze* a random fraction of them -- re-run the search with the latest model at
+                  the rows their targets read and overwrite the stored values and policies, so old
+                  games get fresh targets;
                   build K-step targets (n-step values bootstrapped from the stored search values, or
                   from a target network); unroll the model K steps and take an optimizer step on the
                   loss of rlscratch.muzero.loss; refresh the priorities.
@@ -35,7 +36,8 @@ from rlscratch.errors import ConfigError
 from rlscratch.muzero.loss import unrolled_loss
 from rlscratch.muzero.mcts import MCTS, SearchConfig, SearchResult, select_action
 from rlscratch.muzero.model import MuZeroNet
-from rlscratch.muzero.replay import W_FINAL, W_STEP, GameReplay, make_targets
+from rlscratch.muzero.replay import GameReplay
+from rlscratch.muzero.targets import make_targets
 from rlscratch.optim_config import OptimConfig, finish_config, make_optimizer, optim_field
 
 
@@ -185,19 +187,19 @@ class MuZero(Agent):
 
     def train_step(self) -> dict[str, float]:
         c = self.config
-        sample = self.replay.sample(c.batch_size, self.rng, self._beta() if c.prioritized else 0.0)
+        # (without prioritization every priority is equal, and so is every importance weight: 1)
+        sample = self.replay.sample(c.batch_size, self.rng, self._beta())
         metrics = {}
-        if c.reanalyze_fraction > 0:
-            count = int(round(c.reanalyze_fraction * c.batch_size))
-            if count:
-                metrics["train/reanalyzed_rows"] = float(self.reanalyze(sample.env[:count], sample.start[:count]))
+        count = int(round(c.reanalyze_fraction * c.batch_size))
+        if count:
+            metrics["train/reanalyzed_rows"] = float(self.reanalyze(sample.env, sample.start, count))
         window = self.replay.window(sample.env, sample.start, self.window)
         values = None
         if self.target is not None:
             obs = window.obs.reshape(-1, *window.obs.shape[2:])
             values = self.target.initial_inference(obs)[2].reshape(window.status.shape)
         batch = make_targets(window, c.unroll_steps, c.td_steps, c.discount, self.rng, values)
-        batch.weights = sample.weights if c.prioritized else np.ones(c.batch_size)
+        batch.weights = sample.weights
 
         self.net.zero_grad()
         result = unrolled_loss(self.net, batch, value_coef=c.value_coef, state_grad_scale=c.state_grad_scale)
@@ -218,23 +220,18 @@ class MuZero(Agent):
                         "train/lr": self.optimizer.lr})
         return metrics
 
-    def reanalyze(self, env: np.ndarray, start: np.ndarray) -> int:
-        """Re-run the search with the current model at every state row of these windows (no noise)
-        and overwrite the stored root values and policies. Returns the number of rows searched."""
-        window = self.replay.window(env, start, self.window)
-        rows = (window.status == W_STEP) | ((window.status == W_FINAL) & ~window.terminated[:, None])
-        envs = np.broadcast_to(env[:, None], rows.shape)[rows]
-        slots = window.slots[rows]
-        key = np.unique(envs * self.replay.per_env + slots)
-        envs, slots = np.divmod(key, self.replay.per_env)
-        if len(key) == 0:
+    def reanalyze(self, env: np.ndarray, start: np.ndarray, count: int) -> int:
+        """Re-run the search (no noise) with the current model for ``count`` of these sampled windows,
+        chosen at random by the replay, at the rows whose targets are read, in one batched search;
+        overwrite their stored root values and policies. Returns the number of rows searched."""
+        c = self.config
+        envs, slots = self.replay.reanalyze_rows(env, start, count, c.unroll_steps, c.td_steps, self.rng,
+                                                 stored_values=self.target is None)
+        if len(envs) == 0:
             return 0
         result = self._reanalyze_search.run(self.net, self.replay.obs[envs, slots], self.rng, explore=False)
-        final = self.replay.kind[envs, slots] != 0
-        # a final row has no action: keep its (zero) policy, refresh only its value
-        policies = np.where(final[:, None], self.replay.policies[envs, slots], result.policy)
-        self.replay.refresh(envs, slots, result.root_value, policies)
-        return len(key)
+        self.replay.refresh(envs, slots, result.root_value, result.policy)
+        return len(envs)
 
     def components(self) -> dict:
         parts = {"rng": self.rng, "eval_rng": self.eval_rng, "net": self.net, "optimizer": self.optimizer,

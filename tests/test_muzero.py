@@ -33,7 +33,7 @@ from rlscratch.muzero.replay import (
     W_MISSING,
     W_STEP,
     GameReplay,
-    make_targets,
+    rows_read,
 )
 from rlscratch.muzero.support import (
     inverse_transform,
@@ -43,6 +43,7 @@ from rlscratch.muzero.support import (
     support_to_scalar,
     transform,
 )
+from rlscratch.muzero.targets import make_targets
 from rlscratch.trainer import train
 
 
@@ -173,14 +174,14 @@ def test_state_gradient_is_halved_per_step(rng):
     grads = {}
     for c in (1.0, 0.5):
         net.zero_grad()
-        loss = unrolled_loss(net, batch, state_grad_scale=c).loss
+        loss = unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=c).loss
         grads[c] = (loss, net.flat_grads.copy())
     assert grads[1.0][0] == grads[0.5][0]
     assert not np.allclose(grads[1.0][1], grads[0.5][1])
     short = random_batch(rng, K=1)
     for c in (1.0, 0.5):
         net.zero_grad()
-        unrolled_loss(net, short, state_grad_scale=c)
+        unrolled_loss(net, short, value_coef=0.25, state_grad_scale=c)
         grads[c] = net.flat_grads.copy()
     assert np.array_equal(grads[1.0], grads[0.5])
 
@@ -332,7 +333,7 @@ def test_batched_search_matches_reference(n_actions, simulations):
     single = MCTS(config, n_actions)
     for i in range(5):
         alone = single.run(model, obs[i:i + 1], np.random.default_rng(2), explore=False)
-        # one root runs on Python lists (_simulate_one_root): it must leave the same tree behind
+        # one root runs on Python lists (fast.simulate_one_root): it must leave the same tree behind
         # (the real nodes: the batched search also parks its padding on UNEXPANDED, the last one)
         nodes = slice(0, simulations + 1)
         for name in ("visits", "depth", "edge_visits"):
@@ -493,7 +494,7 @@ def test_targets_by_hand_termination_and_in_progress():
     # but no successor yet, so its value target is masked; rows 6.. are missing
     window, b = targets_at(replay, 4, K=2, n=2, discount=0.5)
     assert window.status[0].tolist() == [W_STEP, W_STEP, W_MISSING, W_MISSING, W_MISSING]
-    assert b.target_value[0, 0] == pytest.approx(29.0) and b.value_mask[0].tolist() == [1, 0, 0]
+    assert b.target_value[0].tolist() == pytest.approx([29.0, 0, 0]) and b.value_mask[0].tolist() == [1, 0, 0]
     assert b.policy_mask[0].tolist() == [1, 1, 0]
     assert b.target_reward[0, 1:].tolist() == [4, 5] and b.reward_mask[0, 1:].tolist() == [1, 1]
 
@@ -510,7 +511,7 @@ def test_targets_by_hand_truncation():
     assert b.target_value[0] == pytest.approx([26.5, 51.0, 100.0]) and b.value_mask[0].tolist() == [1, 1, 1]
     window, b = targets_at(replay, 1, K=2, n=3, discount=0.5)
     # past a truncation nothing is known: value and reward masked (not absorbing)
-    assert b.target_value[0, :2] == pytest.approx([51.0, 100.0]) and b.value_mask[0].tolist() == [1, 1, 0]
+    assert b.target_value[0] == pytest.approx([51.0, 100.0, 0.0]) and b.value_mask[0].tolist() == [1, 1, 0]
     assert b.reward_mask[0, 1:].tolist() == [1, 0]
 
 
@@ -534,7 +535,7 @@ def test_replay_sampling_priorities_and_ring(rng):
                    np.full((2, 1), -1.0), np.array([t == 8, False]), np.zeros(2, bool))
     # 6 slots per env: env 0 wrote 10 rows (its last is the final row), env 1 wrote 9
     assert replay.head.tolist() == [10, 9] and len(replay) == 12
-    sample = replay.sample(2000, rng)
+    sample = replay.sample(2000, rng, beta=0.4)
     rows = replay.kind[sample.env, sample.start % replay.per_env]
     assert (rows == 0).all()                                       # final rows are never drawn
     assert (sample.start >= replay.head[sample.env] - replay.per_env).all()   # nor overwritten ones
@@ -580,15 +581,19 @@ def test_resume_is_exact(tmp_path, agent):
 
 
 def test_reanalyze_refreshes_stored_targets(tmp_path):
+    """Reanalysis searches the rows the targets read -- with a target network only the K + 1 policy
+    rows -- with the current model, and overwrites exactly those rows' values and policies."""
     config = muzero_config(tmp_path, {"reanalyze_fraction": 0.0}, total_steps=200)
     agent = train(config, tmp_path / "run")["agent"]
     replay = agent.replay
     env, start = np.array([0, 1]), np.array([3, 5])
     window = replay.window(env, start, agent.window)
     before = replay.values.copy()
-    searched = agent.reanalyze(env, start)
-    rows = window.status == W_STEP
-    assert searched == rows.sum()   # distinct rows (these two windows do not overlap)
+    searched = agent.reanalyze(env, start, count=2)
+    K = agent.config.unroll_steps
+    rows = np.zeros_like(window.status, dtype=bool)
+    rows[:, :K + 1] = window.status[:, :K + 1] == W_STEP
+    assert rows.sum() == 2 * (K + 1) and searched == rows.sum()   # (these two windows do not overlap)
     changed = replay.values != before
     assert changed[env[:, None], window.slots][rows].all()
     assert changed.sum() == searched
@@ -596,6 +601,77 @@ def test_reanalyze_refreshes_stored_targets(tmp_path):
     obs = replay.obs[env[:, None], window.slots][rows]
     fresh = MCTS(agent.search_config, 2).run(agent.net, obs, np.random.default_rng(0), explore=False)
     assert np.allclose(replay.values[env[:, None], window.slots][rows], fresh.root_value, atol=1e-4)
+
+
+def test_reanalyze_picks_a_random_subset_balanced_over_envs(rng):
+    """The sum tree returns a batch ordered by env; the reanalysed windows must not be its first
+    rows (with 8 envs and a quarter of the batch, only envs 0-1 would ever be refreshed)."""
+    replay = GameReplay(8 * 40, 8, (1,), 2)
+    for t in range(40):
+        replay.add(np.full((8, 1), float(t)), np.zeros(8, int), np.ones(8), np.zeros(8), np.full((8, 2), 0.5),
+                   np.zeros((8, 1)), np.zeros(8, bool), np.zeros(8, bool))
+    counts = np.zeros(8)
+    for _ in range(200):
+        sample = replay.sample(128, rng, beta=1.0)
+        assert (np.diff(sample.env) >= 0).all()    # ordered by env: the trap the old code fell into
+        envs, slots = replay.reanalyze_rows(sample.env, sample.start, 32, 1, 1, rng, stored_values=False)
+        counts += np.bincount(envs, minlength=8)
+    share = counts / counts.sum()
+    assert np.allclose(share, 1 / 8, atol=0.02), share
+
+
+def test_rows_read_by_hand():
+    """Episode 1: steps 0-2 then its terminated final row 3; episode 2: steps 4-9, final
+    (truncated) row 10; episode 3: steps 11, 12 still being played."""
+    replay = GameReplay(60, 1, (1,), 2)
+    fill(replay, [([1, 2, 3], [0, 0, 0], "terminated", 0.0), ([1] * 6, [0] * 6, "truncated", 5.0),
+                  ([1, 1], [0, 0], None, 0.0)])
+
+    def read(start, K, n, stored=True):
+        window = replay.window(np.array([0]), np.array([start]), K + n + 1)
+        return np.flatnonzero(rows_read(window, K, n, stored)[0]) + start
+
+    # K = 1, n = 2 inside episode 2: policies at 4, 5; z_0, z_1 bootstrap from 6, 7
+    assert read(4, 1, 2).tolist() == [4, 5, 6, 7]
+    assert read(4, 1, 2, stored=False).tolist() == [4, 5]
+    # from 0: policies 0-2 (row 3 is final); z_0 -> 2, z_1, z_2 -> the terminated final row 3: no value
+    assert read(0, 2, 2).tolist() == [0, 1, 2]
+    # from 8 (K = 2, n = 3): policies 8, 9 (10 is final); z_0, z_1 -> the truncated final row 10, read
+    assert read(8, 2, 3).tolist() == [8, 9, 10]
+    # from 11: the last written row 12 ends the sums; nothing past it
+    assert read(11, 2, 3).tolist() == [11, 12]
+    # two windows at once, one crossing the truncation at row 10 and one not: each its own end
+    window = replay.window(np.array([0, 0]), np.array([8, 4]), 4)
+    read_both = rows_read(window, 1, 2, True)
+    assert (np.flatnonzero(read_both[0]) + 8).tolist() == [8, 9, 10]
+    assert (np.flatnonzero(read_both[1]) + 4).tolist() == [4, 5, 6, 7]
+
+
+def test_rows_read_are_exactly_the_rows_targets_depend_on(rng):
+    """A row is in ``rows_read`` if and only if changing its stored value or policy changes a
+    target -- over windows that cross a termination, a truncation and an episode in progress."""
+    replay = GameReplay(80, 1, (1,), 2)
+    fill(replay, [([1, 2, 3, 4], [1, 2, 3, 4], "terminated", 0.0),
+                  ([1, 0, 2, 1, 3], [5, 6, 7, 8, 9], "truncated", 7.0), ([2, 2, 2], [3, 1, 2], None, 0.0)])
+    K, n, W = 2, 3, 6
+
+    def targets(window, values):
+        b = make_targets(window, K, n, 0.9, np.random.default_rng(0), values)
+        return np.concatenate([b.target_value.ravel(), b.target_policy.ravel()])
+
+    for start in [0, 2, 3, 5, 8, 9, 11, 13]:
+        for stored in (True, False):
+            values = None if stored else rng.uniform(-1, 1, (1, W))
+            window = replay.window(np.array([0]), np.array([start]), W)
+            read = rows_read(window, K, n, stored)[0]
+            base = targets(window, values)
+            for j in range(W):
+                depends = False
+                for field, bump in (("values", 1.0), ("policies", np.array([0.5, -0.5]))):
+                    changed = replay.window(np.array([0]), np.array([start]), W)
+                    getattr(changed, field)[0, j] += bump
+                    depends |= not np.array_equal(targets(changed, values), base)
+                assert depends == read[j], (start, stored, j)
 
 
 @pytest.mark.parametrize("name", ["muzero", "gumbel_muzero"])

@@ -66,7 +66,7 @@ class UnrollResult:
     states: list[np.ndarray]    # s_0..s_K of this forward pass (the gradient check detaches them)
 
 
-def unrolled_loss(net: MuZeroNet, batch: UnrollBatch, value_coef: float = 0.25, state_grad_scale: float = 0.5,
+def unrolled_loss(net: MuZeroNet, batch: UnrollBatch, *, value_coef: float, state_grad_scale: float,
                   backward: bool = True, detached_states: list[np.ndarray] | None = None) -> UnrollResult:
     """The loss above; with ``backward`` its gradient is *added* into ``net``'s gradients.
 

@@ -18,11 +18,16 @@ backup touched -- so recomputing all choices after each backup, as one array ope
 (roots x nodes x actions), gives exactly the choices a node-by-node descent would compute, while
 the descent itself becomes pointer chasing.
 
+The algorithm is the same for MuZero and Gumbel MuZero; what differs is *how a node chooses*, and
+that is a ``Selection`` (as mctx passes a root and an interior action-selection function): how the
+root explores (Dirichlet noise in the prior, or Gumbel noise in the scores), the score of every
+action at every node (pUCT, or Gumbel's sequential halving at the root and its deterministic
+interior rule), and the answer (the visit counts, or Gumbel's chosen action and improved policy).
+``puct_*`` and ``gumbel_*`` below are those functions; the search is built with one or the other.
+
 **One root.** With a single tree every numpy call costs more than the arithmetic it does, so a pUCT
-search over one root (``_simulate_one_root``) runs the same algorithm on Python lists laid out like
-the arrays -- computing each node's scores as the descent passes it instead of rescoring the tree
--- and a model may offer ``recurrent_inference_one`` (MuZeroNet does: 1-D vectors, reused buffers)
-for its one leaf per simulation. A test checks that it leaves exactly the batched search's tree.
+search over one root runs the same algorithm on Python lists in rlscratch.muzero.fast (a test checks
+that it leaves exactly the batched search's tree).
 
 **MuZero's pUCT** (Schrittwieser et al. 2020, appendix B). At node s with visit count N(s), child
 visit counts N(s, a), prior P(s, a) and values Q(s, a) = r(s, a) + gamma V(child):
@@ -63,10 +68,13 @@ at once as a matrix product with the upper-triangular discount matrix M[k, j] = 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+from .fast import simulate_one_root
 
 # Reductions as direct ufunc calls: ndarray.max/min/sum first pass through a Python wrapper, which
 # on the tiny arrays of a search costs about as much as the reduction itself.
@@ -85,7 +93,7 @@ class SearchModel(Protocol):
         """state (B, D), actions (B,) -> next state (B, D), reward (B,), policy logits (B, A), value (B,).
 
         (A model may also offer ``recurrent_inference_one(state (D,), action, next_state_out (D,))
-        -> (reward, policy logits, value)`` for one-root searches; without it they call this.)"""
+        -> (reward, policy logits, value)`` for one-root searches: rlscratch.muzero.fast.)"""
         ...
 
 
@@ -186,7 +194,7 @@ class MCTS:
     """Batched search. Arrays are allocated for a batch size on first use and reused after.
 
     ``run(model, obs, rng, explore)`` searches from a batch of observations; ``explore`` (training)
-    turns on Dirichlet noise (MuZero) or Gumbel noise (Gumbel MuZero) at the roots.
+    turns on the root's exploration noise (Dirichlet for pUCT, Gumbel for Gumbel MuZero).
 
     Layout. Per tree: node arrays [root, node] (visits, value sum, reward on the edge into the node,
     ...) and edge arrays [root, node, action] (prior, logits, child index, and the child's visit
@@ -199,6 +207,7 @@ class MCTS:
     def __init__(self, config: SearchConfig, n_actions: int) -> None:
         self.config = config
         self.n_actions = n_actions
+        self.selection = GUMBEL if config.gumbel else PUCT
         self.batch = 0
         S = config.num_simulations
         self.num_nodes = S + 2   # the root, one node per simulation, and UNEXPANDED
@@ -253,7 +262,7 @@ class MCTS:
         self.flat_children = self.children.reshape(-1)
         self.flat_edge_visits, self.flat_edge_q = self.edge_visits.reshape(-1), self.edge_q.reshape(-1)
 
-    # -- public -----------------------------------------------------------------------------------
+    # -- the algorithm -----------------------------------------------------------------------------
     def run(self, model: SearchModel, obs: np.ndarray, rng: np.random.Generator, explore: bool) -> SearchResult:
         state, logits, value = model.initial_inference(obs)
         return self.run_from_root(model, state, logits, value, rng, explore)
@@ -265,9 +274,9 @@ class MCTS:
         if B != self.batch or self.states.shape[2:] != state.shape[1:] or self.states.dtype != state.dtype:
             self._allocate(B, state.shape[1:], state.dtype)
         self._reset(state, logits, value, rng, explore)
-        if B == 1 and not self.config.gumbel:
-            self._simulate_one_root(model)
-            return self._result()
+        if B == 1 and self.selection is PUCT:
+            simulate_one_root(self, model)   # the same simulations on Python numbers (rlscratch.muzero.fast)
+            return self._answer()
         for simulation in range(self.config.num_simulations):
             parent, leaf_depth = self._select()
             action = self.flat_choice_action.take(parent)
@@ -277,11 +286,10 @@ class MCTS:
             self._expand(new, parent, action, leaf_depth, next_state, reward, child_logits, child_value)
             self._backup(leaf_depth, child_value)
             self._rescore(new + 1)
-        return self._result()
+        return self._answer()
 
-    # -- the steps ----------------------------------------------------------------------------------
     def _reset(self, state, logits, value, rng, explore) -> None:
-        config = self.config
+        """Every tree back to a lone root: the initial inference, the root's exploration noise."""
         for array in (self.visits, self.value_sum, self.reward, self.edge_visits, self.edge_q):
             array.fill(0.0)
         self.children[...] = self.trash[:, None, None]
@@ -293,19 +301,15 @@ class MCTS:
         self.high.fill(-np.inf)
         self.states[:, 0] = state
         self.logits[:, 0] = logits
-        prior = softmax(np.asarray(logits, dtype=np.float64))
-        if explore and not config.gumbel and config.exploration_fraction > 0:
-            noise = rng.dirichlet(np.full(self.n_actions, config.dirichlet_alpha), size=len(state))
-            prior = (1.0 - config.exploration_fraction) * prior + config.exploration_fraction * noise
-        self.prior[:, 0] = prior
+        self.prior[:, 0] = self.selection.root_prior(self, softmax(np.asarray(logits, dtype=np.float64)), rng,
+                                                     explore)
         self.raw_value[:, 0] = value
         self.value_sum[:, 0] = value
         self.visits[:, 0] = 1.0
         # a random offset far below any real difference between scores: ties go a random way
         self.tie_noise[...] = rng.random(self.tie_noise.shape)
         self.tie_noise *= 1e-9
-        if config.gumbel:
-            self.gumbel[...] = rng.gumbel(size=self.gumbel.shape) * config.gumbel_scale if explore else 0.0
+        self.selection.root_noise(self, rng, explore)
         self._rescore(1)
 
     def _select(self) -> tuple[np.ndarray, np.ndarray]:
@@ -336,8 +340,7 @@ class MCTS:
         self.states[:, new] = next_state
         self.reward[:, new] = reward
         self.raw_value[:, new] = value
-        if self.config.gumbel:
-            self.logits[:, new] = logits
+        self.logits[:, new] = logits
         self.prior[:, new] = softmax(logits)
         self.path[self.rows, leaf_depth] = node
 
@@ -363,93 +366,11 @@ class MCTS:
         q += x[:, 1:L]
         self.flat_edge_q[edges] = q
         self.flat_edge_visits[edges] += 1.0
-        if not self.config.gumbel:
+        if self.selection.uses_bounds:
             # the tree-wide bounds take every Q(s, a) on the paths just updated
             on_path = below != self.trash[:, None]
             np.minimum(self.low, _min(np.where(on_path, q, np.inf), axis=1), out=self.low)
             np.maximum(self.high, _max(np.where(on_path, q, -np.inf), axis=1), out=self.high)
-
-    def _simulate_one_root(self, model: SearchModel) -> None:
-        """All simulations of a pUCT search over ONE root, on Python numbers.
-
-        The same select / expand / backup as the batched steps, but with a single tree every numpy
-        call would cost more than the arithmetic it does. So the tree's statistics are copied into
-        preallocated Python lists indexed exactly like the arrays (node i, edge i * A + a), the
-        simulations run on those, and the lists are written back into the arrays at the end. The
-        descent computes each node's pUCT scores as it passes (no rescoring of the whole tree), and
-        the backup walks the path leaf to root with G_k = r_{k+1} + gamma G_{k+1}, G_d = v."""
-        config, A, unexpanded = self.config, self.n_actions, self.unexpanded
-        gamma, delta = config.discount, config.value_delta
-        visits = self.visits[0].astype(np.int64).tolist()
-        value_sum, reward, raw_value = self.value_sum[0].tolist(), self.reward[0].tolist(), self.raw_value[0].tolist()
-        depth_of, in_edge = self.depth[0].tolist(), self.in_edge[0].tolist()
-        children, prior = self.children[0].reshape(-1).tolist(), self.prior[0].reshape(-1).tolist()
-        edge_visits, edge_q = [0] * len(children), [0.0] * len(children)
-        tie = self.tie_noise[0].reshape(-1).tolist()
-        exploration_coef = self.exploration_coef_list
-        states = self.states[0]
-        infer = getattr(model, "recurrent_inference_one", None) or _one_at_a_time(model)
-        low, high = math.inf, -math.inf
-        path = [0] * (config.num_simulations + 2)
-        for new in range(1, config.num_simulations + 1):
-            # select: pUCT at each node, down to an action whose child does not exist yet
-            node, depth = 0, 0
-            inverse_span = 1.0 / (high - low if high - low > delta else delta)
-            while True:
-                n = visits[node]
-                coef, parent_mean, first = exploration_coef[n], value_sum[node] / n, node * A
-                best, action = -math.inf, 0
-                for a in range(A):
-                    edge = first + a
-                    edge_n = edge_visits[edge]
-                    score = ((edge_q[edge] if edge_n else parent_mean) - low) * inverse_span
-                    score = 0.0 if score < 0.0 else 1.0 if score > 1.0 else score
-                    score += prior[edge] * coef / (edge_n + 1.0)
-                    score += tie[edge]
-                    if score > best:
-                        best, action = score, a
-                child = children[first + action]
-                if child == unexpanded:
-                    break
-                node, depth = child, depth + 1
-                path[depth] = node
-            # expand: one network call, its state written straight into the new node's slot
-            edge, depth = first + action, depth + 1
-            r, logits, v = infer(states[node], action, states[new])
-            children[edge], in_edge[new], depth_of[new], path[depth] = new, edge, depth, new
-            reward[new] = r
-            raw_value[new] = v
-            logits = logits.tolist()
-            top = max(logits)
-            e = [math.exp(x - top) for x in logits]
-            total = sum(e)
-            prior[new * A:(new + 1) * A] = [x / total for x in e]
-            # backup: value sums and visits of the path's nodes, Q(s, a) and N(s, a) of its edges
-            g = v
-            for k in range(depth, 0, -1):
-                node = path[k]
-                value_sum[node] += g
-                visits[node] += 1
-                r = reward[node]
-                q = value_sum[node] / visits[node] * gamma + r
-                edge = in_edge[node]
-                edge_q[edge] = q
-                edge_visits[edge] += 1
-                if q < low:
-                    low = q
-                if q > high:
-                    high = q
-                g = r + gamma * g
-            value_sum[0] += g
-            visits[0] += 1
-        self.visits[0], self.value_sum[0], self.reward[0], self.raw_value[0] = visits, value_sum, reward, raw_value
-        self.depth[0], self.in_edge[0] = depth_of, in_edge
-        shape = self.children.shape[1:]
-        self.children[0] = np.reshape(children, shape)
-        self.prior[0] = np.reshape(prior, shape)
-        self.edge_visits[0] = np.reshape(edge_visits, shape)
-        self.edge_q[0] = np.reshape(edge_q, shape)
-        self.low[0], self.high[0] = low, high
 
     def _edge_stats(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Visit counts and Q-values of the edges of nodes [:, :n]; an unvisited edge's Q is its
@@ -460,69 +381,113 @@ class MCTS:
 
     def _rescore(self, n: int) -> None:
         """Recompute the preferred action (and child) of every node [:, :n] of every tree."""
-        config = self.config
         visits, q = self._edge_stats(n)
-        if config.gumbel:
-            scores = self._gumbel_interior_scores(n, visits, q)
-            scores[:, 0] = self._gumbel_root_scores(visits[:, 0], q[:, 0])
-        else:
-            # normalize_q inlined: before any Q is seen, low = inf sends every score to -inf -> 0
-            inverse_span = 1.0 / np.maximum(self.high - self.low, config.value_delta)
-            scores = q - self.low[:, None, None]
-            scores *= inverse_span[:, None, None]
-            np.maximum(scores, 0.0, out=scores)   # clip to [0, 1] (np.clip's wrapper costs more)
-            np.minimum(scores, 1.0, out=scores)
-            coef = self.exploration_coef.take(self.visits[:, :n].astype(np.intp))
-            exploration = self.prior[:, :n] * coef[:, :, None]
-            exploration /= visits + 1.0
-            scores += exploration
+        scores = self.selection.scores(self, n, visits, q)
         scores += self.tie_noise[:, :n]
         action = scores.argmax(axis=-1)
         self.choice_action[:, :n] = action
         self.choice_child[:, :n] = self.flat_children.take(self.edge_base[:, :n] + action)
 
-    # -- Gumbel MuZero ------------------------------------------------------------------------------
-    def _gumbel_interior_scores(self, n: int, visits: np.ndarray, q: np.ndarray) -> np.ndarray:
-        sigma = completed_q_sigma(q, visits, self.raw_value[:, :n], self.prior[:, :n], self.config)
-        improved = softmax(self.logits[:, :n] + sigma)
-        return improved - visits / (1.0 + _sum(visits, axis=-1, keepdims=True))
-
-    def _gumbel_root_scores(self, visits: np.ndarray, q: np.ndarray) -> np.ndarray:
-        """Sequential halving: only actions with exactly the scheduled visit count compete, on
-        g + logits + sigma(q_hat)."""
-        simulation = int(_sum(visits[0]))  # every tree has spent the same number of simulations
-        considered = self.considered_visits[min(simulation, len(self.considered_visits) - 1)]
-        return self._gumbel_score(visits, q, considered)
-
-    def _gumbel_score(self, visits: np.ndarray, q: np.ndarray, considered) -> np.ndarray:
-        sigma = completed_q_sigma(q, visits, self.raw_value[:, 0], self.prior[:, 0], self.config)
-        logits = self.logits[:, 0] - _max(self.logits[:, 0], axis=-1, keepdims=True)
-        score = self.gumbel + logits + sigma
-        return np.where(visits == considered, score, -np.inf)
-
-    # -- the answer -----------------------------------------------------------------------------------
-    def _result(self) -> SearchResult:
+    def _answer(self) -> SearchResult:
         visits, q = self._edge_stats(1)
         visits, q = visits[:, 0].copy(), q[:, 0]
         root_value = self.value_sum[:, 0] / self.visits[:, 0]
-        if not self.config.gumbel:
-            policy = visits / visits.sum(axis=-1, keepdims=True)
-            return SearchResult(visits, policy, root_value, q, None)
-        # play the best of the most visited actions; train towards pi' = softmax(logits + sigma(q_hat))
-        score = self._gumbel_score(visits, q, visits.max(axis=-1, keepdims=True))
-        action = (score + self.tie_noise[:, 0]).argmax(axis=-1)
-        sigma = completed_q_sigma(q, visits, self.raw_value[:, 0], self.prior[:, 0], self.config)
-        policy = softmax(self.logits[:, 0] + sigma)
-        return SearchResult(visits, policy, root_value, q, action)
+        return self.selection.answer(self, visits, q, root_value)
 
 
-def _one_at_a_time(model: SearchModel):
-    """``recurrent_inference_one`` for a model that has only the batched call (the tests' fakes)."""
-    def infer(state: np.ndarray, action: int, next_state_out: np.ndarray) -> tuple[float, np.ndarray, float]:
-        next_state, reward, logits, value = model.recurrent_inference(state[None], np.array([action]))
-        next_state_out[...] = next_state[0]
-        return float(reward[0]), np.asarray(logits[0], dtype=np.float64), float(value[0])
-    return infer
+# -- MuZero's pUCT ----------------------------------------------------------------------------------------
+def puct_root_prior(search: MCTS, prior: np.ndarray, rng: np.random.Generator, explore: bool) -> np.ndarray:
+    """P <- (1 - eps) P + eps Dir(alpha) at the root, in training only."""
+    config = search.config
+    if explore and config.exploration_fraction > 0:
+        noise = rng.dirichlet(np.full(search.n_actions, config.dirichlet_alpha), size=len(prior))
+        prior = (1.0 - config.exploration_fraction) * prior + config.exploration_fraction * noise
+    return prior
+
+
+def puct_scores(search: MCTS, n: int, visits: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Qn(s, a) + P(s, a) sqrt(N(s)) / (1 + N(s, a)) (c1 + log((N(s) + c2 + 1) / c2)) for every action
+    of nodes [:, :n]; Qn is ``normalize_q`` with the tree-wide bounds, inlined: before any Q is seen,
+    low = inf sends every score to -inf -> 0."""
+    inverse_span = 1.0 / np.maximum(search.high - search.low, search.config.value_delta)
+    scores = q - search.low[:, None, None]
+    scores *= inverse_span[:, None, None]
+    np.maximum(scores, 0.0, out=scores)   # clip to [0, 1] (np.clip's wrapper costs more)
+    np.minimum(scores, 1.0, out=scores)
+    coef = search.exploration_coef.take(search.visits[:, :n].astype(np.intp))
+    exploration = search.prior[:, :n] * coef[:, :, None]
+    exploration /= visits + 1.0
+    scores += exploration
+    return scores
+
+
+def puct_answer(search: MCTS, visits: np.ndarray, q: np.ndarray, root_value: np.ndarray) -> SearchResult:
+    """The policy target is the root's visit distribution; the agent picks the action from the
+    visit counts (``select_action``, with a temperature)."""
+    policy = visits / visits.sum(axis=-1, keepdims=True)
+    return SearchResult(visits, policy, root_value, q, None)
+
+
+# -- Gumbel MuZero ----------------------------------------------------------------------------------------
+def gumbel_root_noise(search: MCTS, rng: np.random.Generator, explore: bool) -> None:
+    """g(a) ~ Gumbel(0, 1) (times ``gumbel_scale``) per root and action, in training only."""
+    search.gumbel[...] = rng.gumbel(size=search.gumbel.shape) * search.config.gumbel_scale if explore else 0.0
+
+
+def gumbel_scores(search: MCTS, n: int, visits: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Interior nodes: pi'(a) - N(a) / (1 + sum_b N(b)), pi' = softmax(logits + sigma(q_hat)).
+    The root: sequential halving -- only actions with exactly the scheduled visit count compete,
+    on g + logits + sigma(q_hat)."""
+    sigma = completed_q_sigma(q, visits, search.raw_value[:, :n], search.prior[:, :n], search.config)
+    improved = softmax(search.logits[:, :n] + sigma)
+    scores = improved - visits / (1.0 + _sum(visits, axis=-1, keepdims=True))
+    simulation = int(_sum(visits[0, 0]))  # every tree has spent the same number of simulations
+    considered = search.considered_visits[min(simulation, len(search.considered_visits) - 1)]
+    scores[:, 0] = gumbel_root_scores(search, visits[:, 0], q[:, 0], considered)
+    return scores
+
+
+def gumbel_root_scores(search: MCTS, visits: np.ndarray, q: np.ndarray, considered) -> np.ndarray:
+    """g + logits + sigma(q_hat) of the root's actions whose visit count is ``considered``; -inf
+    for the others."""
+    sigma = completed_q_sigma(q, visits, search.raw_value[:, 0], search.prior[:, 0], search.config)
+    logits = search.logits[:, 0] - _max(search.logits[:, 0], axis=-1, keepdims=True)
+    score = search.gumbel + logits + sigma
+    return np.where(visits == considered, score, -np.inf)
+
+
+def gumbel_answer(search: MCTS, visits: np.ndarray, q: np.ndarray, root_value: np.ndarray) -> SearchResult:
+    """Play the best of the most visited actions; train towards pi' = softmax(logits + sigma(q_hat))."""
+    score = gumbel_root_scores(search, visits, q, visits.max(axis=-1, keepdims=True))
+    action = (score + search.tie_noise[:, 0]).argmax(axis=-1)
+    sigma = completed_q_sigma(q, visits, search.raw_value[:, 0], search.prior[:, 0], search.config)
+    policy = softmax(search.logits[:, 0] + sigma)
+    return SearchResult(visits, policy, root_value, q, action)
+
+
+def _same_prior(search: MCTS, prior: np.ndarray, rng: np.random.Generator, explore: bool) -> np.ndarray:
+    return prior
+
+
+def _no_noise(search: MCTS, rng: np.random.Generator, explore: bool) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How a search chooses (module docstring): the root's exploration (noise mixed into its prior,
+    then noise for its scores), the scores of every node's actions, and the answer. ``uses_bounds``:
+    the scores read the tree-wide min-max bounds of Q, so the backup keeps them."""
+
+    root_prior: Callable[[MCTS, np.ndarray, np.random.Generator, bool], np.ndarray]
+    root_noise: Callable[[MCTS, np.random.Generator, bool], None]
+    scores: Callable[[MCTS, int, np.ndarray, np.ndarray], np.ndarray]
+    answer: Callable[[MCTS, np.ndarray, np.ndarray, np.ndarray], SearchResult]
+    uses_bounds: bool
+
+
+PUCT = Selection(puct_root_prior, _no_noise, puct_scores, puct_answer, uses_bounds=True)
+GUMBEL = Selection(_same_prior, gumbel_root_noise, gumbel_scores, gumbel_answer, uses_bounds=False)
 
 
 def select_action(visit_counts: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:

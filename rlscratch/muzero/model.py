@@ -17,8 +17,9 @@ Two ways in:
 * training (``represent`` / ``dynamics`` / ``predict`` and their ``*_backward``): ``forward`` calls
   that keep what backward needs, so the dynamics can be applied K times before K backward calls
   (rlscratch.nn's per-module stacks) -- rlscratch.muzero.loss drives them;
-* search (``initial_inference`` / ``recurrent_inference``): ``infer`` calls that keep nothing and
-  return scalars (rewards, values) instead of support logits.
+* search (``initial_inference`` / ``recurrent_inference``): the same functions keeping nothing and
+  returning scalars (rewards, values) instead of support logits -- computed by the faster code of
+  rlscratch.muzero.fast, which a test compares with the training path.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import numpy as np
 
 from rlscratch import nn
 
-from .support import inverse_transform, inverse_transform_scalar, logits_to_mean, support_bins, support_moments
+from .fast import FastInference
+from .support import support_bins
 
 
 class MinMaxScale(nn.Module):
@@ -114,67 +116,8 @@ class MuZeroNet(nn.Module):
 
     def flatten(self, dtype: np.dtype | type | None = None) -> MuZeroNet:
         super().flatten(dtype)
-        self._plans = None  # the parameter views the inference plans hold are stale now
+        self._fast = None  # the parameter views the fast inference holds are stale now
         return self
-
-    _plans: dict | None = None
-
-    def _inference_plans(self) -> dict:
-        """Per network, the (W^T, b, activation) of each layer as views of the flat buffer, plus the
-        supports' moment matrices: search runs the networks thousands of times per move, and
-        looking these up once per call instead of once per layer is measurably faster."""
-        if self._plans is None:
-            def plan(seq: nn.Sequential) -> list:
-                steps: list = []
-                for layer in seq.layers:
-                    if isinstance(layer, nn.Linear):
-                        steps.append([layer.params["W"].T, layer.params["b"], None])
-                    else:
-                        steps[-1][2] = "relu" if isinstance(layer, nn.ReLU) else layer
-                return steps
-
-            dynamics = plan(self.dynamics_net)
-            first_t, first_b, first_act = dynamics[0]
-            reward_bins, value_bins = self.reward_bins, self.value_bins
-            # both heads' support means in one product: block-diagonal [1 | i] moments, columns
-            # (sum_r, sum_r i, sum_v, sum_v i) of the concatenated [reward | value] exponentials
-            heads = np.zeros((reward_bins + value_bins, 4), dtype=self.dtype)
-            heads[:reward_bins, :2] = support_moments(self.reward_support, self.dtype)
-            heads[reward_bins:, 2:] = support_moments(self.value_support, self.dtype)
-            spread = np.zeros((2, reward_bins + value_bins), dtype=self.dtype)
-            spread[0, :reward_bins] = spread[1, reward_bins:] = 1.0
-            self._plans = {
-                "representation": plan(self.representation), "prediction": plan(self.prediction),
-                # [s | onehot(a)] W^T = s W_s^T + (row a of W_a^T): the one-hot product is a row lookup
-                "dynamics_first": (first_t[:self.state_dim], first_t[self.state_dim:], first_b, first_act),
-                "dynamics_rest": dynamics[1:],
-                "value_moments": support_moments(self.value_support, self.dtype),
-                "head_moments": heads, "head_spread": spread,
-                "head_starts": np.array([0, reward_bins]),
-            }
-
-            def plan_one(steps: list) -> list:
-                # recurrent_inference_one's layers: each also gets an output vector reused from call to
-                # call and, for a ReLU, a zero vector to take the maximum with
-                return [(weight_t, bias, activation, np.zeros(len(bias), self.dtype),
-                         np.zeros(len(bias), self.dtype) if activation == "relu" else None)
-                        for weight_t, bias, activation in steps]
-
-            self._plans["one_dynamics"] = plan_one(dynamics)
-            self._plans["one_prediction"] = plan_one(self._plans["prediction"])
-            self._plans["reward_moments"] = support_moments(self.reward_support, self.dtype)
-        return self._plans
-
-    @staticmethod
-    def _run(steps: list, x: np.ndarray) -> np.ndarray:
-        for weight_t, bias, activation in steps:
-            x = x @ weight_t
-            x += bias
-            if activation == "relu":
-                np.maximum(x, 0.0, out=x)
-            elif activation is not None:
-                x = activation.infer(x)
-        return x
 
     # -- training: forward keeps what backward needs -------------------------------------------
     def represent(self, obs: np.ndarray) -> np.ndarray:
@@ -216,104 +159,27 @@ class MuZeroNet(nn.Module):
         return self.initial_inference(obs)
 
     # -- search: nothing kept, scalars out -------------------------------------------------------
+    # The search calls these thousands of times per move; they run the same maths as represent /
+    # dynamics / predict through the faster code of rlscratch.muzero.fast (tests compare them).
+    _fast: FastInference | None = None
+
+    def _inference(self) -> FastInference:
+        if self._fast is None:
+            self._fast = FastInference(self)
+        return self._fast
+
     def initial_inference(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """obs -> (state s_0, policy logits, value): ``represent`` then ``predict``, keeping nothing."""
-        plans = self._inference_plans()
-        state = _scale(self._run(plans["representation"], np.asarray(obs, dtype=self.dtype)), self.scale_initial.eps)
-        out = self._run(plans["prediction"], state)
-        value = inverse_transform(logits_to_mean(out[:, self.n_actions:], plans["value_moments"]))
-        return state, out[:, :self.n_actions], value
+        return self._inference().initial_inference(obs)
 
     def recurrent_inference(self, state: np.ndarray, actions: np.ndarray,
                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(s_k, a_k) -> (state s_{k+1}, reward r_{k+1}, policy logits, value): ``dynamics`` then
-        ``predict``, keeping nothing (the same function; a test compares them)."""
-        plans = self._inference_plans()
-        weight_state, weight_action, bias, activation = plans["dynamics_first"]
-        x = state @ weight_state
-        x += bias
-        x += weight_action.take(actions, axis=0)
-        x = self._run(plans["dynamics_rest"], _activate(x, activation))
-        next_state = _scale(x[:, :self.state_dim], self.scale_next.eps)
-        out = self._run(plans["prediction"], next_state)
-        # both support means at once (logits_to_mean for the two heads side by side): subtract each
-        # head's own maximum (one reduceat, spread back over its bins by a 0/1 product), exp, then
-        # the block moments give (sum e, sum e i) per head
-        logits = np.concatenate([x[:, self.state_dim:], out[:, self.n_actions:]], axis=1)
-        logits -= np.maximum.reduceat(logits, plans["head_starts"], axis=1) @ plans["head_spread"]
-        sums = np.exp(logits, out=logits) @ plans["head_moments"]
-        scalars = inverse_transform(sums[:, 1::2] / sums[:, 0::2])     # (N, 2): reward, value
-        return next_state, scalars[:, 0], out[:, :self.n_actions], scalars[:, 1]
+        ``predict``, keeping nothing."""
+        return self._inference().recurrent_inference(state, actions)
 
     def recurrent_inference_one(self, state: np.ndarray, action: int, next_state_out: np.ndarray,
                                 ) -> tuple[float, np.ndarray, float]:
-        """``recurrent_inference`` for ONE (state, action), as a search over a single root calls it:
-        state (D,) and an int in; s_{k+1} written into ``next_state_out`` (D,) (the tree's own slot
-        for the new node); returns (reward, policy logits (A,), value) with Python-float scalars.
-
-        The same maths on 1-D vectors. At batch size 1 numpy's fixed cost per call is most of the
-        time, so every layer writes into a vector reused from call to call (``np.dot(..., out=)``),
-        a ReLU takes the maximum with a stored zero vector (a Python 0 costs numpy a conversion),
-        and the two support means end in Python floats. The logits returned live in a reused
-        vector: read them before the next call."""
-        plans = self._inference_plans()
-        D, A = self.state_dim, self.n_actions
-        weight_state, weight_action, _, _ = plans["dynamics_first"]
-        (_, bias, activation, x, zeros), *rest = plans["one_dynamics"]
-        # [s | onehot(a)] W^T = s W_s^T + (row a of W_a^T)
-        np.dot(state, weight_state, out=x)
-        x += bias
-        x += weight_action[action]
-        x = self._run_one(rest, _activate_one(x, activation, zeros))
-        # MinMaxScale, the operations of _scale, into the tree's slot
-        state_part = x[:D]
-        low = np.minimum.reduce(state_part)
-        span = np.maximum.reduce(state_part) - low
-        span += self.scale_next.eps
-        next_state = np.subtract(state_part, low, out=next_state_out)
-        next_state /= span
-        out = self._run_one(plans["one_prediction"], next_state)
-        reward = _support_mean_one(x[D:], plans["reward_moments"])
-        value = _support_mean_one(out[A:], plans["value_moments"])
-        return inverse_transform_scalar(reward), out[:A], inverse_transform_scalar(value)
-
-    @staticmethod
-    def _run_one(steps: list, x: np.ndarray) -> np.ndarray:
-        for weight_t, bias, activation, out, zeros in steps:
-            x = np.dot(x, weight_t, out=out)
-            x += bias
-            x = _activate_one(x, activation, zeros)
-        return x
-
-
-def _activate_one(x: np.ndarray, activation, zeros: np.ndarray | None) -> np.ndarray:
-    if zeros is not None:   # ReLU
-        return np.maximum(x, zeros, out=x)
-    return x if activation is None else activation.infer(x[None])[0]
-
-
-def _support_mean_one(logits: np.ndarray, moments: np.ndarray) -> float:
-    """``logits_to_mean`` for one vector of support logits, as a Python float."""
-    e = logits - np.maximum.reduce(logits)
-    total, weighted = np.dot(np.exp(e, out=e), moments).tolist()
-    return weighted / total
-
-
-def _activate(x: np.ndarray, activation) -> np.ndarray:
-    if activation is None:
-        return x
-    if activation == "relu":
-        return np.maximum(x, 0.0, out=x)
-    return activation.infer(x)
-
-
-def _scale(x: np.ndarray, eps: float) -> np.ndarray:
-    """MinMaxScale.infer with fewer temporaries (and direct ufunc reductions: ndarray.min/max pass
-    through a Python wrapper that costs as much as the reduction on one row)."""
-    low = np.minimum.reduce(x, axis=1, keepdims=True)
-    span = np.maximum.reduce(x, axis=1, keepdims=True)
-    span -= low
-    span += eps
-    y = x - low
-    y /= span
-    return y
+        """``recurrent_inference`` for ONE (state (D,), action), as a search over a single root calls
+        it: s_{k+1} written into ``next_state_out``; returns (reward, policy logits (A,), value)."""
+        return self._inference().recurrent_inference_one(state, action, next_state_out)

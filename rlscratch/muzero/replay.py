@@ -1,5 +1,5 @@
-"""MuZero's replay: game segments per environment, prioritized sampling of positions, and the
-K-step targets.
+"""MuZero's replay: game segments per environment, prioritized sampling of positions, and the rows
+a reanalysis searches. (The K-step targets read from its windows are built in targets.py.)
 
 **Layout.** Each parallel env writes its own stream of rows into its own ring (arrays [env, slot]).
 A row is a *state*: its observation, and -- for a ``STEP`` row -- the action taken there, the reward
@@ -18,13 +18,10 @@ the rows written. A window of rows t..t+W-1 sorts each row into
               reward 0, no policy target); after a truncation nothing is known (masked)
     MISSING   not written yet (the episode is still being played): masked
 
-**Targets**, for k = 0..K, from ``make_targets``:
-
-    policy  pi_k   the stored search policy of a STEP row (else masked)
-    value   z_k    n-step: sum_{i<m} gamma^i u_{t+k+i} + gamma^m V_{t+k+m}, bootstrapped from stored
-                   search values V (or a target network's values); 0 at/after a termination; the
-                   stored value of the final observation at a truncation
-    reward  u_k    the reward of row t+k-1 (k >= 1); 0 past a termination
+**Reanalyze** (``reanalyze_rows``): a random subset of the sampled windows -- not the first rows of
+the batch, which the sum tree returns ordered by env -- and in them only the rows whose stored
+search results the targets will read (``rows_read``), as (env, slot) pairs without repeats, for one
+batched search.
 
 **Priorities.** Row t is drawn with probability p_t^alpha / sum p^alpha (rlscratch.buffers.SumTree),
 p_t = |v_0 - z_0| after each replay (new rows: the largest p so far), with importance weights
@@ -38,9 +35,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlscratch.buffers import SumTree
-from rlscratch.returns import n_step_value_targets
-
-from .loss import UnrollBatch
 
 # stored row kinds
 STEP, TERMINATED, TRUNCATED = 0, 1, 2
@@ -67,7 +61,6 @@ class Window:
     rewards: np.ndarray      # (B, W)
     values: np.ndarray       # (B, W) stored search values (final rows: value of the final observation)
     policies: np.ndarray     # (B, W, A)
-    env: np.ndarray          # (B,)
     slots: np.ndarray        # (B, W)
 
 
@@ -122,16 +115,14 @@ class GameReplay:
         ended (``final_values``: values of the final observations, used for truncations)."""
         envs = np.arange(self.num_envs)
         self._write(envs, STEP, obs, actions, rewards, values, policies)
-        done = np.asarray(terminated) | np.asarray(truncated)
         for kind, mask in ((TERMINATED, np.asarray(terminated)), (TRUNCATED, np.asarray(truncated) & ~terminated)):
             if mask.any():
                 ended = envs[mask]
                 value = 0.0 if kind == TERMINATED or final_values is None else final_values[mask]
                 self._write(ended, kind, next_obs[mask], value=value)
-        assert done.shape == (self.num_envs,)
 
     # -- sampling -------------------------------------------------------------------------------------
-    def sample(self, batch_size: int, rng: np.random.Generator, beta: float = 1.0) -> Sample:
+    def sample(self, batch_size: int, rng: np.random.Generator, beta: float) -> Sample:
         leaf = self.tree.sample(batch_size, rng)
         env, slot = np.divmod(leaf, self.per_env)
         head = self.head[env]
@@ -157,17 +148,33 @@ class GameReplay:
         return Window(status=status, terminated=terminated, obs=self.obs[rows, slots],
                       actions=self.actions[rows, slots], rewards=self.rewards[rows, slots].astype(np.float64),
                       values=self.values[rows, slots].astype(np.float64), policies=self.policies[rows, slots],
-                      env=env, slots=slots)
+                      slots=slots)
 
     def update_priorities(self, leaf: np.ndarray, errors: np.ndarray) -> None:
         priority = np.abs(np.asarray(errors, dtype=np.float64)) + self.eps
         self.max_priority = max(self.max_priority, float(priority.max()))
         self.tree.update(leaf, priority ** self.alpha)
 
+    # -- reanalyze ---------------------------------------------------------------------------------------
+    def reanalyze_rows(self, env: np.ndarray, start: np.ndarray, count: int, unroll_steps: int, td_steps: int,
+                       rng: np.random.Generator, *, stored_values: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The rows to re-search for ``count`` of the sampled windows (env, start), chosen at random:
+        the distinct (env, slot) pairs of their ``rows_read``. ``stored_values``: the value targets
+        bootstrap from the stored search values (else from a target network: only policies are read)."""
+        chosen = rng.choice(len(env), size=min(count, len(env)), replace=False)
+        env, start = env[chosen], start[chosen]
+        window = self.window(env, start, unroll_steps + td_steps + 1)
+        read = rows_read(window, unroll_steps, td_steps, stored_values)
+        envs = np.broadcast_to(env[:, None], read.shape)[read]
+        key = np.unique(envs * self.per_env + window.slots[read])
+        return np.divmod(key, self.per_env)
+
     def refresh(self, env: np.ndarray, slots: np.ndarray, values: np.ndarray, policies: np.ndarray) -> None:
-        """Reanalyze: overwrite the stored search values and policies of these rows."""
+        """Reanalyze: overwrite the stored search values and policies of these rows (a final row has
+        no action: its (zero) policy stays)."""
         self.values[env, slots] = values
-        self.policies[env, slots] = policies
+        step = self.kind[env, slots] == STEP
+        self.policies[env[step], slots[step]] = policies[step]
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -187,52 +194,30 @@ class GameReplay:
         self.max_priority = float(state["max_priority"])
 
 
-def make_targets(window: Window, unroll_steps: int, td_steps: int, discount: float, rng: np.random.Generator,
-                 values: np.ndarray | None = None) -> UnrollBatch:
-    """The inputs and targets of ``unrolled_loss`` for windows of length >= K + n + 1 (module docstring).
+def rows_read(window: Window, unroll_steps: int, td_steps: int, stored_values: bool) -> np.ndarray:
+    """(B, W) mask of the rows whose stored search results ``make_targets`` reads (targets.py):
 
-    ``values`` (B, W) replaces the stored search values as the bootstrap (a target network's).
-    Importance weights are left at 1 (the caller sets them)."""
+    * the policy rows: columns k = 0..K that are STEP rows;
+    * with ``stored_values``, the bootstrap rows: z_k (k before the episode's end e) bootstraps from
+      column min(k + n, e), where e is the first column after 0 that ends the n-step sums -- the
+      final row, or a STEP row whose successor is not written yet -- if that row has a value (a
+      STEP row, or the final row of a truncation; a terminated episode's final row is worth 0).
+    """
     K, n = unroll_steps, td_steps
     status, terminated = window.status, window.terminated
     B, W = status.shape
-    if W < K + n + 1:
-        raise ValueError(f"a window of {W} rows cannot give {K} unroll steps with {n}-step targets")
     step = status == W_STEP
-    final = status == W_FINAL
-    values = window.values if values is None else np.asarray(values, dtype=np.float64)
-    # the value of each row as a bootstrap: a terminated episode's final row is worth 0
-    bootstrap = np.where(step | (final & ~terminated[:, None]), values, 0.0)
-
-    # n-step returns over the transitions j = 0..W-2 (time-major for rlscratch.returns)
-    next_status = status[:, 1:]
-    rewards = np.where(step[:, :-1], window.rewards[:, :-1], 0.0)
-    ends_terminated = (next_status == W_FINAL) & terminated[:, None]
-    ends_truncated = (next_status == W_FINAL) & ~terminated[:, None]
-    # a STEP row whose successor is not written yet has a reward but no next value: windows stop one
-    # step earlier (bootstrapping from that row's own stored value) and its own value goes unused
-    last_written = step & np.concatenate([status[:, 1:] == W_MISSING, np.zeros((B, 1), bool)], axis=1)
-    ends_truncated |= last_written[:, 1:]
-    z = n_step_value_targets(rewards.T, ends_terminated.T, ends_truncated.T, bootstrap.T, discount, n).T
-
-    k = slice(0, K + 1)
-    value_target = np.where(step[:, k], z[:, k], 0.0)
-    value_target = np.where(final[:, k], bootstrap[:, k], value_target)    # 0 if terminated
-    absorbing = terminated[:, None] & (final | (status == W_BEYOND))[:, k]
-    value_mask = (step[:, k] & ~last_written[:, k]) | final[:, k] | absorbing
-
-    policy_mask = step[:, k]
-    target_policy = np.where(policy_mask[..., None], window.policies[:, k], 0.0)
-
-    # reward u_k of the transition from row k-1 (column 0 unused)
-    reward_target = np.zeros((B, K + 1))
-    reward_target[:, 1:] = np.where(step[:, :K], window.rewards[:, :K], 0.0)
-    reward_mask = np.zeros((B, K + 1), dtype=bool)
-    reward_mask[:, 1:] = step[:, :K] | absorbing[:, :K]
-
-    random_actions = rng.integers(0, window.policies.shape[-1], (B, K))
-    actions = np.where(step[:, :K], window.actions[:, :K], random_actions)
-    return UnrollBatch(obs=window.obs[:, 0], actions=actions, target_policy=target_policy,
-                       policy_mask=policy_mask.astype(np.float64), target_value=value_target,
-                       value_mask=value_mask.astype(np.float64), target_reward=reward_target,
-                       reward_mask=reward_mask.astype(np.float64), weights=np.ones(B))
+    read = np.zeros((B, W), dtype=bool)
+    read[:, :K + 1] = step[:, :K + 1]
+    if stored_values:
+        last_written = step & np.concatenate([status[:, 1:] == W_MISSING, np.zeros((B, 1), bool)], axis=1)
+        ends = (status == W_FINAL) | last_written
+        ends[:, 0] = False
+        end = np.where(ends.any(axis=1), ends.argmax(axis=1), W)
+        # (for k >= e the column is e itself, which k = e - 1 reaches already)
+        column = np.minimum(np.arange(K + 1)[None, :] + n, end[:, None])
+        bootstrap = np.zeros((B, W), dtype=bool)
+        np.put_along_axis(bootstrap, column, True, axis=1)
+        has_value = step | ((status == W_FINAL) & ~terminated[:, None])
+        read |= bootstrap & has_value
+    return read

@@ -1,0 +1,76 @@
+"""MuZero's K-step training targets, read from windows of the replay (rlscratch.muzero.replay).
+
+For the position at row t of a stored game, k = 0..K:
+
+    policy  pi_k   the stored search policy of row t+k if it is a STEP row (else masked)
+    value   z_k    n-step: sum_{i<m} gamma^i u_{t+k+i} + gamma^m V_{t+k+m}, m = min(n, steps to the
+                   episode's end), bootstrapped from stored search values V (or a target network's
+                   values); 0 at/after a termination; the stored value of the final observation at a
+                   truncation
+    reward  u_k    the reward of row t+k-1 (k >= 1); 0 past a termination
+
+So a window of K + n + 1 rows is all one position needs, and only some of its rows are read:
+the K + 1 policy rows and, for the values, the rows t+k+m the n-step sums bootstrap from
+(``rlscratch.muzero.replay.rows_read`` names them, and a reanalysis searches exactly those).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rlscratch.returns import n_step_value_targets
+
+from .loss import UnrollBatch
+from .replay import W_BEYOND, W_FINAL, W_MISSING, W_STEP, Window
+
+
+def make_targets(window: Window, unroll_steps: int, td_steps: int, discount: float, rng: np.random.Generator,
+                 values: np.ndarray | None = None) -> UnrollBatch:
+    """The inputs and targets of ``unrolled_loss`` for windows of length >= K + n + 1 (module docstring).
+
+    ``values`` (B, W) replaces the stored search values as the bootstrap (a target network's).
+    Importance weights are left at 1 (the caller sets them)."""
+    K, n = unroll_steps, td_steps
+    status, terminated = window.status, window.terminated
+    B, W = status.shape
+    if W < K + n + 1:
+        raise ValueError(f"a window of {W} rows cannot give {K} unroll steps with {n}-step targets")
+    step = status == W_STEP
+    final = status == W_FINAL
+    values = window.values if values is None else values
+    # the value of each row as a bootstrap: a terminated episode's final row is worth 0
+    bootstrap = np.where(step | (final & ~terminated[:, None]), values, 0.0)
+
+    # n-step returns over the transitions j = 0..W-2 (time-major for rlscratch.returns)
+    next_status = status[:, 1:]
+    rewards = window.rewards[:, :-1]   # (a sum stops at its episode's end: rows past it are never added)
+    ends_terminated = (next_status == W_FINAL) & terminated[:, None]
+    ends_truncated = (next_status == W_FINAL) & ~terminated[:, None]
+    # a STEP row whose successor is not written yet has a reward but no next value: windows stop one
+    # step earlier (bootstrapping from that row's own stored value) and its own value goes unused
+    last_written = step & np.concatenate([status[:, 1:] == W_MISSING, np.zeros((B, 1), bool)], axis=1)
+    ends_truncated |= last_written[:, 1:]
+    z = n_step_value_targets(rewards.T, ends_terminated.T, ends_truncated.T, bootstrap.T, discount, n).T
+
+    k = slice(0, K + 1)
+    value_target = np.where(step[:, k], z[:, k], 0.0)
+    value_target = np.where(final[:, k], bootstrap[:, k], value_target)    # 0 if terminated
+    absorbing = terminated[:, None] & (final | (status == W_BEYOND))[:, k]
+    value_mask = (step[:, k] & ~last_written[:, k]) | final[:, k] | absorbing
+    value_target = np.where(value_mask, value_target, 0.0)   # unknown: 0, and not trained
+
+    policy_mask = step[:, k]
+    target_policy = np.where(policy_mask[..., None], window.policies[:, k], 0.0)
+
+    # reward u_k of the transition from row k-1 (column 0 unused)
+    reward_target = np.zeros((B, K + 1))
+    reward_target[:, 1:] = np.where(step[:, :K], window.rewards[:, :K], 0.0)
+    reward_mask = np.zeros((B, K + 1))
+    reward_mask[:, 1:] = step[:, :K] | absorbing[:, :K]
+
+    random_actions = rng.integers(0, window.policies.shape[-1], (B, K))
+    actions = np.where(step[:, :K], window.actions[:, :K], random_actions)
+    return UnrollBatch(obs=window.obs[:, 0], actions=actions, target_policy=target_policy,
+                       policy_mask=policy_mask.astype(np.float64), target_value=value_target,
+                       value_mask=value_mask.astype(np.float64), target_reward=reward_target,
+                       reward_mask=reward_mask, weights=np.ones(B))
