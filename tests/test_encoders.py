@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import yaml
-from rlscratch.agents.a2c import A2C, ActorCritic
+from rlscratch.agents.a2c import A2C
 from rlscratch.agents.dqn import DQN, DQNConfig
 from rlscratch.agents.ppo import PPO
 from rlscratch.envs.factory import EVAL_MAX_EPISODE_STEPS, make_env
@@ -20,6 +20,7 @@ from rlscratch.encoders import ObservationInput, encoder_config, image_layout
 from rlscratch.errors import ConfigError
 from rlscratch.events import read_scalars
 from rlscratch.models import mlp, network
+from rlscratch.on_policy import ActorCritic
 from rlscratch.trainer import train
 
 TOL = 1e-6
@@ -278,8 +279,8 @@ def test_dqn_learns_minatar_breakout(tmp_path):
     data = {
         "env": {"id": "MinAtar/Breakout-v1", "num_envs": 1, "eval_num_envs": 5},
         "agent": {"name": "dqn", "n_step": 3, "batch_size": 32, "learning_starts": 300, "train_freq": 1,
-                  "target_update_interval": 250, "lr": 1e-3, "exploration_steps": 1500,
-                  "exploration_final_eps": 0.05, "buffer_size": 10000},
+                  "target_update_interval": 250, "optim": {"lr": 1e-3},
+                  "epsilon": {"start": 1.0, "end": 0.05, "steps": 1500}, "buffer_size": 10000},
         "model": {"encoder": "minatar", "hidden": []},
         "train": {"total_steps": 3000, "eval_every": 0, "eval_episodes": 20},
         "log": {"root": str(tmp_path), "progress": False},
