@@ -3,7 +3,9 @@ protobuf classes.
 
 An event file is a sequence of TFRecords: an 8-byte little-endian length, a 4-byte CRC of it, the
 serialized ``Event`` protobuf, and a 4-byte CRC of that. (CRCs are not verified: a file still being
-written may end in a partial record, which is skipped.)
+written may end in a partial record, which is skipped.) Files are read oldest first; a resumed run's
+writer starts with a SessionLog START at its ``purge_step``, which drops the points logged from that
+step on by the run it continues -- as TensorBoard does.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ def read_scalars(run_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]
             if end + 4 > len(data):
                 break
             event = event_pb2.Event.FromString(data[start:end])
+            if event.HasField("session_log") and event.session_log.status == event.session_log.START:
+                # A resumed run's purge_step: it replaces whatever was logged from that step on.
+                for pairs in points.values():
+                    pairs[:] = [p for p in pairs if p[0] < event.step]
             for value in event.summary.value:
                 if value.HasField("simple_value"):
                     points[value.tag].append((event.step, value.simple_value))

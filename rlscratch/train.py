@@ -3,6 +3,9 @@ python -m rlscratch.train --resume RUN_DIR [--set train.total_steps=N]
 
 Runs one experiment from a YAML config (a bare name is looked up in configs/) and writes its run
 directory: the resolved config, TensorBoard event files, checkpoints and log.txt.
+
+Exit status: 0 done, 2 bad input, 3 diverged (non-finite numbers), 130/143 stopped by SIGINT/SIGTERM
+(checkpointed; continue with --resume).
 """
 
 from __future__ import annotations
@@ -10,12 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
 from rlscratch.cli import run_cli
 from rlscratch.config import load_config
-from rlscratch.errors import UserError
+from rlscratch.errors import ConfigError, UserError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -32,7 +36,17 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done (or already finished), 2 bad input, 3 diverged, 128 + signal number when
+    stopped by SIGINT (130) or SIGTERM (143) -- checkpointed, or after a second signal, not."""
     args = parser().parse_args(argv)
+    try:
+        return _train(args)
+    except KeyboardInterrupt:  # before the run's own signal handling was in place: nothing written yet
+        print("interrupted before training started; nothing written", file=sys.stderr)
+        return 130
+
+
+def _train(args: argparse.Namespace) -> int:
     from threadpoolctl import threadpool_limits
 
     from rlscratch.nn.memory import keep_freed_memory
@@ -43,25 +57,44 @@ def main(argv: list[str] | None = None) -> int:
     threadpool_limits(int(os.environ.get("RLSCRATCH_BLAS_THREADS", "1")))
     keep_freed_memory()
     from rlscratch.agent import agent_config, resolve_agent
+    from rlscratch.lifecycle import RESUMABLE_KEYS, DivergenceError, RunAborted, RunDirBusy
     from rlscratch.trainer import load_run_config, new_run_dir, train
 
-    if args.resume:
-        run_dir = Path(args.resume)
-        overrides = list(args.set) + ([f"seed={args.seed}"] if args.seed is not None else [])
-        config, _ = load_run_config(run_dir, overrides)
-        summary = train(config, run_dir, resume=True)
-    else:
-        config, _ = load_config(args.config, args.set, args.seed)
-        agent_config(resolve_agent(config.agent["name"]), config.agent)  # fail before creating anything
-        run_dir = new_run_dir(config, args.run_dir)
-        try:
-            summary = train(config, run_dir)
-        except UserError:
-            # A run that failed before its first checkpoint holds nothing worth keeping.
-            if not (run_dir / "checkpoints").exists():
-                shutil.rmtree(run_dir, ignore_errors=True)
-            raise
-    return 130 if summary.get("interrupted") else 0
+    try:
+        if args.resume:
+            run_dir = Path(args.resume)
+            overrides = list(args.set) + ([f"seed={args.seed}"] if args.seed is not None else [])
+            for assignment in overrides:
+                key = assignment.partition("=")[0].strip()
+                if key not in RESUMABLE_KEYS:
+                    raise ConfigError(f"--resume cannot change {key} (a resumed run is the same experiment); "
+                                      f"on resume --set may change only {', '.join(RESUMABLE_KEYS)} -- "
+                                      "start a new run for other changes")
+            config, _ = load_run_config(run_dir, overrides)
+            summary = train(config, run_dir, resume=True)
+        else:
+            config, _ = load_config(args.config, args.set, args.seed)
+            agent_config(resolve_agent(config.agent["name"]), config.agent)  # fail before creating anything
+            run_dir = new_run_dir(config, args.run_dir)
+            try:
+                summary = train(config, run_dir)
+            except RunDirBusy:
+                raise  # the directory is another process's run: never touch it
+            except UserError:
+                # A run that failed before its first checkpoint holds nothing worth keeping.
+                if not (run_dir / "checkpoints").exists():
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                raise
+    except DivergenceError as err:
+        print(f"diverged: {err}", file=sys.stderr)
+        return 3
+    except RunAborted as err:
+        print(f"{err}: nothing written, the last checkpoint stands; continue with: "
+              f"python -m rlscratch.train --resume {run_dir}", file=sys.stderr)
+        return 128 + err.signum
+    if summary.get("interrupted"):
+        return 128 + (summary.get("signal") or signal.SIGINT)
+    return 0
 
 
 if __name__ == "__main__":
