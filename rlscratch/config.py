@@ -69,6 +69,7 @@ class TrainConfig:
     keep_checkpoints: int = bounded(3, ge=1)
     log_every: int = bounded(1000, ge=1, help="environment steps between TensorBoard writes")
     divergence_guard: bool = True  # stop with exit status 3 at the first non-finite loss, gradient or parameter
+    divergence_limit: float = bounded(1e12, ge=0, help="guard on: a loss/* above this stops the run too; 0: none")
 
 
 @dataclass

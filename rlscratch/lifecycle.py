@@ -43,11 +43,12 @@ from rlscratch.config import RunConfig, to_dict
 from rlscratch.errors import CheckpointError
 from rlscratch.logger import Logger
 from rlscratch.nn.module import Module
+from rlscratch.nn.optim import Optimizer
 
 # What `--resume RUN --set ...` may change: how long the run goes on and how it reports, never what
 # it learns from. Every other key is part of the config the checkpoint was written with.
 RESUMABLE_KEYS = ("train.total_steps", "train.checkpoint_every", "train.checkpoint_minutes",
-                  "train.keep_checkpoints", "train.log_every", "train.divergence_guard",
+                  "train.keep_checkpoints", "train.log_every", "train.divergence_guard", "train.divergence_limit",
                   "log.progress", "log.tensorboard", "log.root")
 
 
@@ -147,8 +148,13 @@ def config_hash(keys: dict[str, Any]) -> str:
 
 
 def non_finite_module(components: dict[str, Any]) -> str | None:
-    """Name of the first module whose parameters or gradients hold a NaN or infinity, else None."""
+    """Name of the first module whose parameters or gradients, or optimizer whose state (Adam's
+    squared-gradient average overflows before the weights do), hold a NaN or infinity; else None."""
     for name, obj in components.items():
+        if isinstance(obj, Optimizer):
+            for key in obj.state_names:
+                if not np.isfinite(getattr(obj, key)).all():
+                    return f"optimizer state {name}.{key}"
         if isinstance(obj, Module):
             for _, module, key in obj.named_params():
                 if not np.isfinite(module.params[key]).all():
@@ -186,10 +192,13 @@ class RunSession:
         self.start_time = time.perf_counter()
         self._last_save = time.monotonic()
         self.run_id = ""
+        self._numpy_errors: dict | None = None
 
     # -- opening --------------------------------------------------------------------------------
     def __enter__(self) -> RunSession:
         self.signals.__enter__()
+        # The guard reports a divergence in one line; numpy's overflow warnings on the way would only bury it.
+        self._numpy_errors = np.seterr(all="ignore") if self.config.train.divergence_guard else None
         try:
             self._open()
         except BaseException:
@@ -282,9 +291,13 @@ class RunSession:
     def guard(self, step: int, metrics: dict[str, float]) -> None:
         """Stop at the first non-finite scalar an agent reports (its losses)."""
         if self.config.train.divergence_guard:
+            limit = self.config.train.divergence_limit
             for key, value in metrics.items():
                 if not math.isfinite(value):
                     raise DivergenceError(f"{key} is {value} at step {step}")
+                if limit and key.startswith("loss") and abs(value) > limit:
+                    raise DivergenceError(f"{key} is {value:.3g} at step {step}, above train.divergence_limit "
+                                          f"{limit:g}")
 
     def guard_modules(self, step: int, components: dict[str, Any]) -> None:
         if self.config.train.divergence_guard and (bad := non_finite_module(components)) is not None:
@@ -326,6 +339,9 @@ class RunSession:
                 self.lock.release()
                 self.lock = None
             self.signals.__exit__()
+            if self._numpy_errors is not None:
+                np.seterr(**self._numpy_errors)
+                self._numpy_errors = None
 
 
 def _atomic_write(path: Path, text: str) -> None:
