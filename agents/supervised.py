@@ -110,10 +110,8 @@ class Supervised(Agent):
             except (KeyError, ValueError) as err:
                 raise CheckpointError(f"{session.resumed.path} does not match this agent/config: {err}") from None
         session.check_config()
-        log_step = session.resumed.meta.get("log_step") if session.resumed else None
-        logger = session.start(None, 0, -1 if session.requested_resume and log_step is None else log_step)
-        if session.resumed is not None:
-            logger.line(f"resuming in epoch {self.epoch + 1} at image {position}")
+        where = f" in epoch {self.epoch + 1} at image {position}" if session.resumed else ""
+        logger = session.start(details=f", {self.config.epochs} epochs{where}")
 
         def save(finished: bool = False) -> None:
             arrays = {**{f"agent/{k}": v for k, v in self.state_dict().items()},

@@ -53,11 +53,11 @@ CASES: dict[str, tuple[str, list[str]]] = {
         "train.total_steps=1600", "train.eval_every=800", "train.eval_episodes=4", "train.checkpoint_minutes=0.003",
         "train.log_every=160"]),
     "muzero": ("muzero_cartpole", CARTPOLE + [
-        "train.total_steps=320", "train.eval_every=160", "train.eval_episodes=2", "train.checkpoint_minutes=0.005",
-        "train.log_every=40", "agent.num_simulations=4", "agent.warmup_steps=80", "agent.batch_size=16",
-        "agent.lr_decay_updates=240", "agent.target_update_interval=20"]),
+        "train.total_steps=192", "train.eval_every=96", "train.eval_episodes=2", "train.checkpoint_minutes=0.005",
+        "train.log_every=32", "agent.num_simulations=4", "agent.warmup_steps=64", "agent.batch_size=16",
+        "agent.lr_decay_updates=128", "agent.target_update_interval=20"]),
     "supervised": ("supervised_mnist", [
-        "agent.epochs=2", "agent.batch_size=500", "model.hidden=[16]", "train.checkpoint_minutes=0.003"]),
+        "agent.epochs=2", "agent.batch_size=1000", "model.hidden=[16]", "train.checkpoint_minutes=0.01"]),
     "bandit": ("epsilon_greedy_bandit_mnist", [
         "train.total_steps=300", "train.eval_every=100", "train.eval_episodes=100", "train.checkpoint_every=75",
         "train.log_every=50", "agent.replay_size=200", "agent.batch_size=16", "agent.lr_decay_rounds=300",

@@ -268,13 +268,22 @@ class RunSession:
             return bool(meta.get("finished"))
         return bool(meta.get("finished")) and meta.get("env_steps", 0) >= self.config.train.total_steps
 
-    def start(self, progress_total: int | None, progress_initial: int, log_step: int | None) -> Logger:
-        """Every check passed: write config.yaml (atomically) and open the logger. ``log_step`` is the
-        last step the checkpoint's run had logged: TensorBoard drops anything a killed run logged after it."""
+    def start(self, progress_total: int | None = None, progress_initial: int = 0, details: str = "") -> Logger:
+        """Every check passed: write config.yaml (atomically), open the logger, say what starts.
+        TensorBoard is told to drop whatever a killed run logged after its checkpoint (``purge_step``);
+        a run directory without a checkpoint starts over, so everything it logged is dropped."""
         _atomic_write(self.run_dir / "config.yaml", yaml.safe_dump(self.config_data, sort_keys=False))
-        purge = None if log_step is None else log_step + 1
+        if self.resumed is not None:
+            meta = self.resumed.meta
+            purge, what = meta.get("log_step", meta["env_steps"]) + 1, "resuming"
+        elif self.requested_resume:
+            purge, what = 0, "starting over (no checkpoint yet)"
+        else:
+            purge, what = None, "starting"
         self.logger = Logger(self.run_dir, self.config.log.tensorboard, progress_total, progress_initial,
                              self.config.log.progress, purge_step=purge)
+        self.logger.line(f"{what} {self.config.name}: agent {self.config.agent['name']}{details}, "
+                         f"seed {self.config.seed}, run dir {self.run_dir}")
         return self.logger
 
     # -- during the run -------------------------------------------------------------------------

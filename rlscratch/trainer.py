@@ -222,20 +222,18 @@ class EnvLoop:
                 raise CheckpointError(f"{resumed.path} does not match this agent/config: {err}") from None
         self.session.check_config()
         steps = resumed.meta["env_steps"] if resumed else 0
-        # A run directory without a checkpoint starts over: hide everything its earlier attempt logged.
-        log_step = resumed.meta.get("log_step", steps) if resumed else (-1 if self.session.requested_resume else None)
-        self.logger = self.session.start(self.train_cfg.total_steps, steps, log_step)
+        self.eval_pending = bool(resumed.meta.get("eval_pending")) if resumed else False
+        self.logger = self.session.start(self.train_cfg.total_steps, steps,
+                                         f", env {self.config.env.id} x{self.envs.num_envs}, "
+                                         f"{self.train_cfg.total_steps} steps")
         self.window = (self.session.start_time, steps, self.agent.updates)
-        what = "resuming" if resumed else ("starting over (no checkpoint yet)" if self.session.requested_resume
-                                           else "starting")
-        self.logger.line(f"{what} {self.config.name}: agent {self.config.agent['name']}, env {self.config.env.id} "
-                         f"x{self.envs.num_envs}, {self.train_cfg.total_steps} steps, seed {self.config.seed}, "
-                         f"run dir {self.session.run_dir}")
         return steps
 
     # -- the units of work ----------------------------------------------------------------------
     def run(self, stop_at: int | None = None) -> dict:
         try:
+            if self.eval_pending and self.env_steps < self.train_cfg.total_steps:
+                self.last_eval = self._evaluate()  # the one an interrupt cut short (the final one: below)
             while self.env_steps < self.train_cfg.total_steps:
                 if self.session.should_stop() or (stop_at is not None and self.env_steps >= stop_at):
                     return self._interrupted()
@@ -286,10 +284,17 @@ class EnvLoop:
         self.logger.progress(self.env_steps, **postfix)
 
     def _evaluate(self) -> EvalResult | None:
-        """Greedy episodes; None if a stop was requested meanwhile (the evaluation is skipped)."""
+        """Greedy episodes; None if a stop was requested meanwhile. An interrupted evaluation is undone
+        (the agent's random generators -- an evaluation may draw from them -- are put back) and marked
+        pending in the checkpoint: the resumed run evaluates at the same step, with the same draws."""
         assert self.evaluator is not None
+        generators = [obj for obj in self.agent.components().values() if isinstance(obj, np.random.Generator)]
+        states = [g.bit_generator.state for g in generators]
         result = self.evaluator.run(self.agent, self.train_cfg.eval_episodes, self.session.should_stop)
+        self.eval_pending = result is None
         if result is None:
+            for generator, state in zip(generators, states):
+                generator.bit_generator.state = state
             return None
         self.logger.scalars({"eval/mean_return": result.mean, "eval/std_return": result.std}, self.env_steps)
         self.logger.line(f"step {self.env_steps}: eval return {result.mean:.2f} ± {result.std:.2f} "
@@ -299,7 +304,8 @@ class EnvLoop:
     def _save(self, finished: bool = False) -> Path:
         arrays = {**{f"agent/{k}": v for k, v in self.agent.state_dict().items()},
                   **{f"collector/{k}": v for k, v in self.collector.state_dict().items()}}
-        path = self.session.save(self.env_steps, arrays, self.agent.components(), finished=finished)
+        path = self.session.save(self.env_steps, arrays, self.agent.components(), finished=finished,
+                                 eval_pending=self.eval_pending)
         self.saved_at = self.env_steps
         return path
 
