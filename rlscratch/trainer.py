@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -148,6 +149,9 @@ def signals_ignored():
     """Async env workers are started with SIGINT/SIGTERM ignored (they inherit it), so a Ctrl-C in
     the terminal -- sent to the whole process group -- stops the trainer cleanly instead of killing
     the workers under it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers (and only it gets the signals)
+        return
     previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
@@ -200,9 +204,9 @@ class EnvLoop:
             self.agent = agent_cls(agent_cfg, spec, config.model, np.random.default_rng(agent_seed))
             self.collector = Collector(self.envs, env_seeds(env_seed, self.envs.num_envs),
                                        make_obs_normalizer(config.env, observation_space))
-            self.env_steps = self._restore()
-            with signals_ignored():
+            with signals_ignored():  # (the normaliser is restored in place below)
                 self.evaluator = Evaluator(config, eval_seed, self.collector.normalizer)
+            self.env_steps = self._restore()
         except BaseException:
             self.close()
             raise
@@ -356,7 +360,9 @@ def load_run_config(run_dir: Path, overrides: list[str] = ()) -> tuple[RunConfig
 
     path = run_dir / "config.yaml"
     if not path.is_file():
-        raise CheckpointError(f"{run_dir} is not an rlscratch run directory (no config.yaml)")
+        hint = (" -- it was stopped during start-up; start it again with --config CONFIG --run-dir "
+                f"{run_dir}") if (run_dir / "run_id").is_file() else ""
+        raise CheckpointError(f"{run_dir} is not an rlscratch run directory (no config.yaml){hint}")
     data = read_yaml(path)
     for assignment in overrides:
         apply_override(data, assignment)
