@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return _train(args)
-    except KeyboardInterrupt:  # before the run's own signal handling was in place: nothing written yet
-        print("interrupted before training started; nothing written", file=sys.stderr)
+    except KeyboardInterrupt:  # outside the run's own signal handling (start-up, or after it closed)
+        print("interrupted outside the training loop; nothing written", file=sys.stderr)
         return 130
 
 
