@@ -39,7 +39,7 @@ import yaml
 
 import rlscratch
 from rlscratch.checkpoint import LOOP_META, CheckpointManager, read_checkpoint
-from rlscratch.config import RunConfig, to_dict
+from rlscratch.config import ADDED_LATER, RunConfig, to_dict
 from rlscratch.errors import CheckpointError
 from rlscratch.logger import Logger
 from rlscratch.nn.module import Module
@@ -250,6 +250,9 @@ class RunSession:
         if self.resumed is None or "config" not in self.resumed.meta:
             return
         saved = self.resumed.meta["config"]
+        # A key added to the config after the checkpoint was written stands at its default there.
+        defaults = experiment_keys(to_dict(RunConfig(name=self.config.name)))
+        saved = {**{k: defaults[k] for k in ADDED_LATER if k in defaults and k not in saved}, **saved}
         if config_hash(saved) == config_hash(self.keys):
             return
         now, absent = self.keys, "<absent>"

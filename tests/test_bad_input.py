@@ -290,8 +290,8 @@ CASES: dict[str, Case] = {
     "resume, checkpoint cut in half": Case("train", then(
         lambda d, r: write(checkpoint(r), checkpoint(r).read_bytes()[:checkpoint(r).stat().st_size // 2]),
         run_args("--resume", "RUN")), "not a readable .npz"),
-    "resume --set model.hidden=[32] (reshaped)": Case("train", run_args("--resume", "RUN", "--set",
-                                                                        "model.hidden=[32]"), "cannot change model.hidden"),
+    "resume --set model.hidden=[32] (reshaped)": Case(
+        "train", run_args("--resume", "RUN", "--set", "model.hidden=[32]"), "cannot change model.hidden"),
     "supervised resume, foreign checkpoint": Case("train", supervised_run("foreign"), "was written with agent"),
     "supervised resume, reshaped checkpoint": Case("train", supervised_run("reshaped"), "does not match"),
     # -- evaluate -----------------------------------------------------------------------------------

@@ -196,11 +196,42 @@ def test_edited_or_truncated_config_is_refused_by_name(stopped_run, capsys):
     assert cli("--resume", str(stopped_run)) == 2
     line = one_line(capsys.readouterr().err)
     assert "was written with another config: agent.lr (0.001 -> 0.002)" in line
-    truncated = original[:original.index("\ntrain:")] + "\n"  # train: and log: cut off
-    path.write_text(truncated)
-    assert cli("--resume", str(stopped_run)) == 2
-    assert "train.eval_every (600 -> 0)" in one_line(capsys.readouterr().err)
-    assert path.read_text() == truncated  # never rewritten by a refused resume
+    # A truncated file is refused by the strict loader before the checkpoint is compared: it names the
+    # first key the file lacks (filling it with today's default would resume another experiment).
+    for cut_before, missing in (("\ntrain:", "'train'"), ("\n  eval_every:", "'train.eval_every'")):
+        truncated = original[:original.index(cut_before)] + "\n"
+        path.write_text(truncated)
+        assert cli("--resume", str(stopped_run)) == 2
+        line = one_line(capsys.readouterr().err)
+        assert f"config.yaml is incomplete: it has no {missing}" in line, line
+        assert path.read_text() == truncated  # never rewritten by a refused resume
+
+
+def test_run_saved_before_a_config_key_existed_still_resumes(stopped_run, capsys):
+    """config.ADDED_LATER keys (``imports``): a run saved before one existed lacks it in config.yaml and
+    in its checkpoint's config; both stand for the default, so neither check refuses the resume."""
+    import json
+
+    from rlscratch.nn.serialization import atomic_savez
+
+    path = stopped_run / "config.yaml"
+    data = yaml.safe_load(path.read_text())
+    assert data.pop("imports") == []
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    latest = CheckpointManager(stopped_run / "checkpoints").latest()
+    arrays, meta = read_checkpoint(latest)
+    del meta["config"]["imports"]
+    atomic_savez(latest, {**arrays, "meta": np.array(json.dumps(meta))})
+    capsys.readouterr()
+    assert cli("--resume", str(stopped_run)) == 0, capsys.readouterr().err
+    # ... while an edit of that key is still caught:
+    assert cli("--resume", str(stopped_run), "--set", "train.total_steps=1300") == 0
+    data = yaml.safe_load(path.read_text())
+    data["imports"] = ["json"]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    capsys.readouterr()
+    assert cli("--resume", str(stopped_run), "--set", "train.total_steps=1400") == 2
+    assert "another config: imports ([] -> ['json'])" in one_line(capsys.readouterr().err)
 
 
 def test_checkpoint_from_another_run_is_refused(tmp_path, stopped_run, capsys):
