@@ -194,7 +194,12 @@ def inject(agent: str, run_dir: Path, signum: int, moment: str, delay: float, re
                 time.sleep(0.002)
                 if proc.poll() is None:
                     proc.send_signal(signum)
-        _, stderr = proc.communicate(timeout=TIMEOUT)
+        try:
+            _, stderr = proc.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            trial.notes.append(f"HUNG: still running {TIMEOUT:.0f} s after the signal; killed")
+            proc.kill()
+            _, stderr = proc.communicate()
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -10,8 +10,11 @@ checkpoint, stop cleanly on a signal, refuse to save diverged numbers, and close
 
 Signals: the first SIGINT or SIGTERM only sets a flag. The loop finishes its unit of work (an env
 step with the agent's update burst, a minibatch), checkpoints and returns; the command exits 130
-(SIGINT) or 143 (SIGTERM). A second signal raises ``RunAborted`` wherever the loop is: nothing is
-written (an interrupted checkpoint write leaves no file) and the previous checkpoint stands.
+(SIGINT) or 143 (SIGTERM). A second signal ends the process at once (``os._exit``) with the same
+status: nothing more is written and the previous checkpoint stands (a checkpoint write it cuts short
+leaves a ``*.tmp`` file, removed at the next start). Unwinding instead -- raising an exception
+wherever the main thread happens to be -- can leave a lock inside the TensorBoard writer's queue
+held, and the process then hangs at exit.
 
 A checkpoint records the run's identity (RUN_DIR/run_id, made when the run is) and the resolved
 config minus the keys a resume may change (``RESUMABLE_KEYS``), so a checkpoint copied from another
@@ -52,15 +55,6 @@ RESUMABLE_KEYS = ("train.total_steps", "train.checkpoint_every", "train.checkpoi
                   "log.progress", "log.tensorboard", "log.root")
 
 
-class RunAborted(BaseException):
-    """A second SIGINT/SIGTERM: stop at once, write nothing. (BaseException, like KeyboardInterrupt,
-    so no ``except Exception`` on the way swallows it.)"""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"aborted by a second {signal.Signals(signum).name}")
-        self.signum = signum
-
-
 class DivergenceError(Exception):
     """A non-finite loss, gradient, parameter or observation: the command exits with status 3."""
 
@@ -72,8 +66,9 @@ class RunDirBusy(CheckpointError):
 class StopSignals:
     """While active, SIGINT/SIGTERM request a stop instead of raising; a second one aborts."""
 
-    def __init__(self) -> None:
+    def __init__(self, abort_message: str = "") -> None:
         self.signum: int | None = None
+        self.abort_message = abort_message
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignals:
@@ -84,7 +79,10 @@ class StopSignals:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signum is not None:
-            raise RunAborted(signum)
+            name = signal.Signals(signum).name
+            os.write(2, f"aborted by a second {name}: nothing more written, the last checkpoint stands"
+                        f"{self.abort_message}\n".encode())
+            os._exit(128 + signum)
         self.signum = signum  # the loop notices it between units of work
 
     def __exit__(self, *exc: Any) -> None:
@@ -180,7 +178,7 @@ class RunSession:
         self.config = config
         self.agent_cfg = agent_cfg
         self.run_dir = run_dir
-        self.signals = StopSignals()
+        self.signals = StopSignals(f"; continue with: python -m rlscratch.train --resume {run_dir}")
         self.lock: RunLock | None = None
         self.logger: Logger | None = None
         self.resumed: Resumed | None = None

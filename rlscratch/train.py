@@ -83,7 +83,8 @@ def check_run_dir_target(config: RunConfig, run_dir: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done (or already finished), 2 bad input, 3 diverged, 128 + signal number when
-    stopped by SIGINT (130) or SIGTERM (143) -- checkpointed, or after a second signal, not."""
+    stopped by SIGINT (130) or SIGTERM (143) -- checkpointed (a second signal exits at once, in
+    rlscratch.lifecycle.StopSignals, writing nothing more)."""
     p = parser()
     args = p.parse_args(argv)
     if args.list:
@@ -112,7 +113,7 @@ def _train(args: argparse.Namespace) -> int:
     threadpool_limits(int(os.environ.get("RLSCRATCH_BLAS_THREADS", "1")))
     keep_freed_memory()
     from rlscratch.agent import agent_config, resolve_agent
-    from rlscratch.lifecycle import RESUMABLE_KEYS, DivergenceError, RunAborted, RunDirBusy
+    from rlscratch.lifecycle import RESUMABLE_KEYS, DivergenceError, RunDirBusy
     from rlscratch.trainer import load_run_config, new_run_dir, train
 
     try:
@@ -157,10 +158,6 @@ def _train(args: argparse.Namespace) -> int:
     except DivergenceError as err:
         print(f"diverged: {err}", file=sys.stderr)
         return 3
-    except RunAborted as err:
-        print(f"{err}: nothing written, the last checkpoint stands; continue with: "
-              f"python -m rlscratch.train --resume {run_dir}", file=sys.stderr)
-        return 128 + err.signum
     if summary.get("interrupted"):
         return 128 + (summary.get("signal") or signal.SIGINT)
     return 0

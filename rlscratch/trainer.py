@@ -345,7 +345,7 @@ class EnvLoop:
         return summary
 
     def close(self) -> None:
-        """Close the envs (a RunAborted may arrive here too: async workers are then terminated)."""
+        """Close the evaluation and training envs."""
         if self.evaluator is not None:
             self.evaluator.close()
             self.evaluator = None
