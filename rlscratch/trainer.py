@@ -238,6 +238,11 @@ class EnvLoop:
         try:
             if self.eval_pending and self.env_steps < self.train_cfg.total_steps:
                 self.last_eval = self._evaluate()  # the one an interrupt cut short (the final one: below)
+                if self.last_eval is not None:
+                    # Done and logged: the checkpoint on disk (same step, eval pending, the agent's
+                    # generators before it) no longer describes this run; a later resume from it would
+                    # evaluate -- and log -- that step again.
+                    self._save()
             while self.env_steps < self.train_cfg.total_steps:
                 if self.session.should_stop() or (stop_at is not None and self.env_steps >= stop_at):
                     return self._interrupted()

@@ -341,6 +341,35 @@ def test_signal_during_the_final_evaluation_checkpoints_and_evaluates_on_resume(
     assert train(config, tmp_path / "run", resume=True)["already_finished"]
 
 
+def test_pending_evaluation_done_on_resume_is_checkpointed_and_logged_once(tmp_path):
+    """A run stopped mid-evaluation evaluates that step again on resume. Once that is done, a stop
+    before the next unit of work must still checkpoint: the checkpoint on disk says the evaluation is
+    pending, and resuming from it would log that step's eval twice."""
+    import threading
+
+    marker = tmp_path / "eval_started"
+    config, _ = load_config(str(write_config(tmp_path, checkpoint_every=0)), [
+        "env.id=fault_envs:FaultCartPole-v0", f"env.eval_kwargs={{marker: {marker}, step_delay: 0.01}}"])
+
+    def interrupt_when_evaluating() -> None:
+        while not marker.exists():
+            time.sleep(0.001)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    watcher = threading.Thread(target=interrupt_when_evaluating, daemon=True)
+    watcher.start()
+    assert train(config, tmp_path / "run")["interrupted"]  # during the evaluation at step 600
+    watcher.join(timeout=5)
+    _, meta = read_checkpoint(CheckpointManager(tmp_path / "run" / "checkpoints").latest())
+    assert meta["env_steps"] == 600 and meta["eval_pending"]
+    marker.unlink()
+    assert train(config, tmp_path / "run", resume=True, stop_at=600)["interrupted"]  # evaluates, then stops
+    _, meta = read_checkpoint(CheckpointManager(tmp_path / "run" / "checkpoints").latest())
+    assert meta["env_steps"] == 600 and not meta["eval_pending"]
+    assert not train(config, tmp_path / "run", resume=True)["interrupted"]
+    assert list(read_scalars(tmp_path / "run")["eval/mean_return"][0]) == [600, 1200]
+
+
 def test_stale_lock_file_of_a_killed_run_does_not_block(stopped_run):
     with open(stopped_run / ".lock", "w") as f:
         f.write("99999999")  # a pid long gone; flock state died with it
