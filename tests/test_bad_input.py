@@ -343,11 +343,11 @@ SUBPROCESS = {"config not UTF-8 (latin-1 comment)", "env.id Blackjack (Tuple spa
 PENDING: dict[str, str] = {}
 
 
-# New files a refused case may still leave, by case: the trainer opens an offline agent's logger (a
-# new TensorBoard event file, log.txt) before the agent reads its checkpoint (trainer.py, robust's).
-# The hand-made supervised run dirs have no run_id yet: the refused resume gives them one (and its lock file).
-LITTER_OK = {"supervised resume, foreign checkpoint": r"sup/(events\.out\.tfevents\..*|log\.txt|run_id|\.lock)",
-             "supervised resume, reshaped checkpoint": r"sup/(events\.out\.tfevents\..*|log\.txt|run_id|\.lock)"}
+# New files a refused case may still leave, by case: the hand-made supervised run dirs have no run_id
+# yet, and the run's lock (rlscratch/lifecycle.py) gives them one, with its lock file, before the agent
+# reads its checkpoint. (The logger opens only after every check passed: no event file, no log.txt.)
+LITTER_OK = {"supervised resume, foreign checkpoint": r"sup/(run_id|\.lock)",
+             "supervised resume, reshaped checkpoint": r"sup/(run_id|\.lock)"}
 
 
 def mains() -> dict[str, Callable]:
