@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from tqdm import tqdm
 
 from rlscratch import nn
 from rlscratch.agent import Agent
@@ -98,11 +99,10 @@ class Supervised(Agent):
         self.updates += 1
         return loss
 
-    def train_offline(self, run) -> dict:
-        from tqdm import tqdm
-
-        from rlscratch.checkpoint import read_checkpoint
-
+    def train_offline(self, session) -> dict:
+        """Epochs of shuffled minibatches. ``session`` (rlscratch.lifecycle.RunSession) owns the run's
+        life: a stop request is honoured between minibatches, and a checkpoint mid-epoch records the
+        epoch's shuffled order and position, so a resumed run draws exactly the same batches."""
         layout = "nchw" if self.config.network == "cnn" else "flat"
         train_images, train_labels = load_mnist("train", self.config.data_path)
         test_images, test_labels = load_mnist("test", self.config.data_path)
@@ -111,46 +111,68 @@ class Supervised(Agent):
         batch = self.config.batch_size
         self.lr_schedule.set_run_length(self.config.epochs * -(-len(x_train) // batch))  # updates in the run
 
-        if run.resume:
-            path = run.checkpoints.latest()
-            arrays, meta = read_checkpoint(path, ("agent",))
+        order, position, losses = np.zeros(0, dtype=np.int64), 0, []
+        if session.resumed is not None:
+            state = session.resumed.arrays
             try:
-                if meta["agent"] != run.config.agent["name"]:
-                    raise ValueError(f"it was written by agent {meta['agent']!r}")
-                self.load_state_dict(sub_state(arrays, "agent"))
+                if session.resumed.meta.get("agent") != session.config.agent["name"]:
+                    raise ValueError(f"it was written by agent {session.resumed.meta.get('agent')!r}")
+                self.load_state_dict(sub_state(state, "agent"))
+                order, position = state["epoch/order"], int(state["epoch/position"])
+                losses = list(state["epoch/losses"])
             except (KeyError, ValueError) as err:
-                raise CheckpointError(f"{path} does not match this run's agent/config: {err}; resume with the run's "
-                                      "own config and checkpoints") from None
-            run.logger.line(f"resuming after epoch {self.epoch}")
+                raise CheckpointError(f"{session.resumed.path} does not match this agent/config: {err}") from None
+        session.check_config()
+        where = f" in epoch {self.epoch + 1} at image {position}" if session.resumed else ""
+        logger = session.start(details=f", {self.config.epochs} epochs{where}")
+
+        def save(finished: bool = False) -> None:
+            arrays = {**{f"agent/{k}": v for k, v in self.state_dict().items()},
+                      "epoch/order": order, "epoch/position": np.asarray(position),
+                      "epoch/losses": np.asarray(losses, dtype=np.float64)}
+            session.save(self.updates, arrays, self.components(), finished=finished, log_step=self.epoch,
+                         offline=True, epoch=self.epoch)
+
         epoch_seconds, test_accuracy = [], float("nan")
         while self.epoch < self.config.epochs:
             start = time.perf_counter()
             self.net.train()
-            order = self.rng.permutation(len(x_train))
-            losses = []
-            bar = tqdm(range(0, len(order), batch), desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
-                       unit="batch", leave=False, disable=not (run.config.log.progress and interactive()))
+            if order.size == 0:  # a new epoch (a checkpoint mid-epoch holds its drawn order)
+                order, position, losses = self.rng.permutation(len(x_train)), 0, []
+            bar = tqdm(range(position, len(order), batch), desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
+                       unit="batch", leave=False, disable=not (session.config.log.progress and interactive()))
             for i in bar:
+                if session.should_stop():
+                    bar.close()
+                    save()
+                    logger.line(f"interrupted in epoch {self.epoch + 1} at image {position}; continue with: "
+                                f"{session.resume_hint()}")
+                    return {"interrupted": True, "signal": session.signals.signum, "epochs": self.epoch,
+                            "run_dir": str(session.run_dir), "agent": self}
                 idx = order[i:i + batch]
                 losses.append(self.train_step(x_train[idx], y_train[idx]))
+                session.guard(self.updates, {"loss/train": losses[-1]})
+                position = i + batch
                 if len(losses) % 50 == 0:
                     bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", refresh=False)
+                if session.checkpoint_due():
+                    save()
             seconds = time.perf_counter() - start
             epoch_seconds.append(seconds)
             self.net.eval()
             self.epoch += 1
+            order, position = np.zeros(0, dtype=np.int64), 0
             test_accuracy = accuracy(self.net, x_test, y_test)
             metrics = {"loss/train": float(np.mean(losses)), "eval/test_accuracy": test_accuracy,
                        "train/lr": self.optimizer.lr, "perf/seconds_per_epoch": seconds}
-            run.logger.scalars(metrics, self.epoch)
-            run.logger.line(f"epoch {self.epoch}: train loss {metrics['loss/train']:.4f}, "
-                            f"test accuracy {test_accuracy:.4f}, {seconds:.1f} s")
-            run.checkpoints.save(self.epoch, {f"agent/{k}": v for k, v in self.state_dict().items()},
-                                 {"agent": run.config.agent["name"], "env_id": run.config.env.id,
-                                  "num_envs": run.config.env.num_envs, "env_steps": self.epoch})
+            logger.scalars(metrics, self.epoch)
+            logger.line(f"epoch {self.epoch}: train loss {metrics['loss/train']:.4f}, "
+                        f"test accuracy {test_accuracy:.4f}, {seconds:.1f} s")
+            losses = []
+            save(finished=self.epoch == self.config.epochs)
         summary = {"test_accuracy": test_accuracy, "epochs": self.epoch, "eval_mean": test_accuracy,
                    "seconds_per_epoch": float(np.mean(epoch_seconds)) if epoch_seconds else 0.0,
-                   "run_dir": str(run.run_dir), "interrupted": False, "agent": self}
-        run.logger.line(f"done: test accuracy {test_accuracy:.4f} after {self.epoch} epochs "
-                        f"({summary['seconds_per_epoch']:.1f} s per epoch); run dir {run.run_dir}")
+                   "run_dir": str(session.run_dir), "interrupted": False, "agent": self}
+        logger.line(f"done: test accuracy {test_accuracy:.4f} after {self.epoch} epochs "
+                    f"({summary['seconds_per_epoch']:.1f} s per epoch); run dir {session.run_dir}")
         return summary

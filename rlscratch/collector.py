@@ -12,6 +12,10 @@ random-generator state just before its reset (plus ``get_state()`` for envs of o
 across episodes) -- and the actions taken since. Restoring replays exactly that, so a resumed run
 continues the same episodes as an uninterrupted one. (Sync vector envs only: async envs live in
 other processes, so a resumed async run starts fresh episodes.)
+
+Env-specific running totals: every floating-point entry of a step's ``info`` (one number per env,
+e.g. the MNIST bandit's ``regret``) is summed into ``info_totals`` -- the trainer logs each as
+``charts/cumulative_<key>`` -- without the collector knowing what any of them means.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class Collector:
         self.exact_resume = isinstance(envs, gym.vector.SyncVectorEnv)
         self.episode_return = np.zeros(self.num_envs)
         self.episode_length = np.zeros(self.num_envs, dtype=np.int64)
-        self.cumulative_regret = 0.0
+        self.info_totals: dict[str, float] = {}
         self.episodes = 0
         self._starts: list[dict] = [{"seed": s} for s in seeds]
         self._actions: list[list] = [[] for _ in range(self.num_envs)]
@@ -80,8 +84,7 @@ class Collector:
         step = Step(self.obs, actions, reward, next_obs, terminated, truncated, info)
         self.episode_return += reward
         self.episode_length += 1
-        if "regret" in info:
-            self.cumulative_regret += float(np.sum(info["regret"]))
+        self._add_info_totals(info)
 
         done = terminated | truncated
         finished = []
@@ -99,12 +102,21 @@ class Collector:
         self.raw_obs, self.obs = raw_next, next_obs
         return step, finished
 
+    def _add_info_totals(self, info: dict) -> None:
+        for key, value in info.items():
+            if key.startswith("_") or not isinstance(value, np.ndarray) or value.shape != (self.num_envs,):
+                continue
+            if np.issubdtype(value.dtype, np.floating):
+                mask = info.get(f"_{key}")  # gymnasium's "this env reported it" mask
+                total = value[mask].sum() if mask is not None else value.sum()
+                self.info_totals[key] = self.info_totals.get(key, 0.0) + float(total)
+
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
         state = {
             "raw_obs": self.raw_obs, "obs": self.obs,
             "episode_return": self.episode_return, "episode_length": self.episode_length,
-            "counters": json_array({"episodes": self.episodes, "regret": self.cumulative_regret}),
+            "counters": json_array({"episodes": self.episodes, "info_totals": self.info_totals}),
             "starts": json_array(_jsonable(self._starts)),
         }
         for i, actions in enumerate(self._actions):
@@ -118,7 +130,10 @@ class Collector:
             raise ValueError(f"the checkpoint ran {state['obs'].shape[0]} envs of observation shape "
                              f"{state['obs'].shape[1:]}, this config has {self.obs.shape}")
         counters = from_json_array(state["counters"])
-        self.episodes, self.cumulative_regret = counters["episodes"], counters["regret"]
+        self.episodes = counters["episodes"]
+        self.info_totals = dict(counters.get("info_totals", {}))
+        if counters.get("regret"):  # checkpoints from before info totals were generic
+            self.info_totals["regret"] = counters["regret"]
         self.episode_return = state["episode_return"].copy()
         self.episode_length = state["episode_length"].copy()
         if self.normalizer is not None:

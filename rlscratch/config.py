@@ -68,9 +68,12 @@ class TrainConfig:
     total_steps: int = bounded(100_000, ge=1, help="environment steps (summed over parallel envs)")
     eval_every: int = bounded(0, ge=0, help="0: evaluate only at the end")
     eval_episodes: int = bounded(20, ge=1)
-    checkpoint_every: int = bounded(0, ge=0, help="0: checkpoint only at the end")
+    checkpoint_every: int = bounded(0, ge=0, help="environment steps between checkpoints; 0: none on the step grid")
+    checkpoint_minutes: float = bounded(5.0, ge=0, help="wall-clock minutes between checkpoints; 0: none on a timer")
     keep_checkpoints: int = bounded(3, ge=1)
     log_every: int = bounded(1000, ge=1, help="environment steps between TensorBoard writes")
+    divergence_guard: bool = True  # stop with exit status 3 at the first non-finite loss, gradient or parameter
+    divergence_limit: float = bounded(1e12, ge=0, help="guard on: a loss/* above this stops the run too; 0: none")
 
 
 @dataclass

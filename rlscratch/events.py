@@ -7,6 +7,9 @@ end in a partial record, which is skipped. Damage anywhere else (a length whose 
 a record that does not parse) is an error naming the file and the byte offset: a damaged length
 would otherwise silently cut off every record after it. (The record CRCs are not checked: CRC-32C
 in pure Python costs about a second per megabyte, and a damaged record almost never parses.)
+Files are read oldest first; a resumed run's writer starts with a SessionLog START at its
+``purge_step``, which drops the points logged from that step on by the run it continues -- as
+TensorBoard does.
 """
 
 from __future__ import annotations
@@ -66,6 +69,10 @@ def read_scalars(run_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]
                 event = event_pb2.Event.FromString(data[start:end])
             except Exception:  # protobuf's DecodeError, whose module path varies between versions
                 raise UserError(damaged.format(start)) from None
+            if event.HasField("session_log") and event.session_log.status == event.session_log.START:
+                # A resumed run's purge_step: it replaces whatever was logged from that step on.
+                for pairs in points.values():
+                    pairs[:] = [p for p in pairs if p[0] < event.step]
             for value in event.summary.value:
                 if value.HasField("simple_value"):
                     points[value.tag].append((event.step, value.simple_value))

@@ -35,14 +35,20 @@ class Logger:
     """Writes scalars to TensorBoard and appends human-readable lines to ``log.txt``."""
 
     def __init__(self, run_dir: Path, tensorboard: bool = True, progress_total: int | None = None,
-                 progress_initial: int = 0, progress: bool = True) -> None:
+                 progress_initial: int = 0, progress: bool = True, purge_step: int | None = None) -> None:
         self.run_dir = run_dir
         self.text = open(run_dir / "log.txt", "a", buffering=1)
         self.writer = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self.writer = SummaryWriter(str(run_dir), flush_secs=10)
+            # purge_step: a resumed run tells TensorBoard to drop what the interrupted one logged
+            # after its last checkpoint, so the curves continue without duplicate steps.
+            # The suffix numbers the sessions: a resume within the same second as the run it continues
+            # would otherwise get the same file name (and truncate it).
+            session = len(list(run_dir.glob("events.out.tfevents.*")))
+            self.writer = SummaryWriter(str(run_dir), flush_secs=10, purge_step=purge_step,
+                                        filename_suffix=f".{session:03d}")
         self.bar = None
         if progress and progress_total is not None and interactive():  # no redraws into log files
             from tqdm import tqdm
@@ -74,6 +80,12 @@ class Logger:
         if self.writer is not None:
             flat = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
             self.writer.add_hparams(flat, {f"hparam/{k}": v for k, v in metrics.items()}, name="hparams")
+
+    def flush(self) -> None:
+        """Push buffered events to disk (at each checkpoint: a kill then loses little)."""
+        if self.writer is not None:
+            self.writer.flush()
+        self.text.flush()
 
     def close(self) -> None:
         if self.bar is not None:

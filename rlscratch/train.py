@@ -4,6 +4,9 @@ python -m rlscratch.train --list | --describe AGENT
 
 Runs one experiment from a YAML config (a bare name is looked up in configs/) and writes its run
 directory: the resolved config, TensorBoard event files, checkpoints and log.txt.
+
+Exit status: 0 done, 2 bad input, 3 diverged (non-finite numbers), 130/143 stopped by SIGINT/SIGTERM
+(checkpointed; continue with --resume).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shutil
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -77,6 +81,9 @@ def check_run_dir_target(config: RunConfig, run_dir: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done (or already finished), 2 bad input, 3 diverged, 128 + signal number when
+    stopped by SIGINT (130) or SIGTERM (143) -- checkpointed (a second signal exits at once, in
+    rlscratch.lifecycle.StopSignals, writing nothing more)."""
     p = parser()
     args = p.parse_args(argv)
     if args.list:
@@ -87,6 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not (args.config or args.resume):
         p.error("one of --config, --resume, --list or --describe is required")
+    try:
+        return _train(args)
+    except KeyboardInterrupt:  # outside the run's own signal handling (start-up, or after it closed)
+        print("interrupted outside the training loop; nothing written", file=sys.stderr)
+        return 130
+
+
+def _train(args: argparse.Namespace) -> int:
     from rlscratch.runtime import keep_freed_memory, pin_blas_threads
 
     # RL networks are small: a second BLAS thread gains little on them and loses badly whenever the
@@ -95,39 +110,54 @@ def main(argv: list[str] | None = None) -> int:
     pin_blas_threads()
     keep_freed_memory()
     from rlscratch.agent import agent_config, resolve_agent
+    from rlscratch.lifecycle import RESUMABLE_KEYS, DivergenceError, RunDirBusy
     from rlscratch.trainer import load_run_config, new_run_dir, train
 
-    if args.resume:
-        run_dir = Path(args.resume)
-        overrides = list(args.set) + ([f"seed={args.seed}"] if args.seed is not None else [])
-        config, _ = load_run_config(run_dir, overrides)
-        try:
-            summary = train(config, run_dir, resume=True)
-        except MemoryError as err:
-            raise UserError(memory_message(err, config.agent)) from None
-    else:
-        config, _ = load_config(args.config, args.set, args.seed)
-        agent_config(resolve_agent(config.agent["name"]), config.agent)  # fail before creating anything
-        check_run_dir_target(config, args.run_dir)
-        root_existed = Path(config.log.root).exists()
-        try:
-            run_dir = new_run_dir(config, args.run_dir)
-        except OSError as err:
-            raise ConfigError(f"cannot create the run directory ({err.strerror}: {err.filename}); "
-                              "choose another --run-dir or log.root") from None
-        try:
-            summary = train(config, run_dir)
-        except (UserError, MemoryError) as err:
-            # A run that failed before its first checkpoint holds nothing worth keeping.
-            if not (run_dir / "checkpoints").exists():
-                shutil.rmtree(run_dir, ignore_errors=True)
-                if args.run_dir is None and not root_existed:  # nor an empty runs/ it created for it
-                    with contextlib.suppress(OSError):
-                        Path(config.log.root).rmdir()
-            if isinstance(err, MemoryError):
+    try:
+        if args.resume:
+            run_dir = Path(args.resume)
+            overrides = list(args.set) + ([f"seed={args.seed}"] if args.seed is not None else [])
+            for assignment in overrides:
+                key = assignment.partition("=")[0].strip()
+                if key not in RESUMABLE_KEYS:
+                    raise ConfigError(f"--resume cannot change {key} (a resumed run is the same experiment); "
+                                      f"on resume --set may change only {', '.join(RESUMABLE_KEYS)} -- "
+                                      "start a new run for other changes")
+            config, _ = load_run_config(run_dir, overrides)
+            try:
+                summary = train(config, run_dir, resume=True)
+            except MemoryError as err:
                 raise UserError(memory_message(err, config.agent)) from None
-            raise
-    return 130 if summary.get("interrupted") else 0
+        else:
+            config, _ = load_config(args.config, args.set, args.seed)
+            agent_config(resolve_agent(config.agent["name"]), config.agent)  # fail before creating anything
+            check_run_dir_target(config, args.run_dir)
+            root_existed = Path(config.log.root).exists()
+            try:
+                run_dir = new_run_dir(config, args.run_dir)
+            except OSError as err:
+                raise ConfigError(f"cannot create the run directory ({err.strerror}: {err.filename}); "
+                                  "choose another --run-dir or log.root") from None
+            try:
+                summary = train(config, run_dir)
+            except RunDirBusy:
+                raise  # the directory is another process's run: never touch it
+            except (UserError, MemoryError) as err:
+                # A run that failed before its first checkpoint holds nothing worth keeping.
+                if not (run_dir / "checkpoints").exists():
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                    if args.run_dir is None and not root_existed:  # nor an empty runs/ it created for it
+                        with contextlib.suppress(OSError):
+                            Path(config.log.root).rmdir()
+                if isinstance(err, MemoryError):
+                    raise UserError(memory_message(err, config.agent)) from None
+                raise
+    except DivergenceError as err:
+        print(f"diverged: {err}", file=sys.stderr)
+        return 3
+    if summary.get("interrupted"):
+        return 128 + (summary.get("signal") or signal.SIGINT)
+    return 0
 
 
 if __name__ == "__main__":

@@ -2,44 +2,38 @@
 
     obs -> agent.act -> envs.step -> agent.observe -> (log | evaluate | checkpoint) -> repeat
 
-Agents that learn from a dataset instead of an environment (supervised MNIST) implement
-``Agent.train_offline(run)`` and are handed the same run directory, logger and checkpoints.
+One pass of that arrow is the loop's unit of work: a stop request (Ctrl-C, SIGTERM) is honoured
+only between units, so a checkpoint never holds half an update burst or half a rollout. The run's
+life around the loop -- the lock on its directory, resume, checkpoints, signals, closing -- is
+rlscratch.lifecycle's. Agents that learn from a dataset instead of an environment (supervised
+MNIST) implement ``Agent.train_offline(session)`` and get the same ``RunSession``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import signal
+import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-import rlscratch
 from rlscratch.agent import Agent, EnvSpec, agent_config, resolve_agent
 from rlscratch.checkpoint import LOOP_META, CheckpointManager, read_checkpoint
 from rlscratch.collector import Collector
-from rlscratch.config import RunConfig, run_name, to_dict
+from rlscratch.config import RunConfig, run_name
 from rlscratch.envs.factory import env_seeds, make_obs_normalizer, make_vec_env, spaces_of
 from rlscratch.envs.wrappers import ObservationNormalizer
 from rlscratch.errors import CheckpointError, ConfigError
-from rlscratch.logger import Logger, MetricAverager, flatten_dict
+from rlscratch.lifecycle import DivergenceError, RunSession
+from rlscratch.logger import MetricAverager, flatten_dict
 from rlscratch.state import sub_state
-
-
-@dataclass
-class Run:
-    """Everything a training session writes to: handed to offline agents as well."""
-
-    config: RunConfig
-    agent_config: Any
-    run_dir: Path
-    logger: Logger
-    checkpoints: CheckpointManager
-    resume: bool
 
 
 @dataclass
@@ -74,7 +68,8 @@ class Evaluator:
     def _view(self, obs: np.ndarray) -> np.ndarray:
         return obs if self.normalizer is None else self.normalizer.normalize(obs)
 
-    def run(self, agent: Agent, episodes: int) -> EvalResult:
+    def run(self, agent: Agent, episodes: int, stop: Callable[[], bool] = lambda: False) -> EvalResult | None:
+        """``episodes`` greedy episodes; None as soon as ``stop()`` says so (a Ctrl-C during evaluation)."""
         n = self.envs.num_envs
         quota = np.array([len(range(i, episodes, n)) for i in range(n)])
         played = np.zeros(n, dtype=np.int64)
@@ -82,6 +77,8 @@ class Evaluator:
         running = np.zeros(n)
         obs, _ = self.envs.reset(seed=self.seeds)
         while np.any(played < quota):
+            if stop():
+                return None
             actions = agent.act(self._view(obs), explore=False)
             obs, reward, terminated, truncated, _ = self.envs.step(actions)
             running += reward
@@ -111,7 +108,10 @@ def crossed(before: int, after: int, every: int) -> bool:
 def new_run_dir(config: RunConfig, run_dir: str | None) -> Path:
     if run_dir is not None:
         path = Path(run_dir)
-        if path.exists() and any(path.iterdir()):
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"--run-dir {path} is a file; choose another --run-dir")
+        # A directory without config.yaml is a start that was killed before it got going: reuse it.
+        if path.exists() and (path / "config.yaml").exists():
             raise ConfigError(f"run directory {path} already exists and is not empty; "
                               f"continue it with --resume {path}, or choose another --run-dir")
     else:
@@ -130,19 +130,6 @@ def new_run_dir(config: RunConfig, run_dir: str | None) -> Path:
     return path
 
 
-def resolved_config(config: RunConfig, agent_cfg: Any) -> dict:
-    """The complete config, defaults filled in, as written to RUN_DIR/config.yaml."""
-    data = to_dict(config)
-    data["agent"] = {"name": config.agent["name"], **dataclasses.asdict(agent_cfg)}
-    return data
-
-
-def write_config(run_dir: Path, data: dict) -> None:
-    tmp = run_dir / "config.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    tmp.replace(run_dir / "config.yaml")
-
-
 def build_agent(config: RunConfig, spec: EnvSpec | None, seed_sequence: np.random.SeedSequence) -> Agent:
     agent_cls = resolve_agent(config.agent["name"])
     agent_cfg = agent_config(agent_cls, config.agent)
@@ -157,133 +144,219 @@ def _check_meta(meta: dict, config: RunConfig, path: Path) -> None:
                                   "resume with the run's own config (RUN_DIR/config.yaml)")
 
 
+@contextmanager
+def signals_ignored():
+    """Async env workers are started with SIGINT/SIGTERM ignored (they inherit it), so a Ctrl-C in
+    the terminal -- sent to the whole process group -- stops the trainer cleanly instead of killing
+    the workers under it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers (and only it gets the signals)
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 # -- the loop -------------------------------------------------------------------------------------
 def train(config: RunConfig, run_dir: Path, resume: bool = False, stop_at: int | None = None) -> dict:
     """Train as ``config`` says, writing into ``run_dir``. ``resume`` continues from the latest
-    checkpoint there. ``stop_at`` simulates an interruption: checkpoint at that step and return
-    (a Ctrl-C does the same). Returns a summary dict."""
+    checkpoint there (or starts the run over if it has none yet). ``stop_at`` stops at that step as
+    a Ctrl-C would: checkpoint and return. Returns a summary dict."""
     agent_seed, env_seed, eval_seed = np.random.SeedSequence(config.seed).spawn(3)
     agent_cls = resolve_agent(config.agent["name"])
     agent_cfg = agent_config(agent_cls, config.agent)
-    checkpoints = CheckpointManager(run_dir / "checkpoints", config.train.keep_checkpoints)
-    if resume and checkpoints.latest() is None:
-        raise CheckpointError(f"no checkpoint in {checkpoints.folder}; nothing to resume (start a new run instead)")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(run_dir, resolved_config(config, agent_cfg))
-
-    if hasattr(agent_cls, "train_offline"):
-        logger = Logger(run_dir, config.log.tensorboard, progress=False)
+    with RunSession(config, agent_cfg, run_dir, resume) as session:
+        if session.finished:
+            session.check_config()
+            meta = session.resumed.meta
+            print(f"{run_dir} already finished ({meta['env_steps']} of train.total_steps "
+                  f"{config.train.total_steps}); nothing to do -- to train longer: {session.resume_hint()} "
+                  "--set train.total_steps=N", flush=True)
+            return {"interrupted": False, "already_finished": True, "env_steps": meta["env_steps"],
+                    "run_dir": str(run_dir)}
         try:
-            agent = agent_cls(agent_cfg, None, config.model, np.random.default_rng(agent_seed))
-            return agent.train_offline(Run(config, agent_cfg, run_dir, logger, checkpoints, resume))
+            if hasattr(agent_cls, "train_offline"):
+                agent = agent_cls(agent_cfg, None, config.model, np.random.default_rng(agent_seed))
+                return agent.train_offline(session)
+            return EnvLoop(session, agent_cls, agent_cfg, (agent_seed, env_seed, eval_seed)).run(stop_at)
+        except DivergenceError as err:
+            raise session.diverged(err) from None
+
+
+class EnvLoop:
+    """The env loop of one session: build, restore, then ``run`` unit after unit."""
+
+    def __init__(self, session: RunSession, agent_cls: type[Agent], agent_cfg: Any,
+                 seeds: tuple[np.random.SeedSequence, ...]) -> None:
+        agent_seed, env_seed, eval_seed = seeds
+        self.session = session
+        self.config = config = session.config
+        self.train_cfg = config.train
+        with signals_ignored():
+            self.envs = make_vec_env(config.env)
+        self.evaluator: Evaluator | None = None
+        try:
+            observation_space, action_space = spaces_of(self.envs)
+            spec = EnvSpec(observation_space, action_space, self.envs.num_envs)
+            self.agent = agent_cls(agent_cfg, spec, config.model, np.random.default_rng(agent_seed))
+            self.collector = Collector(self.envs, env_seeds(env_seed, self.envs.num_envs),
+                                       make_obs_normalizer(config.env, observation_space))
+            with signals_ignored():  # (the normaliser is restored in place below)
+                self.evaluator = Evaluator(config, eval_seed, self.collector.normalizer)
+            self.env_steps = self._restore()
+        except BaseException:
+            self.close()
+            raise
+        self.averager = MetricAverager()
+        self.recent_returns: deque[float] = deque(maxlen=20)
+        self.saved_at = self.env_steps if session.resumed else -1
+        self.last_eval: EvalResult | None = None
+
+    def _restore(self) -> int:
+        """Load the latest checkpoint (if resuming), check the config, open the logger; the step to go on from."""
+        resumed = self.session.resumed
+        if resumed is not None:
+            try:
+                self.agent.load_state_dict(sub_state(resumed.arrays, "agent"))
+                self.collector.load_state_dict(sub_state(resumed.arrays, "collector"))
+            except (KeyError, ValueError) as err:
+                raise CheckpointError(f"{resumed.path} does not match this agent/config: {err}") from None
+        self.session.check_config()
+        steps = resumed.meta["env_steps"] if resumed else 0
+        self.eval_pending = bool(resumed.meta.get("eval_pending")) if resumed else False
+        self.logger = self.session.start(self.train_cfg.total_steps, steps,
+                                         f", env {self.config.env.id} x{self.envs.num_envs}, "
+                                         f"{self.train_cfg.total_steps} steps")
+        self.window = (self.session.start_time, steps, self.agent.updates)
+        return steps
+
+    # -- the units of work ----------------------------------------------------------------------
+    def run(self, stop_at: int | None = None) -> dict:
+        try:
+            if self.eval_pending and self.env_steps < self.train_cfg.total_steps:
+                self.last_eval = self._evaluate()  # the one an interrupt cut short (the final one: below)
+                if self.last_eval is not None:
+                    # Done and logged: the checkpoint on disk (same step, eval pending, the agent's
+                    # generators before it) no longer describes this run; a later resume from it would
+                    # evaluate -- and log -- that step again.
+                    self._save()
+            while self.env_steps < self.train_cfg.total_steps:
+                if self.session.should_stop() or (stop_at is not None and self.env_steps >= stop_at):
+                    return self._interrupted()
+                self._step()
+            return self._finish()
         finally:
-            logger.close()
+            self.close()
 
-    envs = make_vec_env(config.env)
-    observation_space, action_space = spaces_of(envs)
-    spec = EnvSpec(observation_space, action_space, envs.num_envs)
-    agent = agent_cls(agent_cfg, spec, config.model, np.random.default_rng(agent_seed))
-    collector = Collector(envs, env_seeds(env_seed, envs.num_envs), make_obs_normalizer(config.env, observation_space))
-    env_steps, elapsed_before = 0, 0.0
-    if resume:
-        path = checkpoints.latest()
-        arrays, meta = read_checkpoint(path, LOOP_META)
-        _check_meta(meta, config, path)
-        try:
-            agent.load_state_dict(sub_state(arrays, "agent"))
-            collector.load_state_dict(sub_state(arrays, "collector"))
-        except (KeyError, ValueError) as err:
-            raise CheckpointError(f"{path} does not match this agent/config: {err}") from None
-        env_steps, elapsed_before = meta["env_steps"], meta.get("elapsed", 0.0)
-    evaluator = Evaluator(config, eval_seed, collector.normalizer)
+    def _step(self) -> None:
+        """One unit: act, step the envs, let the agent learn (its update burst, a rollout's
+        learning phase), then log, evaluate and checkpoint as due."""
+        agent, collector, session, cfg = self.agent, self.collector, self.session, self.train_cfg
+        actions = agent.act(collector.obs)
+        step, finished = collector.step(actions)
+        before, self.env_steps = self.env_steps, self.env_steps + collector.num_envs
+        if cfg.divergence_guard:
+            for quantity, value in (("observation from the env", step.next_obs), ("reward", step.reward)):
+                if not np.isfinite(value).all():
+                    raise DivergenceError(f"a non-finite {quantity} at step {self.env_steps}")
+        metrics = agent.observe(step)
+        session.guard(self.env_steps, metrics)
+        self.averager.add(metrics)
+        for episode in finished:
+            self.recent_returns.append(episode.episode_return)
+            self.logger.scalars({"charts/episodic_return": episode.episode_return,
+                                 "charts/episodic_length": episode.length}, self.env_steps)
+        if crossed(before, self.env_steps, cfg.log_every):
+            session.guard_modules(self.env_steps, agent.components())
+            self._log()
+        if crossed(before, self.env_steps, cfg.eval_every) and self.env_steps < cfg.total_steps:
+            self.last_eval = self._evaluate()
+        if crossed(before, self.env_steps, cfg.checkpoint_every) or session.checkpoint_due():
+            self._save()
 
-    logger = Logger(run_dir, config.log.tensorboard, config.train.total_steps, env_steps, config.log.progress)
-    averager = MetricAverager()
-    recent_returns: deque[float] = deque(maxlen=20)
-    start_time = time.perf_counter()
-    window_start, window_steps, window_updates = start_time, env_steps, agent.updates
-    last_eval: EvalResult | None = None
-    logger.line(f"{'resuming' if resume else 'starting'} {config.name}: agent {config.agent['name']}, "
-                f"env {config.env.id} x{envs.num_envs}, {config.train.total_steps} steps, seed {config.seed}, "
-                f"run dir {run_dir}")
+    def _log(self) -> None:
+        now = time.perf_counter()
+        start, steps, updates = self.window
+        metrics = self.averager.pop_means()
+        metrics["perf/sps"] = (self.env_steps - steps) / max(now - start, 1e-9)
+        metrics["perf/ups"] = (self.agent.updates - updates) / max(now - start, 1e-9)
+        # Env-specific running totals (a bandit's regret) arrive through `info`; see Collector.
+        metrics.update({f"charts/cumulative_{k}": v for k, v in self.collector.info_totals.items()})
+        self.logger.scalars(metrics, self.env_steps)
+        self.window = (now, self.env_steps, self.agent.updates)
+        postfix: dict[str, float] = {"sps": int(metrics["perf/sps"])}
+        if self.recent_returns:
+            postfix["return"] = float(np.mean(self.recent_returns))
+        self.logger.progress(self.env_steps, **postfix)
 
-    def save_checkpoint() -> Path:
-        meta = {"rlscratch": rlscratch.__version__, "config_name": config.name, "agent": config.agent["name"],
-                "env_id": config.env.id, "num_envs": config.env.num_envs, "env_steps": env_steps,
-                "elapsed": elapsed_before + time.perf_counter() - start_time}
-        arrays = {**{f"agent/{k}": v for k, v in agent.state_dict().items()},
-                  **{f"collector/{k}": v for k, v in collector.state_dict().items()}}
-        return checkpoints.save(env_steps, arrays, meta)
-
-    def evaluate() -> EvalResult:
-        result = evaluator.run(agent, config.train.eval_episodes)
-        logger.scalars({"eval/mean_return": result.mean, "eval/std_return": result.std}, env_steps)
-        logger.line(f"step {env_steps}: eval return {result.mean:.2f} ± {result.std:.2f} "
-                    f"over {config.train.eval_episodes} episodes")
+    def _evaluate(self) -> EvalResult | None:
+        """Greedy episodes; None if a stop was requested meanwhile. An interrupted evaluation is undone
+        (the agent's random generators -- an evaluation may draw from them -- are put back) and marked
+        pending in the checkpoint: the resumed run evaluates at the same step, with the same draws."""
+        assert self.evaluator is not None
+        generators = [obj for obj in self.agent.components().values() if isinstance(obj, np.random.Generator)]
+        states = [g.bit_generator.state for g in generators]
+        result = self.evaluator.run(self.agent, self.train_cfg.eval_episodes, self.session.should_stop)
+        self.eval_pending = result is None
+        if result is None:
+            for generator, state in zip(generators, states):
+                generator.bit_generator.state = state
+            return None
+        self.logger.scalars({"eval/mean_return": result.mean, "eval/std_return": result.std}, self.env_steps)
+        self.logger.line(f"step {self.env_steps}: eval return {result.mean:.2f} ± {result.std:.2f} "
+                         f"over {self.train_cfg.eval_episodes} episodes")
         return result
 
-    interrupted = False
-    try:
-        while env_steps < config.train.total_steps:
-            if stop_at is not None and env_steps >= stop_at:
-                interrupted = True
-                break
-            actions = agent.act(collector.obs)
-            step, finished = collector.step(actions)
-            averager.add(agent.observe(step))
-            before, env_steps = env_steps, env_steps + collector.num_envs
+    def _save(self, finished: bool = False) -> Path:
+        arrays = {**{f"agent/{k}": v for k, v in self.agent.state_dict().items()},
+                  **{f"collector/{k}": v for k, v in self.collector.state_dict().items()}}
+        path = self.session.save(self.env_steps, arrays, self.agent.components(), finished=finished,
+                                 eval_pending=self.eval_pending)
+        self.saved_at = self.env_steps
+        return path
 
-            for episode in finished:
-                recent_returns.append(episode.episode_return)
-                logger.scalars({"charts/episodic_return": episode.episode_return,
-                                "charts/episodic_length": episode.length}, env_steps)
-            if crossed(before, env_steps, config.train.log_every):
-                now = time.perf_counter()
-                metrics = averager.pop_means()
-                metrics["perf/sps"] = (env_steps - window_steps) / max(now - window_start, 1e-9)
-                metrics["perf/ups"] = (agent.updates - window_updates) / max(now - window_start, 1e-9)
-                if "regret" in step.info:
-                    metrics["charts/cumulative_regret"] = collector.cumulative_regret
-                logger.scalars(metrics, env_steps)
-                window_start, window_steps, window_updates = now, env_steps, agent.updates
-                postfix = {"sps": int(metrics["perf/sps"])}
-                if recent_returns:
-                    postfix["return"] = float(np.mean(recent_returns))
-                logger.progress(env_steps, **postfix)
-            if crossed(before, env_steps, config.train.eval_every) and env_steps < config.train.total_steps:
-                last_eval = evaluate()
-            if crossed(before, env_steps, config.train.checkpoint_every):
-                save_checkpoint()
-    except KeyboardInterrupt:
-        interrupted = True
+    # -- the two ways out -----------------------------------------------------------------------
+    def _interrupted(self) -> dict:
+        if self.saved_at != self.env_steps:
+            self._save()
+        path = self.session.checkpoints.latest()
+        signum = self.session.signals.signum
+        cause = f" by {signal.Signals(signum).name}" if signum else ""
+        self.logger.line(f"interrupted{cause} at step {self.env_steps}; checkpoint {path}; continue with: "
+                         f"{self.session.resume_hint()}")
+        return {"interrupted": True, "signal": signum, "env_steps": self.env_steps,
+                "run_dir": str(self.session.run_dir), "agent": self.agent}
 
-    if interrupted:
-        path = save_checkpoint()
-        logger.line(f"interrupted at step {env_steps}; checkpoint {path}; continue with: "
-                    f"python -m rlscratch.train --resume {run_dir}")
-        logger.close()
-        evaluator.close()
-        envs.close()
-        return {"interrupted": True, "env_steps": env_steps, "run_dir": str(run_dir), "agent": agent}
+    def _finish(self) -> dict:
+        self.logger.progress(self.env_steps)
+        last_eval = self._evaluate()
+        if last_eval is None:  # stopped during the final evaluation: save, evaluate on resume
+            return self._interrupted()
+        self._save(finished=True)
+        elapsed = self.session.elapsed()
+        summary = {"env_steps": self.env_steps, "episodes": self.collector.episodes, "updates": self.agent.updates,
+                   "seconds": elapsed, "eval_mean": last_eval.mean, "eval_std": last_eval.std,
+                   "run_dir": str(self.session.run_dir), "interrupted": False, "agent": self.agent}
+        summary.update({f"cumulative_{k}": v for k, v in self.collector.info_totals.items()})
+        self.logger.hparams(flatten_dict({"agent": dataclasses.asdict(self.agent.config), "seed": self.config.seed}),
+                            {"eval_mean_return": last_eval.mean})
+        self.logger.line(f"done: {self.env_steps} env steps in {elapsed:.1f} s "
+                         f"({self.env_steps / max(elapsed, 1e-9):.0f} steps/s, {self.agent.updates} updates); "
+                         f"final eval {last_eval.mean:.2f} ± {last_eval.std:.2f} over "
+                         f"{self.train_cfg.eval_episodes} episodes; run dir {self.session.run_dir}")
+        return summary
 
-    logger.progress(env_steps)
-    last_eval = evaluate()
-    save_checkpoint()
-    elapsed = elapsed_before + time.perf_counter() - start_time
-    summary = {"env_steps": env_steps, "episodes": collector.episodes, "updates": agent.updates,
-               "seconds": elapsed, "eval_mean": last_eval.mean, "eval_std": last_eval.std,
-               "run_dir": str(run_dir), "interrupted": False, "agent": agent}
-    if "regret" in step.info:
-        summary["cumulative_regret"] = collector.cumulative_regret
-    logger.hparams(flatten_dict({"agent": dataclasses.asdict(agent_cfg), "seed": config.seed}),
-                   {"eval_mean_return": last_eval.mean})
-    logger.line(f"done: {env_steps} env steps in {elapsed:.1f} s ({env_steps / max(elapsed, 1e-9):.0f} steps/s, "
-                f"{agent.updates} updates); final eval {last_eval.mean:.2f} ± {last_eval.std:.2f} over "
-                f"{config.train.eval_episodes} episodes; run dir {run_dir}")
-    logger.close()
-    evaluator.close()
-    envs.close()
-    return summary
+    def close(self) -> None:
+        """Close the evaluation and training envs."""
+        if self.evaluator is not None:
+            self.evaluator.close()
+            self.evaluator = None
+        if self.envs is not None:
+            self.envs.close()
+            self.envs = None
 
 
 def load_run_config(run_dir: Path, overrides: list[str] = ()) -> tuple[RunConfig, dict]:
@@ -292,7 +365,9 @@ def load_run_config(run_dir: Path, overrides: list[str] = ()) -> tuple[RunConfig
 
     path = run_dir / "config.yaml"
     if not path.is_file():
-        raise CheckpointError(f"{run_dir} is not an rlscratch run directory (no config.yaml)")
+        hint = (" -- it was stopped during start-up; start it again with --config CONFIG --run-dir "
+                f"{run_dir}") if (run_dir / "run_id").is_file() else ""
+        raise CheckpointError(f"{run_dir} is not an rlscratch run directory (no config.yaml){hint}")
     return load_saved_config(path, overrides)
 
 

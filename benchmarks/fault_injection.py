@@ -1,0 +1,295 @@
+"""Fault injection: real training processes are sent SIGINT, SIGTERM or SIGKILL at seeded random
+moments, resumed, and their final state compared with an uninterrupted run's.
+
+    python benchmarks/fault_injection.py --trials 20 [--agents dqn,ppo] [--signals INT,TERM,KILL] [--seed 0]
+
+For every agent (a shipped config shrunk by --set overrides to a few seconds of training) it trains
+one uninterrupted reference run, then for each trial: starts ``python -m rlscratch.train``, waits for
+a moment (below), sends the signal, then runs ``--resume`` until the run finishes. A trial is
+*exact* when the final checkpoint's every array -- parameters, optimizer state, every random
+generator's state, the replay buffer or rollout, the envs' replay log -- is bit-identical to the
+reference's. It also counts *unresumable* run dirs (a ``--resume`` that did not finish with exit 0)
+and *orphan* files (``*.tmp`` left once the run finished), and checks that the TensorBoard scalars
+read back (purge_step honoured) have no duplicate steps.
+
+Moments, drawn per trial from the seeded generator:
+    train       a random delay into training (after the "starting"/"resuming" log line)
+    checkpoint  the moment a checkpoint's temporary file appears (mid-write)
+    eval        the moment an evaluation begins (CartPole agents: the test env touches a marker file)
+    double      (SIGINT only) two signals 2 ms apart: abort without writing, the previous checkpoint stands
+
+tests/test_faults.py runs a short version of the same harness in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
+QUIET = ["log.progress=false"]
+CARTPOLE = ["env.id=fault_envs:FaultCartPole-v0", "env.eval_num_envs=2"]
+
+# agent -> (config, overrides). Runs of a few seconds; checkpoints on the step grid or a short timer.
+CASES: dict[str, tuple[str, list[str]]] = {
+    "dqn": ("dqn_cartpole", CARTPOLE + [
+        "train.total_steps=1200", "train.eval_every=400", "train.eval_episodes=4", "train.checkpoint_every=300",
+        "train.log_every=100", "agent.learning_starts=200", "agent.train_freq=32", "agent.gradient_steps=8",
+        "agent.buffer_size=20000", "agent.exploration_steps=600", "agent.lr_decay_steps=1200"]),
+    "ppo": ("ppo_cartpole", CARTPOLE + [
+        "train.total_steps=1536", "train.eval_every=512", "train.eval_episodes=4", "train.checkpoint_every=384",
+        "train.log_every=128", "agent.n_epochs=4", "agent.anneal_steps=1536"]),
+    "a2c": ("a2c_cartpole", CARTPOLE + [
+        "train.total_steps=1600", "train.eval_every=800", "train.eval_episodes=4", "train.checkpoint_minutes=0.003",
+        "train.log_every=160"]),
+    "muzero": ("muzero_cartpole", CARTPOLE + [
+        "train.total_steps=192", "train.eval_every=96", "train.eval_episodes=2", "train.checkpoint_minutes=0.005",
+        "train.log_every=32", "agent.num_simulations=4", "agent.warmup_steps=64", "agent.batch_size=16",
+        "agent.lr_decay_updates=128", "agent.target_update_interval=20"]),
+    "supervised": ("supervised_mnist", [
+        "agent.epochs=2", "agent.batch_size=1000", "model.hidden=[16]", "train.checkpoint_minutes=0.01"]),
+    "bandit": ("epsilon_greedy_bandit_mnist", [
+        "train.total_steps=300", "train.eval_every=100", "train.eval_episodes=100", "train.checkpoint_every=75",
+        "train.log_every=50", "agent.replay_size=200", "agent.batch_size=16", "agent.lr_decay_rounds=300",
+        "agent.epsilon_decay_rounds=150"]),
+}
+EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}
+TIMEOUT = 300.0
+
+
+def environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(TESTS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    return env
+
+
+def command(agent: str, run_dir: Path, resume: bool = False) -> list[str]:
+    config, overrides = CASES[agent]
+    if resume:
+        return [sys.executable, "-m", "rlscratch.train", "--resume", str(run_dir)]
+    sets = overrides + QUIET
+    if config_has_marker(agent):
+        sets = sets + [f"env.eval_kwargs={{marker: {run_dir / 'eval_started'}, step_delay: 0.002}}"]
+    return [sys.executable, "-m", "rlscratch.train", "--config", config, "--run-dir", str(run_dir)] + \
+        [arg for s in sets for arg in ("--set", s)]
+
+
+def config_has_marker(agent: str) -> bool:
+    return CARTPOLE[0] in CASES[agent][1]
+
+
+def starts_logged(run_dir: Path) -> int:
+    log = run_dir / "log.txt"
+    if not log.is_file():
+        return 0
+    return sum(1 for line in log.read_text(errors="replace").splitlines() if " starting" in line or " resuming" in line)
+
+
+def run_to_end(agent: str, run_dir: Path, resume: bool) -> subprocess.CompletedProcess:
+    return subprocess.run(command(agent, run_dir, resume), env=environment(), cwd=ROOT, capture_output=True,
+                          text=True, timeout=TIMEOUT)
+
+
+def final_state(run_dir: Path) -> dict[str, np.ndarray]:
+    from rlscratch.checkpoint import CheckpointManager, read_checkpoint
+
+    latest = CheckpointManager(run_dir / "checkpoints").latest()
+    if latest is None:
+        return {}
+    arrays, meta = read_checkpoint(latest)
+    arrays["finished"] = np.asarray(bool(meta.get("finished")))
+    return arrays
+
+
+def differences(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> list[str]:
+    keys = sorted(set(a) | set(b))
+    return [k for k in keys if k not in a or k not in b or a[k].shape != b[k].shape or a[k].dtype != b[k].dtype
+            or not np.array_equal(a[k], b[k])]
+
+
+def orphans(run_dir: Path) -> list[Path]:
+    return sorted(run_dir.rglob("*.tmp"))
+
+
+def duplicate_steps(run_dir: Path) -> int:
+    """Steps logged twice for a once-per-step tag, as TensorBoard would show them (purge_step honoured)."""
+    from rlscratch.events import read_scalars
+
+    scalars = read_scalars(run_dir)
+    tags = [t for t in ("perf/sps", "eval/mean_return", "eval/test_accuracy") if t in scalars]
+    return sum(int(len(scalars[t][0]) - len(np.unique(scalars[t][0]))) for t in tags)
+
+
+@dataclass
+class Trial:
+    agent: str
+    signum: int
+    moment: str
+    delivered: bool = False  # the signal reached a process that was still training
+    landed: str = ""  # where: train / checkpoint write / evaluation / finished first
+    exit_code: int | None = None
+    resumes: int = 0
+    resumable: bool = True
+    exact: bool = False
+    orphans: int = 0
+    duplicates: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def reference(agent: str, root: Path) -> tuple[dict[str, np.ndarray], float]:
+    run_dir = root / f"{agent}-reference"
+    start = time.perf_counter()
+    done = run_to_end(agent, run_dir, resume=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{agent} reference run failed ({done.returncode}): {done.stderr[-2000:]}")
+    return final_state(run_dir), time.perf_counter() - start
+
+
+def wait_for(proc: subprocess.Popen, ready, limit: float) -> bool:
+    """Poll (about every millisecond) until ready() or the process ends; False if it ended first."""
+    deadline = time.monotonic() + limit
+    while proc.poll() is None and time.monotonic() < deadline:
+        if ready():
+            return True
+        time.sleep(0.001)
+    return False
+
+
+def inject(agent: str, run_dir: Path, signum: int, moment: str, delay: float, resume: bool) -> Trial:
+    """Start (or resume) a run, send ``signum`` at ``moment``; the interrupted process's outcome."""
+    trial = Trial(agent, signum, moment)
+    starts = starts_logged(run_dir)
+    marker = run_dir / "eval_started"
+    marker.unlink(missing_ok=True)
+    proc = subprocess.Popen(command(agent, run_dir, resume), env=environment(), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        started = wait_for(proc, lambda: starts_logged(run_dir) > starts, TIMEOUT)
+        if moment == "checkpoint":
+            folder = run_dir / "checkpoints"
+            hit = started and wait_for(proc, lambda: folder.is_dir() and any(folder.glob("*.tmp")), TIMEOUT)
+        elif moment == "eval":
+            hit = started and wait_for(proc, marker.exists, TIMEOUT)
+            if hit:
+                time.sleep(delay * 0.02)
+        else:
+            hit = started
+            if hit:
+                time.sleep(delay)
+        trial.delivered = proc.poll() is None
+        if trial.delivered:
+            proc.send_signal(signum)
+            if moment == "double":
+                time.sleep(0.002)
+                if proc.poll() is None:
+                    proc.send_signal(signum)
+        try:
+            _, stderr = proc.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            trial.notes.append(f"HUNG: still running {TIMEOUT:.0f} s after the signal; killed")
+            proc.kill()
+            _, stderr = proc.communicate()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    trial.exit_code = proc.returncode
+    trial.landed = ({"checkpoint": "checkpoint write", "eval": "evaluation"}.get(moment, "training")
+                    if trial.delivered and hit else "finished first")
+    if trial.delivered and proc.returncode not in (EXIT[signum], 0):
+        trial.notes.append(f"exit {proc.returncode}: {stderr.strip().splitlines()[-1:] if stderr else ''}")
+    return trial
+
+
+def run_trial(agent: str, root: Path, name: str, signum: int, moment: str, rng: np.random.Generator,
+              span: float, expected: dict[str, np.ndarray]) -> Trial:
+    run_dir = root / name
+    trial = inject(agent, run_dir, signum, moment, float(rng.uniform(0, span)), resume=False)
+    for _ in range(5):  # resume until the run has finished
+        done = run_to_end(agent, run_dir, resume=True)
+        trial.resumes += 1
+        if done.returncode != 0:
+            trial.resumable = False
+            trial.notes.append(f"--resume exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}")
+            break
+        if final_state(run_dir).get("finished"):
+            break
+    diff = differences(final_state(run_dir), expected)
+    trial.exact = trial.resumable and not diff
+    if diff:
+        trial.notes.append(f"differs in {diff[:4]}")
+    trial.orphans = len(orphans(run_dir))
+    trial.duplicates = duplicate_steps(run_dir)
+    return trial
+
+
+def moments_for(agent: str, signum: int) -> list[str]:
+    moments = ["train", "checkpoint"]
+    if config_has_marker(agent):
+        moments.append("eval")
+    if signum == signal.SIGINT:
+        moments.append("double")
+    return moments
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--trials", type=int, default=3, help="trials per agent and signal")
+    p.add_argument("--agents", default=",".join(CASES), help=f"comma-separated, from {', '.join(CASES)}")
+    p.add_argument("--signals", default="INT,TERM,KILL")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--root", default=None, help="where the run dirs go (default: a fresh temporary folder)")
+    args = p.parse_args(argv)
+    import tempfile
+
+    root = Path(args.root or tempfile.mkdtemp(prefix="fault_injection-"))
+    rng = np.random.default_rng(args.seed)
+    signals = [getattr(signal, f"SIG{s.strip().upper()}") for s in args.signals.split(",")]
+    table: dict[tuple[str, str], list[Trial]] = defaultdict(list)
+    started = time.perf_counter()
+    for agent in args.agents.split(","):
+        expected, seconds = reference(agent, root)
+        span = max(0.2, seconds - 2.0)  # roughly the training part of a run (startup excluded)
+        print(f"{agent}: reference run {seconds:.1f} s", flush=True)
+        for signum in signals:
+            moments = moments_for(agent, signum)
+            for t in range(args.trials):
+                moment = moments[int(rng.integers(len(moments)))]
+                trial = run_trial(agent, root, f"{agent}-{signum.name}-{t}", signum, moment, rng, span, expected)
+                table[(agent, signum.name)].append(trial)
+                print(f"  {signum.name:7} {moment:10} landed in {trial.landed:16} exit {trial.exit_code:>4} "
+                      f"resumes {trial.resumes} exact {trial.exact} orphans {trial.orphans} "
+                      f"dup {trial.duplicates} {'; '.join(trial.notes)}", flush=True)
+    print(f"\n{'agent':<11}{'signal':<9}{'trials':>7}{'delivered':>10}{'exact':>7}{'unresumable':>12}"
+          f"{'orphans':>8}{'dup steps':>10}  landed in")
+    ok = True
+    for (agent, name), trials in table.items():
+        exact = sum(t.exact for t in trials)
+        unresumable = sum(not t.resumable for t in trials)
+        orphan_files = sum(t.orphans for t in trials)
+        dups = sum(t.duplicates for t in trials)
+        landed = defaultdict(int)
+        for t in trials:
+            landed[t.landed] += 1
+        where = ", ".join(f"{k} {v}" for k, v in sorted(landed.items()))
+        print(f"{agent:<11}{name:<9}{len(trials):>7}{sum(t.delivered for t in trials):>10}{exact:>7}"
+              f"{unresumable:>12}{orphan_files:>8}{dups:>10}  {where}")
+        ok &= exact == len(trials) and unresumable == 0 and orphan_files == 0 and dups == 0
+    print(f"\n{'PASS' if ok else 'FAIL'}: {sum(len(v) for v in table.values())} trials in "
+          f"{time.perf_counter() - started:.0f} s; run dirs in {root}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
