@@ -137,8 +137,8 @@ def run_trial(tune_config: dict) -> dict:
     started = time.time()
     child = subprocess.Popen(command, env=env, cwd=spec["pythonpath"], stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
-    attempt = {"worker_pid": os.getpid(), "child_pid": child.pid, "node": os.uname().nodename,
-               "resumed": resumed, "started": started}
+    attempt = {"worker_pid": os.getpid(), "child_pid": child.pid, "node": _node_id(), "resumed": resumed,
+               "started": started}
     with open(record.with_suffix(".attempts"), "a") as log:  # one line per attempt, for tests and forensics
         log.write(json.dumps(attempt) + "\n")
     _, stderr = child.communicate()
@@ -150,11 +150,18 @@ def run_trial(tune_config: dict) -> dict:
     result = collect(run_dir)
     result.update(trial=spec["name"], config=spec["config"], seed=spec["seed"], overrides=spec["overrides"],
                   attempt_seconds=attempt["ended"] - started, attempt_cpu_seconds=usage, resumed=resumed,
-                  worker_pid=os.getpid(), started=started, ended=attempt["ended"])
+                  worker_pid=os.getpid(), node=attempt["node"], started=started, ended=attempt["ended"])
     tmp = record.with_suffix(".tmp")
     tmp.write_text(json.dumps(result))
     tmp.replace(record)
     return result
+
+
+def _node_id() -> str:
+    """The Ray node this trial runs on (two nodes on one machine share a host name)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
 
 
 def _child_cpu_seconds() -> float:
@@ -201,8 +208,21 @@ def _updates_from_log(run_dir: Path) -> int | None:
 
 
 # -- the runner -----------------------------------------------------------------------------------
+def _keep_loopback(address: str | None) -> None:
+    """Ray rewrites 127.0.0.1 into the machine's outward address (for clusters of many machines); a
+    sweep on this machine, or on a cluster started on loopback, must not open ports anywhere else.
+    Ray reads this switch when it is imported (and its subprocesses inherit it)."""
+    if address is None or address.split(":")[0] in ("127.0.0.1", "localhost"):
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # "not a cluster": addresses stay on loopback
+        if "ray" in sys.modules:
+            import ray._private.ray_constants as constants
+
+            constants.ENABLE_RAY_CLUSTER = False
+
+
 def start_ray(address: str | None, cpus: int | None) -> float:
     """Start Ray in this process (address None) or join a cluster; returns the seconds it took."""
+    _keep_loopback(address)
     import ray
 
     begin = time.perf_counter()
@@ -339,8 +359,15 @@ def format_table(rows: list[dict]) -> str:
 
 
 # -- python -m rlscratch.sweep --------------------------------------------------------------------
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line (argparse's default adds the whole usage block), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see python -m rlscratch.sweep --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rlscratch.sweep", description=__doc__.split("\n\n")[1],
+    p = OneLineParser(prog="python -m rlscratch.sweep", description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="config file, or a bare name looked up in configs/")
     p.add_argument("--seeds", default="0", help="seeds to run, e.g. 0-9 or 0,3,5-7 (default 0)")
@@ -363,10 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.cpus_per_trial <= 0 or args.max_failures < 0 or (args.cpus is not None and args.cpus < 1):
         raise ConfigError("--cpus-per-trial must be > 0, --cpus >= 1 and --max-failures >= 0")
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise UserError("Ray is not installed; install the extra: pip install -e \".[distributed]\"") from None
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise UserError("Ray is not installed; install the extra: pip install -e \".[distributed]\"")
     trials = expand(args.config, parse_seeds(args.seeds), parse_grid(args.grid), args.set)
     check_trials(trials)
     out = Path(args.out or f"runs/sweep-{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
