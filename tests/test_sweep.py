@@ -1,0 +1,242 @@
+"""python -m rlscratch.sweep: argument parsing and bad input, grouping by resolved config, and -- on a
+real two-node Ray cluster on loopback, started and torn down here -- a small sweep, then the same sweep
+with one trial's worker process killed mid-run: it is retried from its checkpoint and ends with exactly
+the parameters of the undisturbed sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from rlscratch import sweep
+from rlscratch.cli import run_cli
+from rlscratch.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- the command line -----------------------------------------------------------------------------
+def test_parse_seeds():
+    assert sweep.parse_seeds("0-9") == list(range(10))
+    assert sweep.parse_seeds("0,3,5-7") == [0, 3, 5, 6, 7]
+    for bad in ("3-1", "a", "1,1", "0-", ""):
+        with pytest.raises(ConfigError):
+            sweep.parse_seeds(bad)
+
+
+def test_grid_expands_to_every_combination_times_every_seed():
+    grid = sweep.parse_grid(["agent.lr=1e-3,5e-4", "agent.gamma=0.9,0.99,0.999"])
+    assert grid == [("agent.lr", ["1e-3", "5e-4"]), ("agent.gamma", ["0.9", "0.99", "0.999"])]
+    trials = sweep.expand("ppo_cartpole", [0, 1], grid, ["train.total_steps=512"])
+    assert len(trials) == 2 * 3 * 2
+    assert trials[0].overrides == ("train.total_steps=512", "agent.lr=1e-3", "agent.gamma=0.9")
+    assert len({t.folder() for t in trials}) == len(trials)  # every trial its own run directory
+    with pytest.raises(ConfigError):
+        sweep.parse_grid(["agent.lr"])
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--config", "ppo_cartpole", "--seeds", "5-2"], "--seeds"),
+    (["--config", "ppo_cartpole", "--grid", "agent.lrr=1e-3,1e-4"], "lrr"),
+    (["--config", "no_such_config"], "no_such_config"),
+    (["--config", "ppo_cartpole", "--grid", "agent.lr"], "--grid"),
+    (["--config", "ppo_cartpole", "--cpus-per-trial", "0"], "--cpus-per-trial"),
+    (["--config", "ppo_cartpole", "--cpus-per-trial", "one"], "--cpus-per-trial"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(argv, says, capsys, tmp_path):
+    try:
+        status = run_cli(sweep.main, argv + ["--out", str(tmp_path / "out")])
+    except SystemExit as exit:  # argparse's own usage errors
+        status = exit.code
+    err = capsys.readouterr().err
+    assert status == 2
+    assert len(err.strip().splitlines()) == 1 and says in err, err
+    assert not (tmp_path / "out").exists()  # nothing started, nothing written
+
+
+# -- aggregates by resolved config ----------------------------------------------------------------
+def fake_run(folder: Path, lr: float, seed: int, final: float, evals: list[list[float]]) -> dict:
+    folder.mkdir(parents=True)
+    config = {"name": "ppo_cartpole", "seed": seed, "agent": {"name": "ppo", "lr": lr},
+              "train": {"total_steps": 1000, "checkpoint_every": 100 * seed}, "log": {"root": str(folder)}}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    return {"run_dir": str(folder), "seed": seed, "overrides": [], "final_eval": final, "evals": evals,
+            "attempt_seconds": 2.0, "attempt_cpu_seconds": 1.0}
+
+
+def test_runs_group_by_resolved_config_not_by_name(tmp_path):
+    # Same name, two learning rates: two configurations. Seed, log folder and checkpointing differ
+    # between seeds without making them different configurations.
+    results = [fake_run(tmp_path / f"a{seed}", 1e-3, seed, final, [[500, final / 2], [1000, final]])
+               for seed, final in enumerate([100.0, 200.0, 300.0, 400.0, 10_000.0])]
+    results += [fake_run(tmp_path / f"b{seed}", 5e-4, seed, 50.0, [[1000, 50.0]]) for seed in range(2)]
+    results.append({"error": "worker died", "seed": 9, "overrides": []})
+    rows = sweep.summarize(results, threshold=150.0, reps=200)
+    assert len(rows) == 2
+    first = next(r for r in rows if len(r["seeds"]) == 5)
+    assert first["config"].startswith("ppo_cartpole#")
+    assert first["mean"]["value"] == pytest.approx(2200.0)
+    assert first["median"]["value"] == pytest.approx(300.0)
+    assert first["iqm"]["value"] == pytest.approx(300.0)  # 5 runs: drop 1 from each end -> mean(200, 300, 400)
+    assert first["iqm"]["ci95"][0] <= 300.0 <= first["iqm"]["ci95"][1]
+    # steps to 150: 100 -> never (eval 50, 100); 200 -> 1000 (100 at 500); 300.. -> 500
+    assert first["steps_to_threshold"] == [None, 1000, 500, 500, 500]
+    assert first["reached"] == 4 and first["median_steps_to_threshold"] == 500.0
+    second = next(r for r in rows if len(r["seeds"]) == 2)
+    assert second["key"] != first["key"] and second["reached"] == 0
+
+
+# -- a real two-node cluster on loopback ----------------------------------------------------------
+# Ray rewrites 127.0.0.1 into the machine's outward address unless told this is not a multi-machine
+# cluster (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0), and then refuses to add a second node. The second
+# node's `ray start` therefore runs with that one refusal lifted in its own process; everything it
+# starts inherits the loopback setting.
+RAY_START = """import sys
+import ray._private.ray_constants as constants
+import ray._private.services as services
+constants.ENABLE_RAY_CLUSTER = True
+services.get_node_ip_address = lambda address=None: "127.0.0.1"
+from ray.scripts.scripts import main
+sys.argv = ["ray"] + sys.argv[1:]
+main()
+"""
+SMALL = ["--config", "ppo_cartpole", "--seeds", "0-1", "--set", "train.total_steps=8192",
+         "--set", "train.eval_every=4096", "--set", "train.eval_episodes=5", "--set", "train.checkpoint_every=1024",
+         "--threshold", "50", "--max-failures", "2"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(path: Path, text: str, process: subprocess.Popen, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file() and text in path.read_text():
+            return
+        if process.poll() is not None:
+            raise RuntimeError(f"ray start exited with {process.returncode}: {path.read_text()[-2000:]}")
+        time.sleep(0.5)
+    raise TimeoutError(f"no {text!r} in {path} after {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head node and a worker node, one CPU each, on 127.0.0.1; yields (address, env); always stopped
+    (each `ray start --block` leads its own process group, which is what is signalled)."""
+    pytest.importorskip("ray")
+    temp = Path(tempfile.mkdtemp(prefix="rlray", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    port = free_port()
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+               OPENBLAS_NUM_THREADS="1")
+    common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--object-store-memory", str(80 * 2**20),
+              "--disable-usage-stats", "--block"]
+    nodes: list[subprocess.Popen] = []
+    try:
+        head_log, worker_log = temp / "head.log", temp / "worker.log"
+        nodes.append(subprocess.Popen(
+            [str(Path(sys.executable).parent / "ray"), "start", "--head", "--port", str(port),
+             "--temp-dir", str(temp), "--include-dashboard", "false",
+             "--ray-client-server-port", str(free_port()), *common],
+            env=env, stdout=head_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True))
+        wait_for(head_log, "Ray runtime started", nodes[0])
+        nodes.append(subprocess.Popen([sys.executable, "-c", RAY_START, "start", "--address", f"127.0.0.1:{port}",
+                                       *common], env=env, stdout=worker_log.open("w"), stderr=subprocess.STDOUT,
+                                      start_new_session=True))
+        wait_for(worker_log, "Ray runtime started", nodes[1])
+        yield f"127.0.0.1:{port}", env
+    finally:
+        for node in reversed(nodes):
+            os.killpg(node.pid, signal.SIGTERM)
+        for node in reversed(nodes):
+            try:
+                node.wait(timeout=15)
+            except subprocess.TimeoutExpired:  # still draining: no need to wait its 30 s out
+                os.killpg(node.pid, signal.SIGKILL)
+                node.wait()
+        for node in nodes:  # nothing of the group left behind
+            try:
+                os.killpg(node.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def run_sweep(address: str, env: dict, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "rlscratch.sweep", *SMALL, "--address", address, "--out", str(out)],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def final_arrays(run_dir: str) -> dict[str, np.ndarray]:
+    from rlscratch.checkpoint import CheckpointManager, read_checkpoint
+
+    arrays, meta = read_checkpoint(CheckpointManager(Path(run_dir) / "checkpoints").latest())
+    assert meta["env_steps"] == 8192
+    return arrays
+
+
+@pytest.fixture(scope="module")
+def undisturbed(cluster, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "undisturbed"
+    process = run_sweep(*cluster, out)
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output
+    return json.loads((out / "summary.json").read_text()), output
+
+
+def test_sweep_on_a_two_node_cluster(undisturbed):
+    summary, output = undisturbed
+    trials = summary["trials"]
+    assert [t["seed"] for t in trials] == [0, 1] and all("error" not in t for t in trials)
+    assert len({t["node"] for t in trials}) == 2  # one CPU per node, one per trial: both nodes trained
+    for trial in trials:
+        run_dir = Path(trial["run_dir"])
+        assert (run_dir / "config.yaml").is_file() and (run_dir / "log.txt").is_file()  # an ordinary run dir
+        assert trial["env_steps"] == 8192 and [s for s, _ in trial["evals"]] == [4096, 8192]
+        assert trial["attempts"] == 1 and not trial["resumed"]
+    (row,) = summary["configurations"]
+    assert row["seeds"] == [0, 1] and "ppo_cartpole#" in output
+
+
+def test_a_killed_worker_resumes_and_ends_with_the_same_parameters(cluster, undisturbed, tmp_path):
+    out = tmp_path / "killed"
+    process = run_sweep(*cluster, out)
+    try:
+        name = Path(undisturbed[0]["trials"][0]["run_dir"]).name  # the same trial names in both sweeps
+        attempts = out / "trials" / f"{name}.attempts"
+        checkpoints = out / "runs" / name / "checkpoints"
+        deadline = time.monotonic() + 300
+        while not (attempts.is_file() and list(checkpoints.glob("step_*.npz"))):
+            assert process.poll() is None and time.monotonic() < deadline, "the trial never checkpointed"
+            time.sleep(0.1)
+        first = json.loads(attempts.read_text().splitlines()[0])
+        assert not (checkpoints / "step_0000008192.npz").exists()  # still mid-run
+        os.kill(first["worker_pid"], signal.SIGKILL)
+        output, _ = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, output
+    summary = json.loads((out / "summary.json").read_text())
+    lines = [json.loads(line) for line in attempts.read_text().splitlines()]
+    assert len(lines) == 2 and lines[1]["resumed"] and not lines[0]["resumed"]
+    for killed, calm in zip(summary["trials"], undisturbed[0]["trials"]):
+        assert killed["final_eval"] == calm["final_eval"] and killed["evals"] == calm["evals"]
+        a, b = final_arrays(killed["run_dir"]), final_arrays(calm["run_dir"])
+        assert sorted(a) == sorted(b)
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
