@@ -19,6 +19,7 @@ to --threshold, wall and CPU time) on stdout and in OUT/summary.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import itertools
 import json
@@ -29,6 +30,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -289,6 +291,68 @@ def sweep(trials: list[Trial], out: Path, address: str | None = None, cpus: int 
 def _absolute_if_file(config: str) -> str:
     """A config given as a path must still be found from a worker's own working directory."""
     return str(Path(config).resolve()) if Path(config).is_file() else config
+
+
+# -- a cluster on this machine, for tests and benchmarks ------------------------------------------
+# Ray rewrites 127.0.0.1 into the machine's outward address unless told this is no multi-machine
+# cluster (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0) -- and then refuses to add a second node. Each node's
+# `ray start` runs with that one refusal lifted in its own process; what it starts inherits loopback.
+_RAY_START = """import sys
+import ray._private.ray_constants as constants
+import ray._private.services as services
+constants.ENABLE_RAY_CLUSTER = True
+services.get_node_ip_address = lambda address=None: "127.0.0.1"
+from ray.scripts.scripts import main
+sys.argv = ["ray"] + sys.argv[1:]
+main()
+"""
+
+
+@contextlib.contextmanager
+def local_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[tuple[str, dict]]:
+    """Start ``nodes`` Ray nodes on 127.0.0.1 (`ray start --head`, then `ray start --address`), yield
+    (address, environment for drivers) and stop them all, whatever happens: each `ray start --block`
+    leads its own process group, which is what is signalled."""
+    import socket
+    import tempfile
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    temp = Path(tempfile.mkdtemp(prefix="rlray", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    port = free_port()
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0",
+               PYTHONPATH=os.pathsep.join([str(PACKAGE_PARENT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    common = ["--num-cpus", str(cpus_per_node), "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
+              "--object-store-memory", str(80 * 2**20), "--block"]
+    started: list[subprocess.Popen] = []
+    try:
+        for i in range(nodes):
+            role = ["--head", "--port", str(port), "--temp-dir", str(temp), "--include-dashboard", "false",
+                    "--ray-client-server-port", str(free_port())] if i == 0 else ["--address", f"127.0.0.1:{port}"]
+            log = temp / f"node{i}.log"
+            started.append(subprocess.Popen([sys.executable, "-c", _RAY_START, "start", *role, *common], env=env,
+                                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True))
+            deadline = time.monotonic() + 300
+            while "Ray runtime started" not in log.read_text():
+                if started[-1].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"ray start (node {i}) failed: {log.read_text()[-1500:]}")
+                time.sleep(0.5)
+        yield f"127.0.0.1:{port}", env
+    finally:
+        for node in reversed(started):
+            os.killpg(node.pid, signal.SIGTERM)
+        for node in reversed(started):
+            try:
+                node.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # still draining its tasks: nothing here worth waiting for
+                pass
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGKILL)
+            node.wait()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 # -- aggregates -----------------------------------------------------------------------------------

@@ -8,10 +8,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -98,81 +96,17 @@ def test_runs_group_by_resolved_config_not_by_name(tmp_path):
 
 
 # -- a real two-node cluster on loopback ----------------------------------------------------------
-# Ray rewrites 127.0.0.1 into the machine's outward address unless told this is not a multi-machine
-# cluster (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0), and then refuses to add a second node. The second
-# node's `ray start` therefore runs with that one refusal lifted in its own process; everything it
-# starts inherits the loopback setting.
-RAY_START = """import sys
-import ray._private.ray_constants as constants
-import ray._private.services as services
-constants.ENABLE_RAY_CLUSTER = True
-services.get_node_ip_address = lambda address=None: "127.0.0.1"
-from ray.scripts.scripts import main
-sys.argv = ["ray"] + sys.argv[1:]
-main()
-"""
 SMALL = ["--config", "ppo_cartpole", "--seeds", "0-1", "--set", "train.total_steps=8192",
          "--set", "train.eval_every=4096", "--set", "train.eval_episodes=5", "--set", "train.checkpoint_every=1024",
          "--threshold", "50", "--max-failures", "2"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(path: Path, text: str, process: subprocess.Popen, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.is_file() and text in path.read_text():
-            return
-        if process.poll() is not None:
-            raise RuntimeError(f"ray start exited with {process.returncode}: {path.read_text()[-2000:]}")
-        time.sleep(0.5)
-    raise TimeoutError(f"no {text!r} in {path} after {timeout} s")
-
-
 @pytest.fixture(scope="module")
 def cluster():
-    """A head node and a worker node, one CPU each, on 127.0.0.1; yields (address, env); always stopped
-    (each `ray start --block` leads its own process group, which is what is signalled)."""
+    """Two Ray nodes with one CPU each on 127.0.0.1 (sweep.local_cluster stops them, whatever happens)."""
     pytest.importorskip("ray")
-    temp = Path(tempfile.mkdtemp(prefix="rlray", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    port = free_port()
-    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-               OPENBLAS_NUM_THREADS="1")
-    common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--object-store-memory", str(80 * 2**20),
-              "--disable-usage-stats", "--block"]
-    nodes: list[subprocess.Popen] = []
-    try:
-        head_log, worker_log = temp / "head.log", temp / "worker.log"
-        nodes.append(subprocess.Popen(
-            [str(Path(sys.executable).parent / "ray"), "start", "--head", "--port", str(port),
-             "--temp-dir", str(temp), "--include-dashboard", "false",
-             "--ray-client-server-port", str(free_port()), *common],
-            env=env, stdout=head_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True))
-        wait_for(head_log, "Ray runtime started", nodes[0])
-        nodes.append(subprocess.Popen([sys.executable, "-c", RAY_START, "start", "--address", f"127.0.0.1:{port}",
-                                       *common], env=env, stdout=worker_log.open("w"), stderr=subprocess.STDOUT,
-                                      start_new_session=True))
-        wait_for(worker_log, "Ray runtime started", nodes[1])
-        yield f"127.0.0.1:{port}", env
-    finally:
-        for node in reversed(nodes):
-            os.killpg(node.pid, signal.SIGTERM)
-        for node in reversed(nodes):
-            try:
-                node.wait(timeout=15)
-            except subprocess.TimeoutExpired:  # still draining: no need to wait its 30 s out
-                os.killpg(node.pid, signal.SIGKILL)
-                node.wait()
-        for node in nodes:  # nothing of the group left behind
-            try:
-                os.killpg(node.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    with sweep.local_cluster(nodes=2, cpus_per_node=1) as (address, env):
+        yield address, dict(env, OPENBLAS_NUM_THREADS="1")
 
 
 def run_sweep(address: str, env: dict, out: Path) -> subprocess.Popen:
