@@ -136,7 +136,7 @@ def run_trial(tune_config: dict) -> dict:
     command, resumed = train_command(spec, run_dir)
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([spec["pythonpath"], os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    started = time.time()
+    started, cpu_before = time.time(), _child_cpu_seconds()
     child = subprocess.Popen(command, env=env, cwd=spec["pythonpath"], stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
     attempt = {"worker_pid": os.getpid(), "child_pid": child.pid, "node": _node_id(), "resumed": resumed,
@@ -144,7 +144,7 @@ def run_trial(tune_config: dict) -> dict:
     with open(record.with_suffix(".attempts"), "a") as log:  # one line per attempt, for tests and forensics
         log.write(json.dumps(attempt) + "\n")
     _, stderr = child.communicate()
-    usage = _child_cpu_seconds()
+    usage = _child_cpu_seconds() - cpu_before
     attempt.update(ended=time.time(), returncode=child.returncode)
     if child.returncode != 0:
         last = (stderr.strip().splitlines() or ["no output"])[-1]
@@ -250,6 +250,7 @@ def sweep(trials: list[Trial], out: Path, address: str | None = None, cpus: int 
     A trial that failed more than ``max_failures`` times has {"error": ...} instead of results."""
     import ray
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
 
     out = out.resolve()
     (out / "runs").mkdir(parents=True, exist_ok=True)
@@ -265,7 +266,7 @@ def sweep(trials: list[Trial], out: Path, address: str | None = None, cpus: int 
             tune.with_resources(run_trial, {"cpu": cpus_per_trial}),
             param_space={"spec": tune.grid_search(specs)},
             tune_config=tune.TuneConfig(reuse_actors=False),
-            run_config=tune.RunConfig(name="tune", storage_path=str(out), verbose=0,
+            run_config=tune.RunConfig(name="tune", storage_path=str(out), verbose=0, callbacks=[JsonLoggerCallback()],
                                       failure_config=tune.FailureConfig(max_failures=max_failures)))
         grid = tuner.fit()
         errors = {r.config["spec"]["name"]: str(r.error).strip().splitlines()[-1] for r in grid if r.error}

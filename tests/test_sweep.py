@@ -174,3 +174,35 @@ def test_a_killed_worker_resumes_and_ends_with_the_same_parameters(cluster, undi
         assert sorted(a) == sorted(b)
         for key in a:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def write_events(folder: Path, points: list[tuple[int, float]]) -> None:
+    from tensorboardX import SummaryWriter
+
+    writer = SummaryWriter(str(folder))
+    for step, value in points:
+        writer.add_scalar("eval/mean_return", value, step)
+    writer.close()
+
+
+def test_plot_draws_iqm_per_configuration_with_a_band(tmp_path):
+    from rlscratch import plot
+
+    # Configuration A (lr 1e-3), 4 seeds; B (lr 5e-4, the same name), 4 seeds. IQM of 4 = mean of the middle 2.
+    finals_a = [10.0, 20.0, 30.0, 1000.0]
+    for seed, final in enumerate(finals_a):
+        fake_run(tmp_path / "runs" / f"a{seed}", 1e-3, seed, final, [])
+        write_events(tmp_path / "runs" / f"a{seed}", [(100, seed), (200, final)])
+    for seed in range(4):
+        fake_run(tmp_path / "runs" / f"b{seed}", 5e-4, seed, 5.0, [])
+        write_events(tmp_path / "runs" / f"b{seed}", [(100, 5.0), (200, 5.0)])
+    curves = plot.aggregate_curves(plot.expand_sweeps([tmp_path]), "eval/mean_return", "iqm")
+    assert len(curves) == 2  # grouped by resolved config: one name, two configurations
+    (a,) = [c for c in curves.values() if c[1][-1] != 5.0]
+    steps, value, low, high, runs = a
+    assert runs == 4 and steps.tolist() == [100, 200]
+    np.testing.assert_allclose(value, [1.5, 25.0])  # middle two of (0, 1, 2, 3) and of (10, 20, 30, 1000)
+    assert np.all(low <= value) and np.all(value <= high) and high[1] > low[1]
+    out = tmp_path / "iqm.png"
+    assert run_cli(plot.main, [str(tmp_path), "--aggregate", "iqm", "--out", str(out)]) == 0
+    assert out.stat().st_size > 1000
