@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=["train.checkpoint_every=10000"], metavar="KEY=VALUE",
                         help="overrides for every run (default adds train.checkpoint_every=10000, to resume from)")
     parser.add_argument("--phases", default="sweep,sequential,killed")
+    parser.add_argument("--reference", metavar="SWEEP_DIR",
+                        help="compare with this earlier sweep's runs (e.g. --phases killed after a sweep run)")
     parser.add_argument("--root", default=str(ROOT / "runs" / f"sweep_cluster-{time.strftime('%Y%m%d-%H%M%S')}"))
     args = parser.parse_args(argv)
     phases = args.phases.split(",")
@@ -130,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     elif "sequential" in phases:
         results["sequential"] = run_sequential(args, root / "sequential")
 
+    if args.reference:
+        trials = json.loads((Path(args.reference) / "summary.json").read_text())["trials"]
+        results = {"sweep": {"runs": {t["seed"]: Path(t["run_dir"]) for t in trials}}, **results}
     reference = results.get("sweep") or results.get("sequential")
     print(f"\n{'seed':>4}  " + "  ".join(f"{name + ' final':>16}" for name in results) + "  "
           + "  ".join(f"{name + ' = sweep':>18}" for name in results if name != "sweep"))
@@ -138,12 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         equal = "  ".join(f"{'yes' if same(r['runs'][seed], reference['runs'][seed]) else 'NO':>18}"
                           for name, r in results.items() if name != "sweep")
         print(f"{seed:>4}  {finals}  {equal}")
-    if "sweep" in results and "sequential" in results:
+    if "wall" in results.get("sweep", {}) and "sequential" in results:
         ratio = results["sweep"]["wall"] / results["sequential"]["wall"]
         print(f"\nsweep on 2 nodes {results['sweep']['wall']:.1f} s vs one after another "
               f"{results['sequential']['wall']:.1f} s: {ratio:.2f}x (target <= 0.6x; 0.5x is the 2-core limit)")
     for name in ("sweep", "killed"):
-        if name in results:
+        if name in results and "wall" in results[name]:
             r = results[name]
             print(f"{name}: Ray start in the driver {r['ray_start']:.1f} s; overhead per trial "
                   f"{r['overhead_per_trial']:.1f} s (2 slots x wall - trials' own wall, per trial); "
