@@ -137,7 +137,10 @@ def run_trial(tune_config: dict) -> dict:
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([spec["pythonpath"], os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     started, cpu_before = time.time(), _child_cpu_seconds()
-    child = subprocess.Popen(command, env=env, cwd=spec["pythonpath"], stdout=subprocess.DEVNULL,
+    # The sweep's own working directory where this machine has it (relative paths in a config mean
+    # what they meant there), else the folder rlscratch was imported from.
+    cwd = spec["cwd"] if Path(spec["cwd"]).is_dir() else spec["pythonpath"]
+    child = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
     attempt = {"worker_pid": os.getpid(), "child_pid": child.pid, "node": _node_id(), "resumed": resumed,
                "started": started}
@@ -259,7 +262,8 @@ def sweep(trials: list[Trial], out: Path, address: str | None = None, cpus: int 
     ray_start = start_ray(address, cpus)
     specs = [{"name": t.folder(), "config": _absolute_if_file(t.config), "seed": t.seed,
               "overrides": list(t.overrides), "run_dir": str(out / "runs" / t.folder()),
-              "record": str(out / "trials" / f"{t.folder()}.json"), "pythonpath": str(PACKAGE_PARENT)}
+              "record": str(out / "trials" / f"{t.folder()}.json"), "pythonpath": str(PACKAGE_PARENT),
+              "cwd": os.getcwd()}
              for t in trials]
     try:
         tuner = tune.Tuner(
