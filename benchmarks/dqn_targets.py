@@ -13,9 +13,9 @@ CartPole, whose DQN is known to collapse after solving -- its last evaluation is
 
 Columns: ``first >= thr`` the first evaluation step at or above the threshold; ``final`` the
 evaluation at the end of the run (20 greedy episodes unless the config says otherwise). Times come
-twice: wall-clock, and the process's CPU time -- on a shared machine the wall-clock includes what
-other processes took, the CPU time does not. ``all`` is the whole run, ``train`` the same without
-the evaluations; gradient ``updates/s`` and env ``steps/s`` are per second of ``train``.
+twice: the training loop's wall-clock, and the training process's CPU time -- on a shared machine
+the wall-clock includes what other processes took, the CPU time does not. Both include the
+evaluations; gradient ``updates/s`` and env ``steps/s`` are per second of each.
 """
 
 from __future__ import annotations
@@ -61,11 +61,11 @@ def format_target(env: str, target: Target, rows: list[dict], curves: bool) -> s
             continue
         first, ok = verdict(target, r)
         passed += ok
-        wall, cpu = r["train_seconds"], r["train_cpu_seconds"]
+        wall, cpu = r["seconds"], r["cpu_seconds"]
+        updates = r["updates"] or 0
         lines.append(f"{env:<12}{r['seed']:>5}{first if first is not None else '-':>14}{r['final_eval']:>8.1f}"
-                     f"{'yes' if ok else 'no':>5}{r['seconds']:>7.1f}{wall:>8.1f}{r['updates'] / wall:>10.0f}"
-                     f"{r['env_steps'] / wall:>9.0f}  {r['cpu_seconds']:>6.1f}{cpu:>8.1f}"
-                     f"{r['updates'] / cpu:>10.0f}{r['env_steps'] / cpu:>9.0f}")
+                     f"{'yes' if ok else 'no':>5}{wall:>7.1f}{updates / wall:>10.0f}"
+                     f"{r['env_steps'] / wall:>9.0f}  {cpu:>6.1f}{updates / cpu:>10.0f}{r['env_steps'] / cpu:>9.0f}")
         if curves:
             lines.append("    " + "  ".join(f"{s // 1000}k:{v:.0f}" for s, v in r["evals"]))
     need = seed_runs.passes_needed(target.need or len(target.seeds), len(target.seeds), len(rows))
@@ -88,10 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(TARGETS[env].config, seed) for env in args.envs for seed in seed_runs.seeds_from(args, TARGETS[env].seeds)]
     results = seed_runs.launch_from_args(args, jobs)
 
-    print(f"{'':<44}{' wall-clock ':-^34}  {' CPU time ':-^33}")
+    print(f"{'':<44}{' wall-clock ':-^26}  {' CPU time ':-^25}")
     print(f"{'env':<12}{'seed':>5}{'first >= thr':>14}{'final':>8}{'pass':>5}"
-          f"{'all s':>7}{'train s':>8}{'updates/s':>10}{'steps/s':>9}  {'all s':>6}{'train s':>8}{'updates/s':>10}"
-          f"{'steps/s':>9}")
+          f"{'s':>7}{'updates/s':>10}{'steps/s':>9}  {'s':>6}{'updates/s':>10}{'steps/s':>9}")
     for env in args.envs:
         target = TARGETS[env]
         print(format_target(env, target, [r for r in results if r["config"] == target.config], args.curves))
