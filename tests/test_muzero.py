@@ -641,10 +641,10 @@ def test_rows_read_by_hand():
     # from 11: the last written row 12 ends the sums; nothing past it
     assert read(11, 2, 3).tolist() == [11, 12]
     # two windows at once, one crossing the truncation at row 10 and one not: each its own end
-    window = replay.window(np.array([0, 0]), np.array([8, 4]), 4)
-    read_both = rows_read(window, 1, 2, True)
-    assert (np.flatnonzero(read_both[0]) + 8).tolist() == [8, 9, 10]
-    assert (np.flatnonzero(read_both[1]) + 4).tolist() == [4, 5, 6, 7]
+    for starts in ([8, 4], [4, 8]):     # (K = 1, n = 3)
+        read_both = rows_read(replay.window(np.array([0, 0]), np.array(starts), 5), 1, 3, True)
+        rows = {start: (np.flatnonzero(read_row) + start).tolist() for start, read_row in zip(starts, read_both)}
+        assert rows == {8: [8, 9, 10], 4: [4, 5, 7, 8]}
 
 
 def test_rows_read_are_exactly_the_rows_targets_depend_on(rng):
