@@ -36,3 +36,11 @@ def write_config(folder: Path, data: dict, name: str = "exp.yaml", **sections) -
     path = folder / name
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def with_optim(settings: dict) -> dict:
+    """Agent-config keyword arguments with lr / max_grad_norm / optimizer moved into the optim: section."""
+    optim = {key: settings.pop(key) for key in ("lr", "max_grad_norm", "optimizer") if key in settings}
+    if "optimizer" in optim:
+        optim["name"] = optim.pop("optimizer")
+    return {**settings, "optim": optim} if optim else settings

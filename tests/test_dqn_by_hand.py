@@ -5,6 +5,7 @@ are the one-line changes (a weight, an exponent, a sign) that mutation testing a
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import with_optim
 from rlscratch.agents.dqn import DQN, DQNConfig, Dueling, q_network, td_target
 
 from rlscratch import nn
@@ -17,7 +18,11 @@ def linear_agent(**overrides) -> DQN:
     """A linear Q (no hidden layer: Q(s) = W s + b) on 4 features and 3 actions, one env; no update happens
     by itself (learning_starts is huge), the test calls ``update``."""
     spec = EnvSpec(gym.spaces.Box(-1.0, 1.0, (4,), np.float32), gym.spaces.Discrete(3), 1)
-    config = DQNConfig(**{"learning_starts": 10**9, "max_grad_norm": 0, **overrides})
+    settings = with_optim({"learning_starts": 10**9, "max_grad_norm": 0, **overrides})
+    if "exploration_initial_eps" in settings:  # a constant epsilon
+        settings["epsilon"] = settings.pop("exploration_initial_eps")
+        assert settings.pop("exploration_final_eps") == settings["epsilon"]
+    config = DQNConfig(**settings)
     return DQN(config, spec, ModelConfig(hidden=[]), np.random.default_rng(0))
 
 
@@ -31,7 +36,8 @@ def fill(agent: DQN, steps: int, reward_scale: float, seed: int = 3) -> None:
 
 def test_prioritized_huber_update_by_hand():
     agent = linear_agent(batch_size=6, loss="huber", double_dqn=False, gamma=0.5, prioritized=True,
-                         priority_alpha=0.5, priority_beta=0.5, priority_beta_steps=100, priority_eps=0.01)
+                         priority_alpha=0.5, priority_beta={"start": 0.5, "end": 1.0, "steps": 100},
+                         priority_eps=0.01)
     fill(agent, 20, reward_scale=3.0)  # large rewards: some TD errors beyond Huber's delta = 1
     agent.target.flat_params = agent.target.flat_params + 0.3
     slots = np.arange(20)

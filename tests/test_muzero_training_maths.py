@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import rlscratch.agents.muzero as muzero_agent
+from conftest import with_optim
 from rlscratch.agents.muzero import MuZero, MuZeroConfig
 
 from rlscratch.agent import EnvSpec
@@ -98,7 +99,7 @@ def small_agent(num_envs: int = 2, n_actions: int = 2, **overrides) -> MuZero:
                     priority_alpha=0.5, priority_eps=0.01, priority_beta=0.4, priority_beta_steps=1000)
     settings.update(overrides)
     spec = EnvSpec(gym.spaces.Box(-1.0, 1.0, (3,), np.float32), gym.spaces.Discrete(n_actions), num_envs=num_envs)
-    return MuZero(MuZeroConfig(**settings), spec, ModelConfig(hidden=[8]), np.random.default_rng(0))
+    return MuZero(MuZeroConfig(**with_optim(settings)), spec, ModelConfig(hidden=[8]), np.random.default_rng(0))
 
 
 def fill_agent(agent: MuZero, steps: int = 30, seed: int = 0) -> None:

@@ -5,6 +5,7 @@ error -- the one-line changes mutation testing (benchmarks/mutation.sh) asks a t
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import with_optim
 from rlscratch.agents.td import (
     TD,
     BehaviourPolicy,
@@ -29,7 +30,8 @@ from rlscratch.trainer import load_trained_agent, train
 def make_td(n_states: int = 5, num_envs: int = 1, **config) -> TD:
     env = RandomWalk(n_states)
     spec = EnvSpec(env.observation_space, env.action_space, num_envs)
-    return TD(TDConfig(**config), spec, ModelConfig(hidden=[8], activation="tanh"), np.random.default_rng(0))
+    return TD(TDConfig(**with_optim(config)), spec, ModelConfig(hidden=[8], activation="tanh"),
+              np.random.default_rng(0))
 
 
 def test_discounted_returns_by_hand():
