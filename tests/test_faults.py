@@ -65,7 +65,8 @@ def test_signals_kills_and_resumes_end_bit_identical(tmp_path, agent):
     rng = np.random.default_rng(list(CHAINS).index(agent))
     run_dir = tmp_path / "chain"
     for i, (signum, moment) in enumerate(CHAINS[agent]):
-        trial = fi.inject(agent, run_dir, signum, moment, float(rng.uniform(0.05, 0.6)), resume=i > 0)
+        units = int(rng.integers(1, 8))  # stop checks into the leg (tests/fault_gate.py)
+        trial = fi.inject(agent, run_dir, signum, moment, units, resume=i > 0)
         assert trial.delivered, f"{agent}: the run ended before {signum.name} at {moment}"
         assert trial.exit_code == fi.EXIT[signum], (agent, signum.name, moment, trial.notes)
         if signum != KILL:
