@@ -280,7 +280,7 @@ def test_tensorboard_continues_without_duplicate_steps_after_a_kill(tmp_path, st
 
 @pytest.mark.parametrize("agent, override, quantity", [
     ("spine", "agent.lr=1e6", "optimizer state optimizer.v not finite"),  # Adam's g*g overflows first
-    ("dqn", "agent.lr=1e6", "loss/td is"),  # finite, but 1e18: above train.divergence_limit
+    ("dqn", "agent.optim.lr.start=1e6", "loss/td is"),  # finite, but 1e18: above train.divergence_limit
 ])
 def test_divergence_stops_with_exit_3_and_keeps_the_last_finite_checkpoint(tmp_path, capsys, agent, override,
                                                                            quantity):
