@@ -18,8 +18,8 @@ gets the signal and is released.
     train       the K-th stop check of training (between env steps or minibatches), K drawn at random
     checkpoint  the first checkpoint write, its temporary file complete and not yet renamed
     eval        the K-th stop check inside an evaluation (CartPole agents)
-    double      (SIGINT only) as train, then a second signal 2 ms after the release: abort without
-                writing, the previous checkpoint stands
+    double      (SIGINT only) as train, and a second signal once the run has recorded the first: abort
+                without writing, the previous checkpoint stands
 
 tests/test_faults.py runs a short version of the same harness in CI.
 """
@@ -154,6 +154,7 @@ class Trial:
     orphans: int = 0
     duplicates: int = 0
     notes: list[str] = field(default_factory=list)
+    stderr: str = ""  # the interrupted process's
 
 
 def reference(agent: str, root: Path) -> tuple[dict[str, np.ndarray], float]:
@@ -187,7 +188,8 @@ def inject(agent: str, run_dir: Path, signum: int, moment: str, units: int, resu
     first, a slow one not have begun): the run, started through tests/fault_gate.py, parks at its
     ``units``-th stop check of training (train, double) or of an evaluation (eval), or at its first
     checkpoint write between the complete temporary file and the rename (checkpoint); the signal is
-    sent while it is parked, and then it is released."""
+    sent while it is parked (double: a second one once the run has recorded the first), and then it
+    is released."""
     trial = Trial(agent, signum, moment)
     gate = run_dir.parent / f".{run_dir.name}-gate"
     shutil.rmtree(gate, ignore_errors=True)
@@ -201,10 +203,8 @@ def inject(agent: str, run_dir: Path, signum: int, moment: str, units: int, resu
         trial.delivered = hit and proc.poll() is None
         if trial.delivered:
             proc.send_signal(signum)
-            if moment == "double":
-                (gate / "release").touch()
-                time.sleep(0.002)
-                if proc.poll() is None:
+            if moment == "double":  # the second once the first is recorded: an abort, still parked
+                if wait_for(proc, (gate / "signalled").exists, TIMEOUT):
                     proc.send_signal(signum)
         (gate / "release").touch()
         try:
@@ -218,7 +218,7 @@ def inject(agent: str, run_dir: Path, signum: int, moment: str, units: int, resu
             proc.kill()
             proc.communicate()
         shutil.rmtree(gate, ignore_errors=True)
-    trial.exit_code = proc.returncode
+    trial.exit_code, trial.stderr = proc.returncode, stderr or ""
     trial.landed = ({"checkpoint": "checkpoint write", "eval": "evaluation"}.get(moment, "training")
                     if trial.delivered else "finished first")
     if trial.delivered and proc.returncode not in (EXIT[signum], 0):

@@ -23,9 +23,13 @@ import time
 from pathlib import Path
 
 
-def park(folder: Path) -> None:
+def park(folder: Path, signalled=lambda: False) -> None:
+    """Sleep until FOLDER/release exists; FOLDER/signalled appears once the run's handler has recorded
+    a stop request (so the harness knows a second signal will be the second, not merged with the first)."""
     (folder / "parked").touch()
     while not (folder / "release").exists():
+        if signalled() and not (folder / "signalled").exists():
+            (folder / "signalled").touch()
         time.sleep(0.001)
 
 
@@ -35,15 +39,15 @@ def install(moment: str, k: int, folder: Path) -> None:
     counts = {"train": 0, "eval": 0, "checkpoint": 0}
     evaluating = [False]
 
-    def count(kind: str) -> None:
+    def count(kind: str, signalled=lambda: False) -> None:
         counts[kind] += 1
         if kind == moment and counts[kind] == k:
-            park(folder)
+            park(folder, signalled)
 
     should_stop = lifecycle.RunSession.should_stop
 
     def gated_should_stop(self: lifecycle.RunSession) -> bool:
-        count("eval" if evaluating[0] else "train")
+        count("eval" if evaluating[0] else "train", lambda: should_stop(self))
         return should_stop(self)
 
     evaluate = trainer.Evaluator.run
@@ -72,7 +76,7 @@ if __name__ == "__main__":
     from rlscratch.train import main
 
     moment, k, folder = os.environ["RLSCRATCH_FAULT_GATE"].split(":", 2)
-    if moment == "double":  # two SIGINTs mid-training
+    if moment == "double":  # two SIGINTs at a stop check of training
         moment = "train"
     install(moment, int(k), Path(folder))
     sys.exit(run_cli(main, sys.argv[1:]))

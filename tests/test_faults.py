@@ -69,6 +69,8 @@ def test_signals_kills_and_resumes_end_bit_identical(tmp_path, agent):
         trial = fi.inject(agent, run_dir, signum, moment, units, resume=i > 0)
         assert trial.delivered, f"{agent}: the run ended before {signum.name} at {moment}"
         assert trial.exit_code == fi.EXIT[signum], (agent, signum.name, moment, trial.notes)
+        if moment == "double":  # the second SIGINT aborted the stop the first had asked for
+            assert "aborted by a second SIGINT" in trial.stderr, trial.stderr[-500:]
         if signum != KILL:
             log = (run_dir / "log.txt").read_text()
             assert "continue with: python -m rlscratch.train --resume" in log
