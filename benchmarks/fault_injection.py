@@ -12,11 +12,14 @@ reference's. It also counts *unresumable* run dirs (a ``--resume`` that did not 
 and *orphan* files (``*.tmp`` left once the run finished), and checks that the TensorBoard scalars
 read back (purge_step honoured) have no duplicate steps.
 
-Moments, drawn per trial from the seeded generator:
-    train       a random delay into training (after the "starting"/"resuming" log line)
-    checkpoint  the moment a checkpoint's temporary file appears (mid-write)
-    eval        the moment an evaluation begins (CartPole agents: the test env touches a marker file)
-    double      (SIGINT only) two signals 2 ms apart: abort without writing, the previous checkpoint stands
+Moments, drawn per trial from the seeded generator, counted in the run's own progress (never in
+seconds, which a fast machine outruns): the run is started through tests/fault_gate.py, parks there,
+gets the signal and is released.
+    train       the K-th stop check of training (between env steps or minibatches), K drawn at random
+    checkpoint  the first checkpoint write, its temporary file complete and not yet renamed
+    eval        the K-th stop check inside an evaluation (CartPole agents)
+    double      (SIGINT only) as train, and a second signal once the run has recorded the first: abort
+                without writing, the previous checkpoint stands
 
 tests/test_faults.py runs a short version of the same harness in CI.
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,29 +44,34 @@ TESTS = ROOT / "tests"
 QUIET = ["log.progress=false"]
 CARTPOLE = ["env.id=fault_envs:FaultCartPole-v0", "env.eval_num_envs=2"]
 
-# agent -> (config, overrides). Runs of a few seconds; checkpoints on the step grid or a short timer.
+# agent -> (config, overrides). Runs of a few seconds; checkpoints on the step grid or a short timer (and the
+# grid too, so that a run's first checkpoint write comes before its last on any machine: the checkpoint moment).
 CASES: dict[str, tuple[str, list[str]]] = {
     "dqn": ("dqn_cartpole", CARTPOLE + [
         "train.total_steps=1200", "train.eval_every=400", "train.eval_episodes=4", "train.checkpoint_every=300",
         "train.log_every=100", "agent.learning_starts=200", "agent.train_freq=32", "agent.gradient_steps=8",
-        "agent.buffer_size=20000", "agent.exploration_steps=600", "agent.lr_decay_steps=1200"]),
+        "agent.buffer_size=20000", "agent.epsilon.steps=600", "agent.optim.lr.steps=1200"]),
     "ppo": ("ppo_cartpole", CARTPOLE + [
         "train.total_steps=1536", "train.eval_every=512", "train.eval_episodes=4", "train.checkpoint_every=384",
-        "train.log_every=128", "agent.n_epochs=4", "agent.anneal_steps=1536"]),
+        "train.log_every=128", "agent.n_epochs=4", "agent.optim.lr.steps=1536", "agent.clip_range.steps=1536"]),
     "a2c": ("a2c_cartpole", CARTPOLE + [
         "train.total_steps=1600", "train.eval_every=800", "train.eval_episodes=4", "train.checkpoint_minutes=0.003",
-        "train.log_every=160"]),
+        "train.checkpoint_every=800", "train.log_every=160"]),
     "muzero": ("muzero_cartpole", CARTPOLE + [
         "train.total_steps=192", "train.eval_every=96", "train.eval_episodes=2", "train.checkpoint_minutes=0.005",
+        "train.checkpoint_every=96",
         "train.log_every=32", "agent.num_simulations=4", "agent.warmup_steps=64", "agent.batch_size=16",
-        "agent.lr_decay_updates=128", "agent.target_update_interval=20"]),
+        "agent.optim.lr.steps=128", "agent.target_update_interval=20"]),
     "supervised": ("supervised_mnist", [
         "agent.epochs=2", "agent.batch_size=1000", "model.hidden=[16]", "train.checkpoint_minutes=0.01"]),
     "bandit": ("epsilon_greedy_bandit_mnist", [
         "train.total_steps=300", "train.eval_every=100", "train.eval_episodes=100", "train.checkpoint_every=75",
-        "train.log_every=50", "agent.replay_size=200", "agent.batch_size=16", "agent.lr_decay_rounds=300",
-        "agent.epsilon_decay_rounds=150"]),
+        "train.log_every=50", "agent.replay_size=200", "agent.batch_size=16", "agent.optim.lr.steps=600",
+        "agent.epsilon.steps=150"]),
 }
+# Stop checks of training that every run of the case has (vector env steps, rounds, minibatches): a
+# "train" signal lands at a random one below this, so always before the run ends.
+MAX_UNITS = {"dqn": 1200, "ppo": 192, "a2c": 200, "muzero": 24, "supervised": 120, "bandit": 300}
 EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}
 TIMEOUT = 300.0
 
@@ -145,6 +154,7 @@ class Trial:
     orphans: int = 0
     duplicates: int = 0
     notes: list[str] = field(default_factory=list)
+    stderr: str = ""  # the interrupted process's
 
 
 def reference(agent: str, root: Path) -> tuple[dict[str, np.ndarray], float]:
@@ -166,34 +176,37 @@ def wait_for(proc: subprocess.Popen, ready, limit: float) -> bool:
     return False
 
 
-def inject(agent: str, run_dir: Path, signum: int, moment: str, delay: float, resume: bool) -> Trial:
-    """Start (or resume) a run, send ``signum`` at ``moment``; the interrupted process's outcome."""
+def parked(proc: subprocess.Popen, gate: Path) -> bool:
+    """Wait until the run parks at its gate (tests/fault_gate.py); False if it ended first."""
+    return wait_for(proc, (gate / "parked").exists, TIMEOUT)
+
+
+def inject(agent: str, run_dir: Path, signum: int, moment: str, units: int, resume: bool) -> Trial:
+    """Start (or resume) a run, send ``signum`` at ``moment``; the interrupted process's outcome.
+
+    The moment is counted in the run's own progress, never in seconds (a fast machine would finish
+    first, a slow one not have begun): the run, started through tests/fault_gate.py, parks at its
+    ``units``-th stop check of training (train, double) or of an evaluation (eval), or at its first
+    checkpoint write between the complete temporary file and the rename (checkpoint); the signal is
+    sent while it is parked (double: a second one once the run has recorded the first), and then it
+    is released."""
     trial = Trial(agent, signum, moment)
-    starts = starts_logged(run_dir)
-    marker = run_dir / "eval_started"
-    marker.unlink(missing_ok=True)
-    proc = subprocess.Popen(command(agent, run_dir, resume), env=environment(), cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    gate = run_dir.parent / f".{run_dir.name}-gate"
+    shutil.rmtree(gate, ignore_errors=True)
+    gate.mkdir(parents=True)
+    k = 1 if moment == "checkpoint" else units
+    env = {**environment(), "RLSCRATCH_FAULT_GATE": f"{moment}:{k}:{gate}"}
+    proc = subprocess.Popen([sys.executable, "-m", "fault_gate"] + command(agent, run_dir, resume)[3:], env=env,
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        started = wait_for(proc, lambda: starts_logged(run_dir) > starts, TIMEOUT)
-        if moment == "checkpoint":
-            folder = run_dir / "checkpoints"
-            hit = started and wait_for(proc, lambda: folder.is_dir() and any(folder.glob("*.tmp")), TIMEOUT)
-        elif moment == "eval":
-            hit = started and wait_for(proc, marker.exists, TIMEOUT)
-            if hit:
-                time.sleep(delay * 0.02)
-        else:
-            hit = started
-            if hit:
-                time.sleep(delay)
-        trial.delivered = proc.poll() is None
+        hit = parked(proc, gate)
+        trial.delivered = hit and proc.poll() is None
         if trial.delivered:
             proc.send_signal(signum)
-            if moment == "double":
-                time.sleep(0.002)
-                if proc.poll() is None:
+            if moment == "double":  # the second once the first is recorded: an abort, still parked
+                if wait_for(proc, (gate / "signalled").exists, TIMEOUT):
                     proc.send_signal(signum)
+        (gate / "release").touch()
         try:
             _, stderr = proc.communicate(timeout=TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -204,18 +217,20 @@ def inject(agent: str, run_dir: Path, signum: int, moment: str, delay: float, re
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    trial.exit_code = proc.returncode
+        shutil.rmtree(gate, ignore_errors=True)
+    trial.exit_code, trial.stderr = proc.returncode, stderr or ""
     trial.landed = ({"checkpoint": "checkpoint write", "eval": "evaluation"}.get(moment, "training")
-                    if trial.delivered and hit else "finished first")
+                    if trial.delivered else "finished first")
     if trial.delivered and proc.returncode not in (EXIT[signum], 0):
         trial.notes.append(f"exit {proc.returncode}: {stderr.strip().splitlines()[-1:] if stderr else ''}")
     return trial
 
 
 def run_trial(agent: str, root: Path, name: str, signum: int, moment: str, rng: np.random.Generator,
-              span: float, expected: dict[str, np.ndarray]) -> Trial:
+              expected: dict[str, np.ndarray]) -> Trial:
     run_dir = root / name
-    trial = inject(agent, run_dir, signum, moment, float(rng.uniform(0, span)), resume=False)
+    units = int(rng.integers(1, 8 if moment == "eval" else MAX_UNITS[agent]))
+    trial = inject(agent, run_dir, signum, moment, units, resume=False)
     for _ in range(5):  # resume until the run has finished
         done = run_to_end(agent, run_dir, resume=True)
         trial.resumes += 1
@@ -260,13 +275,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for agent in args.agents.split(","):
         expected, seconds = reference(agent, root)
-        span = max(0.2, seconds - 2.0)  # roughly the training part of a run (startup excluded)
         print(f"{agent}: reference run {seconds:.1f} s", flush=True)
         for signum in signals:
             moments = moments_for(agent, signum)
             for t in range(args.trials):
                 moment = moments[int(rng.integers(len(moments)))]
-                trial = run_trial(agent, root, f"{agent}-{signum.name}-{t}", signum, moment, rng, span, expected)
+                trial = run_trial(agent, root, f"{agent}-{signum.name}-{t}", signum, moment, rng, expected)
                 table[(agent, signum.name)].append(trial)
                 print(f"  {signum.name:7} {moment:10} landed in {trial.landed:16} exit {trial.exit_code:>4} "
                       f"resumes {trial.resumes} exact {trial.exact} orphans {trial.orphans} "

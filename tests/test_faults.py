@@ -65,9 +65,12 @@ def test_signals_kills_and_resumes_end_bit_identical(tmp_path, agent):
     rng = np.random.default_rng(list(CHAINS).index(agent))
     run_dir = tmp_path / "chain"
     for i, (signum, moment) in enumerate(CHAINS[agent]):
-        trial = fi.inject(agent, run_dir, signum, moment, float(rng.uniform(0.05, 0.6)), resume=i > 0)
+        units = int(rng.integers(1, 8))  # stop checks into the leg (tests/fault_gate.py)
+        trial = fi.inject(agent, run_dir, signum, moment, units, resume=i > 0)
         assert trial.delivered, f"{agent}: the run ended before {signum.name} at {moment}"
         assert trial.exit_code == fi.EXIT[signum], (agent, signum.name, moment, trial.notes)
+        if moment == "double":  # the second SIGINT aborted the stop the first had asked for
+            assert "aborted by a second SIGINT" in trial.stderr, trial.stderr[-500:]
         if signum != KILL:
             log = (run_dir / "log.txt").read_text()
             assert "continue with: python -m rlscratch.train --resume" in log
@@ -279,7 +282,7 @@ def test_tensorboard_continues_without_duplicate_steps_after_a_kill(tmp_path, st
 
 @pytest.mark.parametrize("agent, override, quantity", [
     ("spine", "agent.lr=1e6", "optimizer state optimizer.v not finite"),  # Adam's g*g overflows first
-    ("dqn", "agent.lr=1e6", "loss/td is"),  # finite, but 1e18: above train.divergence_limit
+    ("dqn", "agent.optim.lr.start=1e6", "loss/td is"),  # finite, but 1e18: above train.divergence_limit
 ])
 def test_divergence_stops_with_exit_3_and_keeps_the_last_finite_checkpoint(tmp_path, capsys, agent, override,
                                                                            quantity):
