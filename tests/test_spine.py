@@ -303,10 +303,14 @@ SHIPPED_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob(
 def test_every_shipped_config_validates(path):
     """Each shipped config loads, its agent section passes the agent's own dataclass, its env id is
     known to gymnasium, and its file name starts with its agent's name (<agent>_<env>.yaml)."""
+    from rlscratch.envs.factory import MINATAR_PREFIX, register_minatar
+
     from rlscratch.agent import agent_config
 
     config, _ = load_config(str(path))
     name = config.agent["name"]
     agent_config(resolve_agent(name), config.agent)
     assert path.stem.startswith(name + "_"), (path.name, name)
+    if config.env.id.startswith(MINATAR_PREFIX):
+        register_minatar()  # what make_env does for such an id (not left to an earlier test)
     assert config.env.id in gym.registry, config.env.id
