@@ -44,7 +44,7 @@ import rlscratch
 from rlscratch.checkpoint import LOOP_META, CheckpointManager, read_checkpoint
 from rlscratch.config import ADDED_LATER, RunConfig, to_dict
 from rlscratch.errors import CheckpointError
-from rlscratch.logger import Logger
+from rlscratch.logger import Logger, flatten_dict
 from rlscratch.nn.module import Module
 from rlscratch.nn.optim import Optimizer
 
@@ -288,6 +288,8 @@ class RunSession:
                              self.config.log.progress, purge_step=purge)
         self.logger.line(f"{what} {self.config.name}: agent {self.config.agent['name']}{details}, "
                          f"seed {self.config.seed}, run dir {self.run_dir}")
+        # The whole resolved config, at the start (a run cut short still shows its hyperparameters).
+        self.logger.hparams_start(flatten_dict(self.config_data), ["eval_mean_return"])
         return self.logger
 
     # -- during the run -------------------------------------------------------------------------

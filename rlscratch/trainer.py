@@ -11,7 +11,6 @@ MNIST) implement ``Agent.train_offline(session)`` and get the same ``RunSession`
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 import threading
 import time
@@ -32,7 +31,7 @@ from rlscratch.envs.factory import env_seeds, make_obs_normalizer, make_vec_env,
 from rlscratch.envs.wrappers import ObservationNormalizer
 from rlscratch.errors import CheckpointError, ConfigError
 from rlscratch.lifecycle import DivergenceError, RunSession
-from rlscratch.logger import MetricAverager, flatten_dict
+from rlscratch.logger import MetricAverager
 from rlscratch.state import sub_state
 
 
@@ -360,8 +359,7 @@ class EnvLoop:
                    "run_dir": str(self.session.run_dir), "interrupted": False, "agent": self.agent,
                    "stopped_early": solved is not None, "best_return": self.best_return}
         summary.update({f"cumulative_{k}": v for k, v in self.collector.info_totals.items()})
-        self.logger.hparams(flatten_dict({"agent": dataclasses.asdict(self.agent.config), "seed": self.config.seed}),
-                            {"eval_mean_return": last_eval.mean})
+        self.logger.hparams_end({"eval_mean_return": last_eval.mean}, self.env_steps)
         self.logger.line(f"done: {self.env_steps} env steps in {elapsed:.1f} s "
                          f"({self.env_steps / max(elapsed, 1e-9):.0f} steps/s, {self.agent.updates} updates); "
                          f"final eval {last_eval.mean:.2f} ± {last_eval.std:.2f} over "
