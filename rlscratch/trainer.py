@@ -28,7 +28,7 @@ from rlscratch.checkpoint import LOOP_META, CheckpointManager, read_checkpoint
 from rlscratch.collector import Collector
 from rlscratch.config import RunConfig, run_name
 from rlscratch.envs.factory import env_seeds, make_obs_normalizer, make_vec_env, spaces_of
-from rlscratch.envs.wrappers import ObservationNormalizer
+from rlscratch.envs.wrappers import ObservationNormalizer, env_reward
 from rlscratch.errors import CheckpointError, ConfigError
 from rlscratch.lifecycle import DivergenceError, RunSession
 from rlscratch.logger import MetricAverager
@@ -79,8 +79,8 @@ class Evaluator:
             if stop():
                 return None
             actions = agent.act(self._view(obs), explore=False)
-            obs, reward, terminated, truncated, _ = self.envs.step(actions)
-            running += reward
+            obs, reward, terminated, truncated, info = self.envs.step(actions)
+            running += env_reward(reward, info)  # the env's own return, not a reward wrapper's
             done = terminated | truncated
             if done.any():
                 for i in np.flatnonzero(done):
