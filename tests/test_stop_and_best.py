@@ -91,11 +91,13 @@ def test_evaluate_best_uses_best_npz(tmp_path, capsys):
 
 
 def test_resumed_run_remembers_the_best_so_far(tmp_path):
+    """Interrupted after its best evaluation (step 400 with this seed), resumed through worse ones: a
+    resume that forgot the best-so-far return would overwrite best.npz with the first of them."""
     overrides = ["train.total_steps=1500", "train.eval_every=100", "train.checkpoint_every=100"]
-    first = run(tmp_path, overrides, stop_at=800)
-    assert first["interrupted"]
-    run(tmp_path, overrides, resume=True)
+    assert run(tmp_path, overrides, stop_at=450)["interrupted"]
+    run(tmp_path, overrides + ["train.total_steps=900"], resume=True)
     means = eval_means(tmp_path / "run")
     best_step = max(means, key=lambda s: (means[s], -s))
+    assert best_step < 450 and max(v for s, v in means.items() if s > 450) < means[best_step]  # the premise
     _, meta = read_checkpoint(tmp_path / "run" / "checkpoints" / "best.npz")
     assert meta["env_steps"] == best_step
