@@ -21,7 +21,7 @@ from gymnasium.vector import AutoresetMode
 from rlscratch.config import EnvConfig
 from rlscratch.errors import ConfigError
 
-from .wrappers import WRAPPERS, ObservationNormalizer
+from .wrappers import WRAPPERS, ObservationNormalizer, RecordEnvReward
 
 VECTOR_LEVEL = ("normalize_observation",)
 # Evaluation episodes of envs registered without a time limit (MinAtar's) end after this many steps
@@ -107,9 +107,11 @@ def make_env(config: EnvConfig, evaluation: bool = False, render_mode: str | Non
         raise ConfigError(f"env.id: {str(err).splitlines()[0]}") from None
     except TypeError as err:
         raise ConfigError(f"env.kwargs: {config.id} rejected them ({err})") from None
-    for name, wrapper_kwargs in _wrapper_specs(config):
-        if name not in VECTOR_LEVEL:
-            env = _wrap(env, name, wrapper_kwargs)
+    specs = [(name, wrapper_kwargs) for name, wrapper_kwargs in _wrapper_specs(config) if name not in VECTOR_LEVEL]
+    if specs:  # under every configured wrapper: logged and evaluated returns stay the env's own
+        env = RecordEnvReward(env)
+    for name, wrapper_kwargs in specs:
+        env = _wrap(env, name, wrapper_kwargs)
     return env
 
 

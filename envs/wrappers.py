@@ -59,4 +59,28 @@ class MaskObservation(gym.ObservationWrapper):
         return observation[self.keep]
 
 
+ENV_REWARD = "env_reward"
+
+
+class RecordEnvReward(gym.Wrapper):
+    """Copies each step's reward, as the environment itself gave it, into ``info["env_reward"]``.
+    The env factory puts it under every wrapper a config names, so a reward-changing wrapper (scaling,
+    clipping) changes what the agent learns from but not the episode returns that are logged and
+    evaluated: those sum ``env_reward``. A per-step copy rather than gymnasium's
+    RecordEpisodeStatistics keeps the running sums in the collector, whose checkpoint already restores them."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, {**info, ENV_REWARD: float(reward)}
+
+
+def env_reward(reward: np.ndarray, info: dict) -> np.ndarray:
+    """A vector step's rewards as the environments gave them, before any reward wrapper (``RecordEnvReward``)."""
+    raw = info.get(ENV_REWARD)
+    if raw is None:
+        return reward
+    mask = info.get(f"_{ENV_REWARD}")
+    return raw if mask is None or mask.all() else np.where(mask, raw, reward)
+
+
 WRAPPERS: dict[str, type[gym.Wrapper]] = {"mask_observation": MaskObservation}

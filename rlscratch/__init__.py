@@ -19,9 +19,9 @@ if (_checkout / "pyproject.toml").is_file() and (_checkout / "agents" / "__init_
     __path__.append(str(_checkout))  # noqa: F821 - __path__ is defined for packages
 
 
-def load(run_dir: str | _Path, checkpoint: str | _Path | None = None) -> TrainedAgent:
-    """The agent a run directory trained, ready to act: ``rlscratch.load(run_dir).act(obs)``
-    (see rlscratch/trained.py)."""
+def load(run_dir: str | _Path, checkpoint: str | _Path | None = None, best: bool = False) -> TrainedAgent:
+    """The agent a run directory trained, ready to act: ``rlscratch.load(run_dir).act(obs)``;
+    ``best=True``: from the best evaluation's checkpoint (see rlscratch/trained.py)."""
     from rlscratch.trained import load as _load
 
-    return _load(run_dir, checkpoint)
+    return _load(run_dir, checkpoint, best)

@@ -1,5 +1,7 @@
 """Checkpoints: one ``.npz`` per save under ``RUN_DIR/checkpoints/``, written atomically (temporary
-file + rename, so a crash mid-write leaves the previous checkpoint loadable), the last N kept."""
+file + rename, so a crash mid-write leaves the previous checkpoint loadable), the last N kept.
+``best.npz`` beside them is the checkpoint at the best evaluation so far, written the same way and
+outside the rotation (never a resume point: ``latest()`` reads only ``step_*.npz``)."""
 
 from __future__ import annotations
 
@@ -36,6 +38,14 @@ class CheckpointManager:
         for old in self.all()[:-self.keep]:
             old.unlink()
         return path
+
+    @property
+    def best_path(self) -> Path:
+        return self.folder / "best.npz"
+
+    def save_best(self, arrays: dict[str, np.ndarray], meta: dict) -> Path:
+        atomic_savez(self.best_path, {**arrays, "meta": np.array(json.dumps(meta))})
+        return self.best_path
 
     def latest(self) -> Path | None:
         found = self.all()

@@ -26,7 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 from rlscratch.agent import Step
-from rlscratch.envs.wrappers import ObservationNormalizer
+from rlscratch.envs.wrappers import ENV_REWARD, ObservationNormalizer, env_reward
 from rlscratch.state import from_json_array, json_array
 
 
@@ -82,7 +82,7 @@ class Collector:
             self._actions[i].append(actions[i])
         next_obs = self._agent_view(raw_next, update=True)
         step = Step(self.obs, actions, reward, next_obs, terminated, truncated, info)
-        self.episode_return += reward
+        self.episode_return += env_reward(reward, info)  # the env's own, whatever reward wrappers do
         self.episode_length += 1
         self._add_info_totals(info)
 
@@ -104,7 +104,9 @@ class Collector:
 
     def _add_info_totals(self, info: dict) -> None:
         for key, value in info.items():
-            if key.startswith("_") or not isinstance(value, np.ndarray) or value.shape != (self.num_envs,):
+            if key.startswith("_") or key == ENV_REWARD:  # (the env's own rewards: in episode_return)
+                continue
+            if not isinstance(value, np.ndarray) or value.shape != (self.num_envs,):
                 continue
             if np.issubdtype(value.dtype, np.floating):
                 mask = info.get(f"_{key}")  # gymnasium's "this env reported it" mask

@@ -74,6 +74,8 @@ class TrainConfig:
     log_every: int = bounded(1000, ge=1, help="environment steps between TensorBoard writes")
     divergence_guard: bool = True  # stop with exit status 3 at the first non-finite loss, gradient or parameter
     divergence_limit: float = bounded(1e12, ge=0, help="guard on: a loss/* above this stops the run too; 0: none")
+    stop_at_return: float | None = bounded(None, help="stop the run, as finished, when an evaluation's mean return "
+                                                       "reaches this; null: never")
 
 
 @dataclass
@@ -379,7 +381,7 @@ def load_config(name: str, overrides: typing.Sequence[str] = (), seed: int | Non
 
 
 # Keys added after runs were already being saved: an older run's config.yaml may lack them.
-ADDED_LATER = frozenset({"imports"})
+ADDED_LATER = frozenset({"imports", "train.stop_at_return"})
 
 
 def require_complete(data: dict, path: Path) -> None:

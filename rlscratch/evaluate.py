@@ -1,7 +1,8 @@
-"""python -m rlscratch.evaluate RUN_DIR [--episodes N] [--checkpoint FILE] [--json] [--video [--video-episodes N]]
+"""python -m rlscratch.evaluate RUN_DIR [--episodes N] [--checkpoint FILE | --best] [--json] [--video ...]
 
-Loads a run's latest checkpoint (or --checkpoint) and plays greedy episodes in fresh evaluation envs;
-prints the mean ± std return, or with --json one object {"mean", "std", "episodes", "returns"}.
+Loads a run's latest checkpoint (or --checkpoint, or --best: the best evaluation's) and plays greedy
+episodes in fresh evaluation envs; prints the mean ± std return, or with --json one object
+{"mean", "std", "episodes", "returns"}.
 --video records --video-episodes N episodes (default 3) to RUN_DIR/videos with gymnasium's
 RecordVideo: it needs an env that renders rgb_array frames, and the video extra (pygame, moviepy).
 """
@@ -34,6 +35,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--checkpoint", help="a checkpoint file (default: the run's latest)")
+    p.add_argument("--best", action="store_true",
+                   help="the best evaluation's checkpoint (RUN_DIR/checkpoints/best.npz) instead of the latest")
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--video", action="store_true", help="record episodes to RUN_DIR/videos (one MP4 each)")
@@ -111,8 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--episodes must be at least 1, got {args.episodes}")
     if args.video_episodes < 1:
         raise UserError(f"--video-episodes must be at least 1, got {args.video_episodes}")
+    if args.best and args.checkpoint:
+        raise UserError("--best and --checkpoint both name a checkpoint; give one of them")
     run_dir = Path(args.run_dir)
-    config, agent, normalizer = load_trained_agent(run_dir, Path(args.checkpoint) if args.checkpoint else None)
+    config, agent, normalizer = load_trained_agent(run_dir, Path(args.checkpoint) if args.checkpoint else None,
+                                                 args.best)
     if args.video:  # refused before the evaluation, not after it
         check_video_writer()
         renderer = open_renderer(config)

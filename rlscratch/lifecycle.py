@@ -44,7 +44,7 @@ import rlscratch
 from rlscratch.checkpoint import LOOP_META, CheckpointManager, read_checkpoint
 from rlscratch.config import ADDED_LATER, RunConfig, to_dict
 from rlscratch.errors import CheckpointError
-from rlscratch.logger import Logger
+from rlscratch.logger import Logger, flatten_dict
 from rlscratch.nn.module import Module
 from rlscratch.nn.optim import Optimizer
 
@@ -52,7 +52,7 @@ from rlscratch.nn.optim import Optimizer
 # it learns from. Every other key is part of the config the checkpoint was written with.
 RESUMABLE_KEYS = ("train.total_steps", "train.checkpoint_every", "train.checkpoint_minutes",
                   "train.keep_checkpoints", "train.log_every", "train.divergence_guard", "train.divergence_limit",
-                  "log.progress", "log.tensorboard", "log.root")
+                  "train.stop_at_return", "log.progress", "log.tensorboard", "log.root")
 
 
 class DivergenceError(Exception):
@@ -267,6 +267,9 @@ class RunSession:
         meta = self.resumed.meta if self.resumed else {}
         if meta.get("offline"):  # an offline agent's own length (epochs) is part of its config
             return bool(meta.get("finished"))
+        target = self.config.train.stop_at_return
+        if meta.get("finished") and meta.get("stopped_at_return") is not None and target is not None:
+            return meta["stopped_at_return"] >= target  # stopped early, and the target has not been raised
         return bool(meta.get("finished")) and meta.get("env_steps", 0) >= self.config.train.total_steps
 
     def start(self, progress_total: int | None = None, progress_initial: int = 0, details: str = "") -> Logger:
@@ -285,6 +288,8 @@ class RunSession:
                              self.config.log.progress, purge_step=purge)
         self.logger.line(f"{what} {self.config.name}: agent {self.config.agent['name']}{details}, "
                          f"seed {self.config.seed}, run dir {self.run_dir}")
+        # The whole resolved config, at the start (a run cut short still shows its hyperparameters).
+        self.logger.hparams_start(flatten_dict(self.config_data), ["eval_mean_return"])
         return self.logger
 
     # -- during the run -------------------------------------------------------------------------
@@ -314,14 +319,17 @@ class RunSession:
             raise DivergenceError(f"{bad} not finite at step {step}")
 
     def save(self, step: int, arrays: dict[str, np.ndarray], components: dict[str, Any], finished: bool = False,
-             log_step: int | None = None, **meta: Any) -> Path:
-        """Write a checkpoint -- never of diverged networks, so the last one on disk stays finite."""
+             log_step: int | None = None, best: bool = False, **meta: Any) -> Path:
+        """Write a checkpoint -- never of diverged networks, so the last one on disk stays finite.
+        ``best``: write it as checkpoints/best.npz instead (the best evaluation so far)."""
         self.guard_modules(step, components)
         full_meta = {"rlscratch": rlscratch.__version__, "config_name": self.config.name,
                      "agent": self.config.agent["name"], "env_id": self.config.env.id,
                      "num_envs": self.config.env.num_envs, "env_steps": step, "elapsed": self.elapsed(),
                      "finished": finished, "log_step": step if log_step is None else log_step,
                      "run_id": self.run_id, "config_hash": config_hash(self.keys), "config": self.keys, **meta}
+        if best:
+            return self.checkpoints.save_best(arrays, full_meta)
         path = self.checkpoints.save(step, arrays, full_meta)
         if self.logger is not None:
             self.logger.flush()  # a kill now loses no more events than checkpointed state

@@ -76,10 +76,30 @@ class Logger:
             self.bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in postfix.items()},
                                  refresh=False)
 
-    def hparams(self, hparams: dict, metrics: dict[str, float]) -> None:
-        if self.writer is not None:
-            flat = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
-            self.writer.add_hparams(flat, {f"hparam/{k}": v for k, v in metrics.items()}, name="hparams")
+    def hparams_start(self, hparams: dict, metric_names: list[str]) -> None:
+        """The run's hyperparameters (a flat dict), written at its start into this run's own event
+        file (tensorboardX's ``add_hparams`` would open a second run beside it). TensorBoard's HParams
+        tab shows ``hparam/<name>`` for each metric name once ``hparams_end`` logs it."""
+        if self.writer is None:
+            return
+        from tensorboardX.summary import hparams as hparams_summaries
+
+        flat = {k: (v if isinstance(v, (int, float, str, bool)) else "null" if v is None else str(v))
+                for k, v in hparams.items()}
+        experiment, start, _ = hparams_summaries(flat, {f"hparam/{k}": 0.0 for k in metric_names})
+        self.writer.file_writer.add_summary(experiment)
+        self.writer.file_writer.add_summary(start)
+
+    def hparams_end(self, metrics: dict[str, float], step: int) -> None:
+        """The final metrics of the run whose hyperparameters ``hparams_start`` wrote."""
+        if self.writer is None:
+            return
+        from tensorboardX.summary import hparams as hparams_summaries
+
+        for key, value in metrics.items():
+            self.writer.add_scalar(f"hparam/{key}", value, step)
+        _, _, end = hparams_summaries({}, {})  # the session-end record (status: success)
+        self.writer.file_writer.add_summary(end)
 
     def flush(self) -> None:
         """Push buffered events to disk (at each checkpoint: a kill then loses little)."""

@@ -57,11 +57,12 @@ class TrainedAgent:
         return actions[0] if single else actions
 
 
-def load(run_dir: str | Path, checkpoint: str | Path | None = None) -> TrainedAgent:
-    """The agent a run trained, from its latest checkpoint (or ``checkpoint``), ready to ``act``.
+def load(run_dir: str | Path, checkpoint: str | Path | None = None, best: bool = False) -> TrainedAgent:
+    """The agent a run trained, from its latest checkpoint (or ``checkpoint``, or with ``best`` the
+    best evaluation's, checkpoints/best.npz), ready to ``act``.
 
     Note that this imports whatever the run's config names: its agent class and env (README, Security)."""
     from rlscratch.trainer import load_trained_agent
 
-    config, agent, normalizer = load_trained_agent(Path(run_dir), Path(checkpoint) if checkpoint else None)
+    config, agent, normalizer = load_trained_agent(Path(run_dir), Path(checkpoint) if checkpoint else None, best)
     return TrainedAgent(config, agent, normalizer)

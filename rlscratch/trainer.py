@@ -11,7 +11,6 @@ MNIST) implement ``Agent.train_offline(session)`` and get the same ``RunSession`
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 import threading
 import time
@@ -29,10 +28,10 @@ from rlscratch.checkpoint import LOOP_META, CheckpointManager, read_checkpoint
 from rlscratch.collector import Collector
 from rlscratch.config import RunConfig, run_name
 from rlscratch.envs.factory import env_seeds, make_obs_normalizer, make_vec_env, spaces_of
-from rlscratch.envs.wrappers import ObservationNormalizer
+from rlscratch.envs.wrappers import ObservationNormalizer, env_reward
 from rlscratch.errors import CheckpointError, ConfigError
 from rlscratch.lifecycle import DivergenceError, RunSession
-from rlscratch.logger import MetricAverager, flatten_dict
+from rlscratch.logger import MetricAverager
 from rlscratch.state import sub_state
 
 
@@ -80,8 +79,8 @@ class Evaluator:
             if stop():
                 return None
             actions = agent.act(self._view(obs), explore=False)
-            obs, reward, terminated, truncated, _ = self.envs.step(actions)
-            running += reward
+            obs, reward, terminated, truncated, info = self.envs.step(actions)
+            running += env_reward(reward, info)  # the env's own return, not a reward wrapper's
             done = terminated | truncated
             if done.any():
                 for i in np.flatnonzero(done):
@@ -214,6 +213,7 @@ class EnvLoop:
         self.recent_returns: deque[float] = deque(maxlen=20)
         self.saved_at = self.env_steps if session.resumed else -1
         self.last_eval: EvalResult | None = None
+        self.solved: EvalResult | None = None  # the evaluation that reached train.stop_at_return
 
     def _restore(self) -> int:
         """Load the latest checkpoint (if resuming), check the config, open the logger; the step to go on from."""
@@ -227,6 +227,8 @@ class EnvLoop:
         self.session.check_config()
         steps = resumed.meta["env_steps"] if resumed else 0
         self.eval_pending = bool(resumed.meta.get("eval_pending")) if resumed else False
+        # The best evaluation's mean return so far (checkpoints/best.npz holds its parameters).
+        self.best_return: float | None = resumed.meta.get("best_return") if resumed else None
         self.logger = self.session.start(self.train_cfg.total_steps, steps,
                                          f", env {self.config.env.id} x{self.envs.num_envs}, "
                                          f"{self.train_cfg.total_steps} steps")
@@ -243,11 +245,11 @@ class EnvLoop:
                     # generators before it) no longer describes this run; a later resume from it would
                     # evaluate -- and log -- that step again.
                     self._save()
-            while self.env_steps < self.train_cfg.total_steps:
+            while self.env_steps < self.train_cfg.total_steps and self.solved is None:
                 if self.session.should_stop() or (stop_at is not None and self.env_steps >= stop_at):
                     return self._interrupted()
                 self._step()
-            return self._finish()
+            return self._finish(self.solved)
         finally:
             self.close()
 
@@ -308,14 +310,24 @@ class EnvLoop:
         self.logger.scalars({"eval/mean_return": result.mean, "eval/std_return": result.std}, self.env_steps)
         self.logger.line(f"step {self.env_steps}: eval return {result.mean:.2f} ± {result.std:.2f} "
                          f"over {self.train_cfg.eval_episodes} episodes")
+        if self.best_return is None or result.mean > self.best_return:
+            self.best_return = result.mean
+            self._save(best=True)
+        target = self.train_cfg.stop_at_return
+        if target is not None and result.mean >= target:
+            self.solved = result
         return result
 
-    def _save(self, finished: bool = False) -> Path:
+    def _save(self, finished: bool = False, best: bool = False) -> Path:
+        """A checkpoint of the run at this step; ``best``: as checkpoints/best.npz (no resume point)."""
         arrays = {**{f"agent/{k}": v for k, v in self.agent.state_dict().items()},
                   **{f"collector/{k}": v for k, v in self.collector.state_dict().items()}}
-        path = self.session.save(self.env_steps, arrays, self.agent.components(), finished=finished,
-                                 eval_pending=self.eval_pending)
-        self.saved_at = self.env_steps
+        stopped = self.solved.mean if finished and self.solved is not None else None
+        path = self.session.save(self.env_steps, arrays, self.agent.components(), finished=finished, best=best,
+                                 eval_pending=self.eval_pending, best_return=self.best_return,
+                                 stopped_at_return=stopped)
+        if not best:
+            self.saved_at = self.env_steps
         return path
 
     # -- the two ways out -----------------------------------------------------------------------
@@ -330,19 +342,24 @@ class EnvLoop:
         return {"interrupted": True, "signal": signum, "env_steps": self.env_steps,
                 "run_dir": str(self.session.run_dir), "agent": self.agent}
 
-    def _finish(self) -> dict:
+    def _finish(self, solved: EvalResult | None = None) -> dict:
+        """The end: a final evaluation (unless ``solved``, the one that reached train.stop_at_return,
+        just ran), the final checkpoint, the summary."""
         self.logger.progress(self.env_steps)
-        last_eval = self._evaluate()
+        last_eval = solved or self._evaluate()
         if last_eval is None:  # stopped during the final evaluation: save, evaluate on resume
             return self._interrupted()
         self._save(finished=True)
+        if solved is not None:
+            self.logger.line(f"stopped early at step {self.env_steps} of {self.train_cfg.total_steps}: eval return "
+                             f"{solved.mean:.2f} reached train.stop_at_return {self.train_cfg.stop_at_return:g}")
         elapsed = self.session.elapsed()
         summary = {"env_steps": self.env_steps, "episodes": self.collector.episodes, "updates": self.agent.updates,
                    "seconds": elapsed, "eval_mean": last_eval.mean, "eval_std": last_eval.std,
-                   "run_dir": str(self.session.run_dir), "interrupted": False, "agent": self.agent}
+                   "run_dir": str(self.session.run_dir), "interrupted": False, "agent": self.agent,
+                   "stopped_early": solved is not None, "best_return": self.best_return}
         summary.update({f"cumulative_{k}": v for k, v in self.collector.info_totals.items()})
-        self.logger.hparams(flatten_dict({"agent": dataclasses.asdict(self.agent.config), "seed": self.config.seed}),
-                            {"eval_mean_return": last_eval.mean})
+        self.logger.hparams_end({"eval_mean_return": last_eval.mean}, self.env_steps)
         self.logger.line(f"done: {self.env_steps} env steps in {elapsed:.1f} s "
                          f"({self.env_steps / max(elapsed, 1e-9):.0f} steps/s, {self.agent.updates} updates); "
                          f"final eval {last_eval.mean:.2f} ± {last_eval.std:.2f} over "
@@ -371,12 +388,21 @@ def load_run_config(run_dir: Path, overrides: list[str] = ()) -> tuple[RunConfig
     return load_saved_config(path, overrides)
 
 
-def load_trained_agent(run_dir: Path, checkpoint: Path | None = None,
+def load_trained_agent(run_dir: Path, checkpoint: Path | None = None, best: bool = False,
                        ) -> tuple[RunConfig, Agent, ObservationNormalizer | None]:
-    """Rebuild a run's agent from its config and a checkpoint (the latest unless one is named),
-    with its observation normaliser if it used one -- for evaluation, videos and analysis."""
+    """Rebuild a run's agent from its config and a checkpoint (the latest unless one is named, or
+    ``best``: checkpoints/best.npz, the best evaluation's), with its observation normaliser if it used
+    one -- for evaluation, videos and analysis."""
     config, _ = load_run_config(run_dir)
-    path = checkpoint or CheckpointManager(run_dir / "checkpoints").latest()
+    manager = CheckpointManager(run_dir / "checkpoints")
+    if best:
+        if checkpoint is not None:
+            raise ConfigError("give either a checkpoint or best, not both")
+        if not manager.best_path.is_file():
+            raise CheckpointError(f"no best checkpoint in {run_dir / 'checkpoints'} (best.npz is written at each "
+                                  "evaluation that beats the ones before); evaluate the latest checkpoint instead")
+        checkpoint = manager.best_path
+    path = checkpoint or manager.latest()
     if path is None:
         raise CheckpointError(f"no checkpoint in {run_dir / 'checkpoints'}; train first or pass --checkpoint")
     arrays, meta = read_checkpoint(Path(path), LOOP_META)
