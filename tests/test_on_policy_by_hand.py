@@ -1,0 +1,331 @@
+"""The on-policy maths by hand (rlscratch/rollout.py, rlscratch/policy.py, rlscratch/on_policy.py and the
+losses of agents/a2c.py and agents/ppo.py): every number below is worked out in the comments, so a flipped
+sign, a dropped coefficient or a wrong clip boundary fails a test (benchmarks/mutation.sh checks that)."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from rlscratch.agents.a2c import A2C
+from rlscratch.agents.ppo import PPO, clipped_surrogate, clipped_value_loss
+
+from rlscratch.agent import EnvSpec, Step
+from rlscratch.config import ModelConfig
+from rlscratch.rollout import RolloutBuffer
+
+
+# -- PPO's clipped surrogate, on both sides of the clip ---------------------------------------------------
+def test_clipped_surrogate_by_hand():
+    """Two actions, z = 0 so pi = [1/2, 1/2], action 0 everywhere, eps = 0.2. old log pi = log(1/2) - log rho
+    sets each row's ratio rho:
+        rho  A    unclipped  clipped  min    gradient?
+        1.5  +1   1.5        1.2      1.2    no  (pushed past 1 + eps in the direction A favours)
+        0.5  +1   0.5        0.8      0.5    yes
+        0.5  -1   -0.5       -0.8     -0.8   no  (past 1 - eps with A < 0)
+        1.5  -1   -1.5       -1.2     -1.5   yes
+        1.0  +2   2          2        2      yes (a tie counts as unclipped)
+        1.1  +1   1.1        1.1      1.1    yes (inside the clip range)
+    L = -(1.2 + 0.5 - 0.8 - 1.5 + 2 + 1.1) / 6 = -2.5 / 6.
+    dL/dz_t = -A rho (onehot(0) - pi) / B = -A rho [1/2, -1/2] / 6."""
+    rho = np.array([1.5, 0.5, 0.5, 1.5, 1.0, 1.1])
+    adv = np.array([1.0, 1.0, -1.0, -1.0, 2.0, 1.0])
+    logits = np.zeros((6, 2))
+    actions = np.zeros(6, dtype=np.int64)
+    old = np.log(0.5) - np.log(rho)
+    loss, dlogits, stats = clipped_surrogate(logits, actions, old, adv, 0.2)
+    assert loss == pytest.approx(-2.5 / 6, rel=1e-12)
+    live = np.array([0, 1, 0, 1, 1, 1])
+    expected = (-live * adv * rho / 6)[:, None] * np.array([0.5, -0.5])
+    np.testing.assert_allclose(dlogits, expected, rtol=1e-12, atol=1e-15)
+    # approx KL = mean(rho - 1 - log rho); clipped: |rho - 1| > 0.2 in the first four rows
+    assert stats["approx_kl"] == pytest.approx(np.mean(rho - 1 - np.log(rho)), rel=1e-12)
+    assert stats["clip_fraction"] == pytest.approx(4 / 6)
+
+
+def test_clipped_surrogate_gradient_with_three_actions():
+    """pi = softmax([0, ln 2, ln 5]) = [1/8, 2/8, 5/8], action 1, rho = 1, A = 3, B = 1:
+    dL/dz = -3 (onehot(1) - pi) = -3 [-1/8, 6/8, -5/8]; L = -3."""
+    logits = np.log(np.array([[1.0, 2.0, 5.0]]))
+    loss, dlogits, stats = clipped_surrogate(logits, np.array([1]), np.log([0.25]), np.array([3.0]), 0.1)
+    assert loss == pytest.approx(-3.0)
+    np.testing.assert_allclose(dlogits, [[3 / 8, -18 / 8, 15 / 8]], rtol=1e-12)
+    assert stats["approx_kl"] == pytest.approx(0.0, abs=1e-15) and stats["clip_fraction"] == 0.0
+
+
+def test_clipped_value_loss_by_hand():
+    """eps = 0.5, V_old = 0, B = 3:
+        V    R    Vc    err  err_c  larger         loss term  dL/dV
+        2    0    0.5   2    0.5    unclipped      4          2 * 2 / 3
+        2    3    0.5   -1   -2.5   clipped (out)  6.25       0
+        0.2  1    0.2   -0.8 -0.8   tie (inside)   0.64       2 * -0.8 / 3"""
+    values, old, returns = np.array([2.0, 2.0, 0.2]), np.zeros(3), np.array([0.0, 3.0, 1.0])
+    loss, dvalues = clipped_value_loss(values, old, returns, 0.5)
+    assert loss == pytest.approx((4 + 6.25 + 0.64) / 3, rel=1e-12)
+    np.testing.assert_allclose(dvalues, [4 / 3, 0.0, -1.6 / 3], rtol=1e-12, atol=1e-15)
+    # V below V_old - eps: V = -2, V_old = 0, R = -3: err = 1, err_c = -0.5 - (-3) = 2.5 -> clipped, 0 gradient
+    loss, dvalues = clipped_value_loss(np.array([-2.0]), np.zeros(1), np.array([-3.0]), 0.5)
+    assert loss == pytest.approx(6.25) and dvalues[0] == 0.0
+    assert dvalues.dtype == np.float64
+
+
+# -- the rollout buffer ----------------------------------------------------------------------------------
+def test_rollout_buffer_bootstraps_only_truncations_and_refuses_a_full_add():
+    """gamma = 0.5. Env 0 truncated (V(final) = 4: r = 1 + 0.5 * 4 = 3), env 1 terminated with a value
+    given (ignored: r = 1), env 2 running with a value given (ignored: r = 1)."""
+    buf = RolloutBuffer(2, 3, (2,), 0.5, dtype=np.float64)
+    assert not buf.full
+    buf.add(np.ones((3, 2)), np.array([0, 1, 2]), np.ones(3), np.array([False, True, False]),
+            np.array([True, False, False]), np.array([4.0, 7.0, 9.0]))
+    np.testing.assert_array_equal(buf.rewards[0], [3.0, 1.0, 1.0])
+    np.testing.assert_array_equal(buf.dones[0], [1.0, 1.0, 0.0])
+    np.testing.assert_array_equal(buf.actions[0], [0, 1, 2])
+    np.testing.assert_array_equal(buf.obs[0], np.ones((3, 2)))
+    assert buf.pos == 1 and not buf.full
+    buf.add(np.zeros((3, 2)), np.zeros(3, dtype=np.int64), np.full(3, 2.0), np.zeros(3, bool), np.zeros(3, bool))
+    np.testing.assert_array_equal(buf.rewards[1], [2.0, 2.0, 2.0])
+    assert buf.full and buf.pos == 2
+    with pytest.raises(RuntimeError, match="full"):
+        buf.add(np.zeros((3, 2)), np.zeros(3, dtype=np.int64), np.ones(3), np.zeros(3, bool), np.zeros(3, bool))
+    assert buf.flat(buf.obs).shape == (6, 2) and buf.flat(buf.rewards).shape == (6,)
+    np.testing.assert_array_equal(buf.flat(buf.rewards), [3, 1, 1, 2, 2, 2])
+    buf.reset()
+    assert buf.pos == 0
+
+
+def test_rollout_buffer_returns_through_gae():
+    """One env, gamma = 0.5, lam = 0.5, rewards [1, 2], values [1, 1], V(s_T) = 2, no ends:
+    TD_1 = 2 + 0.5 * 2 - 1 = 2,  A_1 = 2;  TD_0 = 1 + 0.5 * 1 - 1 = 0.5,  A_0 = 0.5 + 0.25 * 2 = 1.
+    Returns A + V = [2, 3]. Stored in float32, the dtype the buffer chose."""
+    buf = RolloutBuffer(2, 1, (), 0.5)
+    for r in (1.0, 2.0):
+        buf.add(np.zeros(1), np.zeros(1, dtype=np.int64), np.array([r]), np.zeros(1, bool), np.zeros(1, bool))
+    buf.values[...] = 1.0
+    buf.compute_advantages(np.array([2.0]), 0.5)
+    np.testing.assert_allclose(buf.advantages[:, 0], [1.0, 2.0], rtol=1e-7)
+    np.testing.assert_allclose(buf.returns[:, 0], [2.0, 3.0], rtol=1e-7)
+    assert buf.advantages.dtype == np.float32 and buf.returns.dtype == np.float32
+
+
+def test_rollout_buffer_state_round_trip_and_bad_state():
+    buf = RolloutBuffer(3, 2, (1,), 0.9)
+    buf.add(np.full((2, 1), 5.0), np.array([1, 0]), np.array([1.0, 2.0]), np.array([True, False]), np.zeros(2, bool))
+    state = buf.state_dict()
+    assert int(state["pos"]) == 1 and state["rewards"].shape == (1, 2)
+    other = RolloutBuffer(3, 2, (1,), 0.9)
+    other.load_state_dict(state)
+    assert other.pos == 1
+    np.testing.assert_array_equal(other.rewards[0], [1.0, 2.0])
+    np.testing.assert_array_equal(other.dones[0], [1.0, 0.0])
+    np.testing.assert_array_equal(other.actions[0], [1, 0])
+    np.testing.assert_array_equal(other.obs[0], [[5.0], [5.0]])
+    bad = dict(state, rewards=np.zeros((2, 2), np.float32))  # two rows for pos = 1
+    with pytest.raises(ValueError, match="rollout buffer 'rewards'"):
+        other.load_state_dict(bad)
+    too_long = {name: np.zeros((4,) + getattr(buf, name).shape[1:]) for name in buf._saved}
+    with pytest.raises(ValueError, match="at most 3 steps"):
+        other.load_state_dict(dict(too_long, pos=np.array(4)))
+
+
+# -- the agents' updates, one at a time ----------------------------------------------------------------
+SPEC = EnvSpec(gym.spaces.Box(-1.0, 1.0, (2,), np.float32), gym.spaces.Discrete(3), num_envs=2)
+
+
+def make_agent(cls, **config):
+    config.setdefault("optim", {"name": "sgd", "lr": 0.1, "max_grad_norm": 0.0})
+    return cls(cls.Config(**config), SPEC, ModelConfig(hidden=[4], activation="tanh"), np.random.default_rng(3))
+
+
+def capture_backward(agent) -> list:
+    """Record the (dL/dlogits, dL/dV) every backward pass of ``agent.net`` receives."""
+    seen, backward = [], agent.net.backward
+
+    def record(grads):
+        seen.append((grads[0].copy(), grads[1].copy()))
+        backward(grads)
+    agent.net.backward = record
+    return seen
+
+
+OBS = np.array([[0.5, -0.5], [0.2, 0.9]], np.float32)
+NEXT = np.array([[-0.3, 0.1], [0.7, 0.4]], np.float32)
+
+
+def one_step(agent, reward=(1.0, -2.0), actions=(2, 0)):
+    return agent.observe(Step(OBS, np.array(actions), np.array(reward), NEXT, terminated=np.zeros(2, bool),
+                              truncated=np.zeros(2, bool), info={}))
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_a2c_combined_gradient_by_hand(shared):
+    """n_steps = 1, lam = 1, gamma = 0.5: A_t = r_t * scale + 0.5 V(s') - V(s), R_t = A_t + V(s). With B = 2:
+        dL/dz_t = A_t (pi_t - onehot(a_t)) / 2  +  ent_coef * pi_t (log pi_t + H_t) / 2
+        dL/dV_t = vf_coef * 2 (V_t - R_t) / 2 = -vf_coef * A_t
+    and SGD moves the parameters by -lr times the gradient."""
+    agent = make_agent(A2C, n_steps=1, gamma=0.5, gae_lambda=1.0, ent_coef=0.3, vf_coef=0.7, reward_scale=0.5,
+                       shared_network=shared)
+    logits, values = (x.astype(np.float64) for x in agent.net.infer(OBS))
+    next_v = agent.net.value(NEXT).astype(np.float64)
+    seen = capture_backward(agent)
+    before = agent.net.flat_params.copy()
+    metrics = one_step(agent)
+    A = np.array([0.5, -1.0]) + 0.5 * next_v - values
+    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    pi = np.exp(logp)
+    H = -(pi * logp).sum(axis=1)
+    onehot = np.eye(3)[[2, 0]]
+    dlogits, dvalues = seen[0]
+    np.testing.assert_allclose(dlogits, A[:, None] * (pi - onehot) / 2 + 0.3 * pi * (logp + H[:, None]) / 2,
+                               rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(dvalues, -0.7 * A, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(agent.net.flat_params, before - 0.1 * agent.net.flat_grads, rtol=1e-5, atol=1e-7)
+    assert metrics["loss/value"] == pytest.approx(np.mean(A ** 2), rel=1e-4)
+    assert metrics["loss/entropy"] == pytest.approx(H.mean(), rel=1e-5)
+    logp_a = logp[[0, 1], [2, 0]]
+    assert metrics["loss/policy"] == pytest.approx(-np.mean(A * logp_a), rel=1e-4)
+    assert metrics["train/lr"] == pytest.approx(0.1)
+    assert agent.updates == 1 and agent.env_steps == 2 and agent.buffer.pos == 0
+    np.testing.assert_allclose(agent.buffer.rewards[0], [0.5, -1.0])  # reward_scale 0.5 was applied
+
+
+def test_a2c_normalizes_advantages():
+    """normalize_advantage: the policy gradient uses (A - mean A) / (std A + 1e-8): with two samples that is
+    [+1, -1] in the order of A, whatever A's scale, so dL/dz_t = +-(pi_t - onehot(a_t)) / 2."""
+    agent = make_agent(A2C, n_steps=1, gamma=0.5, normalize_advantage=True, vf_coef=0.0)
+    logits, values = (x.astype(np.float64) for x in agent.net.infer(OBS))
+    A = np.array([1.0, -2.0]) + 0.5 * agent.net.value(NEXT) - values
+    seen = capture_backward(agent)
+    one_step(agent)
+    pi = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    sign = np.sign(A - A.mean())
+    np.testing.assert_allclose(seen[0][0], sign[:, None] * (pi - np.eye(3)[[2, 0]]) / 2, rtol=1e-4, atol=1e-7)
+    np.testing.assert_array_equal(seen[0][1], 0.0)
+
+
+@pytest.mark.parametrize("cls", [A2C, PPO])
+@pytest.mark.parametrize("shared", [False, True])
+def test_gradient_norm_is_clipped_per_network(cls, shared):
+    """max_grad_norm 1e-3, far below the raw norms: each network's gradient is scaled to exactly 1e-3 (the
+    shared trunk's as one), the metrics report the norms before clipping, and SGD steps by lr times that."""
+    extra = {"n_epochs": 1, "batch_size": 2, "normalize_advantage": False} if cls is PPO else {}
+    agent = make_agent(cls, n_steps=1, gamma=0.5, shared_network=shared, reward_scale=10.0,
+                       optim={"name": "sgd", "lr": 0.1, "max_grad_norm": 1e-3}, **extra)
+    before = agent.net.flat_params.copy()
+    metrics = one_step(agent)
+    grads = agent.net.flat_grads
+    nets = [agent.net.net] if shared else [agent.net.policy, agent.net.value_net]
+    for net in nets:
+        assert np.linalg.norm(net.flat_grads) == pytest.approx(1e-3, rel=1e-4)
+    assert metrics["train/grad_norm_policy"] > 1e-2 and metrics["train/grad_norm_value"] > 1e-2
+    if shared:
+        assert metrics["train/grad_norm_policy"] == metrics["train/grad_norm_value"]
+    np.testing.assert_allclose(agent.net.flat_params, before - 0.1 * grads, rtol=1e-5, atol=1e-9)
+
+
+def test_ppo_first_minibatch_gradient_by_hand():
+    """On the first minibatch the policy has not moved: rho = 1, so the surrogate's gradient is
+    A_t (pi_t - onehot(a_t)) / B; with ent_coef and vf_coef as in A2C. One epoch, one minibatch of B = 2,
+    lam = 0.5 with n_steps = 1 (a single step: A = TD whatever lam), no advantage normalisation."""
+    agent = make_agent(PPO, n_steps=1, gamma=0.5, gae_lambda=0.5, n_epochs=1, batch_size=2, ent_coef=0.2,
+                       vf_coef=0.4, normalize_advantage=False)
+    logits, values = (x.astype(np.float64) for x in agent.net.infer(OBS))
+    A = np.array([1.0, -2.0]) + 0.5 * agent.net.value(NEXT) - values
+    seen = capture_backward(agent)
+    metrics = one_step(agent)
+    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    pi = np.exp(logp)
+    H = -(pi * logp).sum(axis=1)
+    expected_dz = A[:, None] * (pi - np.eye(3)[[2, 0]]) / 2 + 0.2 * pi * (logp + H[:, None]) / 2
+    expected_dv = -0.4 * A
+    dz, dv = seen[0]
+    # the minibatch is a shuffle of the two rows: match it by the value gradient's sign pattern
+    perm = [0, 1] if np.allclose(dv, expected_dv, rtol=1e-4, atol=1e-7) else [1, 0]
+    np.testing.assert_allclose(dv, expected_dv[perm], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(dz, expected_dz[perm], rtol=1e-4, atol=1e-7)
+    assert metrics["train/gradient_steps"] == 1 and agent.updates == 1
+    assert metrics["train/approx_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["train/clip_fraction"] == 0.0
+    assert metrics["loss/value"] == pytest.approx(np.mean(A ** 2), rel=1e-4)
+    assert metrics["loss/entropy"] == pytest.approx(H.mean(), rel=1e-5)
+    assert metrics["train/clip_range"] == pytest.approx(0.2)
+    np.testing.assert_allclose(agent.buffer.log_probs[0], logp[[0, 1], [2, 0]], rtol=1e-5)
+    np.testing.assert_allclose(agent.buffer.values[0], values, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_steps, batch_size, n_epochs, expected", [(3, 4, 2, 4), (3, 6, 3, 3), (4, 3, 2, 6)])
+def test_ppo_minibatch_and_epoch_counts(n_steps, batch_size, n_epochs, expected):
+    """B = 2 n_steps transitions, ceil(B / batch_size) minibatches per epoch, n_epochs epochs: 6 transitions in
+    4s -> 2 x 2 = 4 steps; in 6s -> 1 x 3 = 3; 8 in 3s -> 3 x 2 = 6. Every transition is used once per epoch."""
+    agent = make_agent(PPO, n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs)
+    seen = capture_backward(agent)
+    for _ in range(n_steps - 1):
+        assert one_step(agent) == {}
+    metrics = one_step(agent)
+    assert metrics["train/gradient_steps"] == expected == len(seen) == agent.updates
+    sizes = [len(dz) for dz, _ in seen]
+    per_epoch = len(sizes) // n_epochs
+    assert all(sum(sizes[e * per_epoch:(e + 1) * per_epoch]) == 2 * n_steps for e in range(n_epochs))
+    assert max(sizes) == min(batch_size, 2 * n_steps)
+
+
+def test_ppo_normalizes_advantages_per_minibatch(monkeypatch):
+    """normalize_advantage: each minibatch's advantages reach the surrogate with mean 0 and std 1 (minus 1e-8)."""
+    import rlscratch.agents.ppo as ppo
+    seen, surrogate = [], ppo.clipped_surrogate
+
+    def record(logits, actions, old, adv, clip):
+        seen.append(adv.copy())
+        return surrogate(logits, actions, old, adv, clip)
+    monkeypatch.setattr(ppo, "clipped_surrogate", record)
+    agent = make_agent(PPO, n_steps=3, batch_size=3, n_epochs=1, normalize_advantage=True)
+    for _ in range(3):
+        one_step(agent, reward=(1.0, 5.0))
+    assert len(seen) == 2
+    for adv in seen:
+        assert adv.mean() == pytest.approx(0.0, abs=1e-6) and adv.std() == pytest.approx(1.0, rel=1e-6)
+
+
+def test_ppo_target_kl_stops_the_epochs():
+    """The first minibatch has rho = 1 (KL 0); after a large SGD step the second's KL exceeds 1e-9: stop there,
+    one gradient step in all, and the metrics average over that one step."""
+    agent = make_agent(PPO, n_steps=4, batch_size=2, n_epochs=3, target_kl=1e-9, reward_scale=10.0,
+                       optim={"name": "sgd", "lr": 1.0, "max_grad_norm": 0.0})
+    for _ in range(3):
+        one_step(agent)
+    metrics = one_step(agent)
+    assert metrics["train/gradient_steps"] == 1 and agent.updates == 1
+    assert metrics["train/approx_kl"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_ppo_value_clipping_zeroes_the_gradient_outside_the_range():
+    """clip_range_vf: on the first minibatch V = V_old, so Vc = V and the clipped loss is the plain one:
+    dL/dV = vf_coef * 2 (V - R) / B = -vf_coef * A, exactly as without clipping."""
+    agent = make_agent(PPO, n_steps=1, gamma=0.5, n_epochs=1, batch_size=2, clip_range_vf=0.1, vf_coef=1.0)
+    values = agent.net.infer(OBS)[1].astype(np.float64)
+    A = np.array([1.0, -2.0]) + 0.5 * agent.net.value(NEXT) - values
+    seen = capture_backward(agent)
+    one_step(agent)
+    assert sorted(seen[0][1]) == pytest.approx(sorted(-A), rel=1e-4)
+
+
+# -- acting ---------------------------------------------------------------------------------------------
+def test_agent_samples_its_policy_and_acts_greedily_without_exploring():
+    """Sampling frequencies follow softmax(logits) of the policy network; explore=False takes the argmax."""
+    agent = make_agent(A2C)
+    obs = np.tile(OBS[:1], (20000, 1))
+    logits = agent.net.logits(obs[:1]).astype(np.float64)[0]
+    pi = np.exp(logits) / np.exp(logits).sum()
+    counts = np.bincount(agent.act(obs), minlength=3) / 20000
+    np.testing.assert_allclose(counts, pi, atol=0.015)
+    assert (agent.act(obs[:3], explore=False) == logits.argmax()).all()
+
+
+def test_sample_categorical_on_unnormalised_logits():
+    """z = [ln 1, ln 3, ln 6] + 7: pi = [0.1, 0.3, 0.6] (softmax ignores the shift)."""
+    from rlscratch.policy import sample_categorical
+    logits = np.tile(np.log([1.0, 3.0, 6.0]) + 7.0, (20000, 1))
+    counts = np.bincount(sample_categorical(logits, np.random.default_rng(1)), minlength=3) / 20000
+    np.testing.assert_allclose(counts, [0.1, 0.3, 0.6], atol=0.015)
+    assert math.isclose(counts.sum(), 1.0)
