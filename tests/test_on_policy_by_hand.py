@@ -329,3 +329,60 @@ def test_sample_categorical_on_unnormalised_logits():
     counts = np.bincount(sample_categorical(logits, np.random.default_rng(1)), minlength=3) / 20000
     np.testing.assert_allclose(counts, [0.1, 0.3, 0.6], atol=0.015)
     assert math.isclose(counts.sum(), 1.0)
+
+
+# -- the actor-critic's initialisation and gradient norms ------------------------------------------------
+def singular_values(layer) -> np.ndarray:
+    return np.sort(np.linalg.svd(layer.params["W"].astype(np.float64), compute_uv=False))
+
+
+@pytest.mark.parametrize("orthogonal_init", [True, False])
+def test_actor_critic_initialisation(orthogonal_init):
+    """Orthogonal weights have all singular values equal to their gain: sqrt(2) in the hidden layers (with zero
+    biases), 0.01 for the policy head, 1 for the value head. Shared: one (4 x 4) head whose three logit rows are
+    scaled to 0.01 and whose value row keeps norm 1. The first layer needs no input gradient."""
+    from rlscratch.on_policy import ActorCritic
+    model = ModelConfig(hidden=[4], activation="tanh")
+    net = ActorCritic(2, 3, model, np.random.default_rng(0), orthogonal_init=orthogonal_init)
+    hidden, policy_head = net.policy.layers[0], net.policy.layers[-1]
+    np.testing.assert_allclose(singular_values(policy_head), [0.01] * 3, rtol=1e-5)
+    np.testing.assert_allclose(singular_values(net.value_net.layers[-1]), [1.0], rtol=1e-5)
+    if orthogonal_init:
+        np.testing.assert_allclose(singular_values(hidden), [math.sqrt(2)] * 2, rtol=1e-5)
+        np.testing.assert_allclose(singular_values(net.value_net.layers[0]), [math.sqrt(2)] * 2, rtol=1e-5)
+        assert not hidden.params["b"].any()
+    else:
+        assert not np.allclose(singular_values(hidden), [math.sqrt(2)] * 2, rtol=1e-2)
+    assert hidden.input_grad is False and net.value_net.layers[0].input_grad is False
+    assert policy_head.input_grad is not False
+
+    shared = ActorCritic(2, 3, model, np.random.default_rng(0), shared=True, orthogonal_init=orthogonal_init)
+    head = shared.net.layers[-1].params["W"].astype(np.float64)
+    np.testing.assert_allclose(np.linalg.norm(head, axis=1), [0.01, 0.01, 0.01, 1.0], rtol=1e-5)
+    np.testing.assert_allclose(head @ head.T, np.diag([1e-4, 1e-4, 1e-4, 1.0]), atol=1e-7)
+    assert shared.net.layers[0].input_grad is False
+    if orthogonal_init:
+        np.testing.assert_allclose(singular_values(shared.net.layers[0]), [math.sqrt(2)] * 2, rtol=1e-5)
+
+
+def test_agent_builds_the_network_its_config_names():
+    """shared_network and orthogonal_init reach the ActorCritic; counters start at 0."""
+    agent = make_agent(A2C, shared_network=True, orthogonal_init=False)
+    assert agent.net.shared and hasattr(agent.net, "net") and agent.env_steps == 0 and agent.updates == 0
+    hidden = agent.net.net.layers[0]
+    assert not np.allclose(singular_values(hidden), [math.sqrt(2)] * 2, rtol=1e-2)
+    assert set(agent.components()) == {"rng", "net", "optimizer", "buffer"}
+    assert agent.components()["buffer"] is agent.buffer and agent.components()["net"] is agent.net
+    assert agent.components()["optimizer"] is agent.optimizer and agent.components()["rng"] is agent.rng
+
+
+def test_unclipped_gradient_norms_are_measured():
+    """max_grad_norm 0: no clipping, and the norms reported are each network's true gradient norm."""
+    agent = make_agent(A2C, n_steps=1, gamma=0.5)
+    before = agent.net.flat_params.copy()
+    metrics = one_step(agent)
+    assert metrics["train/grad_norm_policy"] == pytest.approx(np.linalg.norm(agent.net.policy.flat_grads), rel=1e-5)
+    assert metrics["train/grad_norm_value"] == pytest.approx(np.linalg.norm(agent.net.value_net.flat_grads), rel=1e-5)
+    assert metrics["train/grad_norm_policy"] > 0 and metrics["train/grad_norm_value"] > 0
+    np.testing.assert_allclose(agent.net.flat_params - before, -0.1 * agent.net.flat_grads, rtol=1e-3, atol=1e-7)
+    assert np.abs(agent.net.flat_params - before).max() > 1e-4
