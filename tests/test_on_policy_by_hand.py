@@ -386,3 +386,61 @@ def test_unclipped_gradient_norms_are_measured():
     assert metrics["train/grad_norm_policy"] > 0 and metrics["train/grad_norm_value"] > 0
     np.testing.assert_allclose(agent.net.flat_params - before, -0.1 * agent.net.flat_grads, rtol=1e-3, atol=1e-7)
     assert np.abs(agent.net.flat_params - before).max() > 1e-4
+
+
+# -- schedules read the clock they name; explained variance -------------------------------------------
+def expected_a2c_gradients(agent, ent_coef: float, vf_coef: float, reward=(1.0, -2.0), actions=(2, 0)):
+    """dL/dz and dL/dV of one n_steps = 1 update from the current parameters (gamma = 0.5, lam = 1)."""
+    logits, values = (x.astype(np.float64) for x in agent.net.infer(OBS))
+    A = np.array(reward) + 0.5 * agent.net.value(NEXT) - values
+    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    pi = np.exp(logp)
+    H = -(pi * logp).sum(axis=1)
+    dz = A[:, None] * (pi - np.eye(3)[list(actions)]) / 2 + ent_coef * pi * (logp + H[:, None]) / 2
+    return dz, -vf_coef * A
+
+
+def test_entropy_schedules_follow_their_clock():
+    """ent_coef linear 1 -> 0 over 4 env steps: at the first update (2 env steps) it is 0.5. On the updates
+    clock, 0 -> 1 over 1 update: 0 at the first update, 1 at the second."""
+    from rlscratch.optim_config import ScheduleConfig
+    agent = make_agent(A2C, n_steps=1, gamma=0.5, vf_coef=0.0,
+                       ent_coef=ScheduleConfig(start=1.0, end=0.0, steps=4, clock="env_steps"))
+    expected, _ = expected_a2c_gradients(agent, 0.5, 0.0)
+    seen = capture_backward(agent)
+    one_step(agent)
+    np.testing.assert_allclose(seen[0][0], expected, rtol=1e-4, atol=1e-7)
+
+    for cls, extra in ((A2C, {}), (PPO, {"n_epochs": 1, "batch_size": 2, "normalize_advantage": False})):
+        agent = make_agent(cls, n_steps=1, gamma=0.5, vf_coef=0.0, **extra,
+                           ent_coef=ScheduleConfig(start=0.0, end=1.0, steps=1, clock="updates"))
+        seen = capture_backward(agent)
+        first, _ = expected_a2c_gradients(agent, 0.0, 0.0)
+        one_step(agent)
+        second, _ = expected_a2c_gradients(agent, 1.0, 0.0)
+        one_step(agent)
+        # (PPO's minibatch is a shuffle of the two rows: compare them as sets, column by column)
+        np.testing.assert_allclose(np.sort(seen[0][0], axis=0), np.sort(first, axis=0), rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(np.sort(seen[1][0], axis=0), np.sort(second, axis=0), rtol=1e-4, atol=1e-7)
+
+
+def test_ppo_clip_range_schedule_and_explained_variance():
+    """clip_range linear 0.4 -> 0.2 over 4 env steps: 0.3 at the first update (2 env steps). Explained variance
+    1 - Var(R - V) / Var(R) with R - V = A (the old values): by hand from the rollout."""
+    from rlscratch.optim_config import ScheduleConfig
+    for cls, extra in ((PPO, {"clip_range": ScheduleConfig(start=0.4, end=0.2, steps=4, clock="env_steps"),
+                              "n_epochs": 1, "batch_size": 2}), (A2C, {})):
+        agent = make_agent(cls, n_steps=1, gamma=0.5, **extra)
+        values = agent.net.infer(OBS)[1].astype(np.float64)
+        A = np.array([1.0, -2.0]) + 0.5 * agent.net.value(NEXT) - values
+        metrics = one_step(agent)
+        R = A + values
+        assert metrics["train/explained_variance"] == pytest.approx(1 - A.var() / R.var(), rel=1e-4)
+        if cls is PPO:
+            assert metrics["train/clip_range"] == pytest.approx(0.3)
+            assert metrics["train/lr"] == pytest.approx(0.1)
+    # all returns equal: no explained variance reported (it would divide by zero)
+    agent = make_agent(A2C, n_steps=1, gamma=0.0)
+    metrics = agent.observe(Step(OBS, np.array([0, 0]), np.zeros(2), NEXT, terminated=np.ones(2, bool),
+                                 truncated=np.zeros(2, bool), info={}))
+    assert "train/explained_variance" not in metrics and "loss/value" in metrics
