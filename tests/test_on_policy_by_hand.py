@@ -444,3 +444,97 @@ def test_ppo_clip_range_schedule_and_explained_variance():
     metrics = agent.observe(Step(OBS, np.array([0, 0]), np.zeros(2), NEXT, terminated=np.ones(2, bool),
                                  truncated=np.zeros(2, bool), info={}))
     assert "train/explained_variance" not in metrics and "loss/value" in metrics
+
+
+# -- the remaining edges: dtypes, messages, averaging, early stop, one-transition minibatches --------------
+def test_rollout_buffer_dtypes_and_exact_errors():
+    buf = RolloutBuffer(1, 2, (3,), 0.9)
+    for name in ("obs", "rewards", "dones", "values", "log_probs", "advantages", "returns"):
+        assert getattr(buf, name).dtype == np.float32, name
+    assert buf.actions.dtype == np.int64 and buf.obs.shape == (1, 2, 3)
+    buf.add(np.zeros((2, 3)), np.zeros(2, np.int64), np.ones(2), np.zeros(2, bool), np.zeros(2, bool))
+    assert buf.state_dict()["pos"].dtype == np.int64
+    message = "the rollout buffer is full: compute advantages, learn, then reset() it"
+    with pytest.raises(RuntimeError) as error:
+        buf.add(np.zeros((2, 3)), np.zeros(2, np.int64), np.ones(2), np.zeros(2, bool), np.zeros(2, bool))
+    assert str(error.value) == message
+    state = buf.state_dict()  # pos = 1 = n_steps: a full rollout loads
+    other = RolloutBuffer(1, 2, (3,), 0.9)
+    other.load_state_dict(state)
+    assert other.pos == 1
+    # only the trailing shape wrong (length and pos fine):
+    with pytest.raises(ValueError) as error:
+        other.load_state_dict(dict(state, obs=np.zeros((1, 2, 4), np.float32)))
+    assert str(error.value) == "rollout buffer 'obs' has shape (1, 2, 4), expected (1, 2, 3) with at most 1 steps"
+    # only the length wrong:
+    with pytest.raises(ValueError, match=r"'obs' has shape \(0, 2, 3\), expected \(1, 2, 3\)"):
+        other.load_state_dict(dict(state, obs=np.zeros((0, 2, 3), np.float32)))
+
+
+def test_clipped_value_loss_keeps_float32():
+    loss, dvalues = clipped_value_loss(np.array([2.0], np.float32), np.zeros(1, np.float32), np.zeros(1, np.float32),
+                                       0.5)
+    assert dvalues.dtype == np.float32 and dvalues[0] == pytest.approx(4.0) and loss == pytest.approx(4.0)
+
+
+def test_ppo_metrics_average_over_the_gradient_steps():
+    """lr 1e-12: the parameters do not move, so each of the 2 epochs x 1 minibatch sees the same losses and the
+    averages equal the one-step values (a sum, or a last value halved, would not)."""
+    agent = make_agent(PPO, n_steps=1, gamma=0.5, n_epochs=2, batch_size=2, normalize_advantage=False,
+                       optim={"name": "sgd", "lr": 1e-12, "max_grad_norm": 0.0})
+    values = agent.net.infer(OBS)[1].astype(np.float64)
+    A = np.array([1.0, -2.0]) + 0.5 * agent.net.value(NEXT) - values
+    metrics = one_step(agent)
+    assert metrics["train/gradient_steps"] == 2 and agent.updates == 2
+    assert metrics["loss/value"] == pytest.approx(np.mean(A ** 2), rel=1e-4)
+    for key in ("loss/policy", "loss/entropy", "train/grad_norm_policy", "train/grad_norm_value"):
+        assert abs(metrics[key]) > 1e-6, key
+    assert metrics["train/approx_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["train/clip_fraction"] == 0.0
+
+
+def test_ppo_early_stop_ends_every_epoch():
+    """A KL stop in the first epoch ends the update: 3 epochs draw one shuffle, as 1 epoch does (the rng,
+    shared with acting, is left in the same state)."""
+    rngs = []
+    for n_epochs in (1, 3):
+        agent = make_agent(PPO, n_steps=4, batch_size=2, n_epochs=n_epochs, target_kl=1e-9, reward_scale=10.0,
+                           optim={"name": "sgd", "lr": 1.0, "max_grad_norm": 0.0})
+        for _ in range(4):
+            metrics = one_step(agent)
+        assert metrics["train/gradient_steps"] == 1
+        rngs.append(agent.rng.random())
+    assert rngs[0] == rngs[1]
+
+
+@pytest.mark.parametrize("batch_size, normalized", [(1, False), (2, True)])
+def test_ppo_normalizes_only_minibatches_of_two_or_more(monkeypatch, batch_size, normalized):
+    """A one-transition minibatch keeps its advantage (normalising it would give 0); two are normalised to +-1."""
+    import rlscratch.agents.ppo as ppo
+    seen, surrogate = [], ppo.clipped_surrogate
+
+    def record(logits, actions, old, adv, clip):
+        seen.append(adv.copy())
+        return surrogate(logits, actions, old, adv, clip)
+    monkeypatch.setattr(ppo, "clipped_surrogate", record)
+    agent = make_agent(PPO, n_steps=1, gamma=0.5, batch_size=batch_size, n_epochs=1, normalize_advantage=True)
+    values = agent.net.infer(OBS)[1].astype(np.float64)
+    A = np.array([1.0, -2.0]) + 0.5 * agent.net.value(NEXT) - values
+    one_step(agent)
+    got = np.sort(np.concatenate(seen))
+    np.testing.assert_allclose(got, [-1.0, 1.0] if normalized else np.sort(A), rtol=1e-4)
+
+
+def test_ppo_schedules_on_both_clocks():
+    """ent_coef on the env-steps clock (1 -> 0 over 4: 0.5 at 2 env steps), clip_range on the updates clock
+    (0.4 -> 0.2 over 2 updates: 0.4 at the first update, 0.3 at the second)."""
+    from rlscratch.optim_config import ScheduleConfig
+    agent = make_agent(PPO, n_steps=1, gamma=0.5, vf_coef=0.0, n_epochs=1, batch_size=2, normalize_advantage=False,
+                       ent_coef=ScheduleConfig(start=1.0, end=0.0, steps=4, clock="env_steps"),
+                       clip_range=ScheduleConfig(start=0.4, end=0.2, steps=2, clock="updates"))
+    expected, _ = expected_a2c_gradients(agent, 0.5, 0.0)
+    seen = capture_backward(agent)
+    metrics = one_step(agent)
+    np.testing.assert_allclose(np.sort(seen[0][0], axis=0), np.sort(expected, axis=0), rtol=1e-4, atol=1e-7)
+    assert metrics["train/clip_range"] == pytest.approx(0.4)
+    assert one_step(agent)["train/clip_range"] == pytest.approx(0.3)
