@@ -538,3 +538,10 @@ def test_ppo_schedules_on_both_clocks():
     np.testing.assert_allclose(np.sort(seen[0][0], axis=0), np.sort(expected, axis=0), rtol=1e-4, atol=1e-7)
     assert metrics["train/clip_range"] == pytest.approx(0.4)
     assert one_step(agent)["train/clip_range"] == pytest.approx(0.3)
+
+
+def test_clipped_value_loss_tie_between_different_errors():
+    """V = 2, V_old = 0, eps = 0.5: Vc = 0.5; R = 1.25 lies midway, so err = 0.75 and err_c = -0.75 tie. The tie
+    goes to the unclipped error, whose gradient is 2 * 0.75 / 1 (the clipped one, V outside the range, has 0)."""
+    loss, dvalues = clipped_value_loss(np.array([2.0]), np.zeros(1), np.array([1.25]), 0.5)
+    assert loss == 0.5625 and dvalues[0] == 1.5
