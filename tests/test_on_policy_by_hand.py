@@ -545,3 +545,42 @@ def test_clipped_value_loss_tie_between_different_errors():
     goes to the unclipped error, whose gradient is 2 * 0.75 / 1 (the clipped one, V outside the range, has 0)."""
     loss, dvalues = clipped_value_loss(np.array([2.0]), np.zeros(1), np.array([1.25]), 0.5)
     assert loss == 0.5625 and dvalues[0] == 1.5
+
+
+def test_counters_accumulate_and_small_return_spreads_are_reported():
+    """Two updates: env_steps 2 + 2 = 4, updates 1 + 1 = 2 (added, not overwritten). Rewards +-0.1 give returns
+    with variance below 1: the explained variance is still reported; all-zero returns report none (PPO too)."""
+    for cls, extra in ((PPO, {"n_epochs": 1, "batch_size": 2, "normalize_advantage": False}), (A2C, {})):
+        agent = make_agent(cls, n_steps=1, gamma=0.0, **extra)
+        values = agent.net.infer(OBS)[1].astype(np.float64)
+        metrics = one_step(agent, reward=(0.1, -0.1))
+        policy_loss = metrics["loss/policy"]
+        A = np.array([0.1, -0.1]) - values
+        R = A + values
+        assert R.var() < 1 and metrics["train/explained_variance"] == pytest.approx(1 - A.var() / R.var(), rel=1e-3)
+        if cls is PPO:  # rho = 1 on the first minibatch: L_clip = -mean A
+            assert policy_loss == pytest.approx(-A.mean(), rel=1e-4, abs=1e-6)
+        one_step(agent)
+        assert agent.env_steps == 4 and agent.updates == 2
+        metrics = agent.observe(Step(OBS, np.array([0, 0]), np.zeros(2), NEXT, terminated=np.ones(2, bool),
+                                     truncated=np.zeros(2, bool), info={}))
+        assert "train/explained_variance" not in metrics and "loss/value" in metrics
+
+
+def test_two_hidden_layers_default_init_and_observation_dtype():
+    """Two hidden layers: both orthogonal at sqrt(2) by default (orthogonal_init's default is True); the shared
+    head (the last linear, not the second) carries the 0.01 logit rows. The rollout stores observations in the
+    observation space's dtype (uint8 here)."""
+    from rlscratch.on_policy import ActorCritic
+    model = ModelConfig(hidden=[4, 5], activation="tanh")
+    net = ActorCritic(2, 3, model, np.random.default_rng(0))
+    linears = [layer for layer in net.policy.layers if hasattr(layer, "params") and "W" in layer.params]
+    np.testing.assert_allclose(singular_values(linears[0]), [math.sqrt(2)] * 2, rtol=1e-5)
+    np.testing.assert_allclose(singular_values(linears[1]), [math.sqrt(2)] * 4, rtol=1e-5)
+    shared = ActorCritic(2, 3, model, np.random.default_rng(0), shared=True)
+    linears = [layer for layer in shared.net.layers if hasattr(layer, "params") and "W" in layer.params]
+    np.testing.assert_allclose(singular_values(linears[1]), [math.sqrt(2)] * 4, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(linears[2].params["W"], axis=1), [0.01, 0.01, 0.01, 1.0], rtol=1e-5)
+    spec = EnvSpec(gym.spaces.Box(0, 255, (2,), np.uint8), gym.spaces.Discrete(3), num_envs=2)
+    agent = A2C(A2C.Config(), spec, model, np.random.default_rng(0))
+    assert agent.buffer.obs.dtype == np.uint8
