@@ -27,8 +27,7 @@ from rlscratch.bandit import (
     build_net,
     flat,
     image_shape,
-    regression_step,
-    replayed_obs,
+    reward_model_updates,
 )
 from rlscratch.config import ModelConfig, bounded
 from rlscratch.optim_config import Schedule, ScheduleSpec, make_optimizer, schedule_field
@@ -73,14 +72,7 @@ class EpsilonGreedyBandit(Agent):
         self.replay.add(flat(step.obs), step.action, step.reward)
         self.rounds += len(step.action)
         self.update_credit += self.config.updates_per_round * len(step.action)
-        losses = []
-        while self.update_credit >= 1.0:
-            idx = self.replay.sample(self.config.batch_size, self.rng)
-            x = replayed_obs(self.replay, idx, self.image_shape, self.config.augment_shift, self.rng)
-            losses.append(regression_step(self.net, self.optimizer, x, self.replay.action[idx],
-                                          self.replay.reward[idx], self.config.reward_model))
-            self.update_credit -= 1.0
-            self.updates += 1
+        losses = reward_model_updates(self)
         metrics = {"train/epsilon": self.epsilon}
         if losses:
             metrics["loss/reward_mse"] = float(np.mean(losses))

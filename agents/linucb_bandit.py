@@ -25,8 +25,7 @@ from rlscratch.bandit import (
     flat,
     image_shape,
     predicted_rewards,
-    regression_step,
-    replayed_obs,
+    reward_model_updates,
 )
 from rlscratch.config import ModelConfig, bounded
 from rlscratch.errors import ConfigError
@@ -142,14 +141,7 @@ class NeuralLinUCBBandit(Agent):
         before, self.rounds = self.rounds, self.rounds + len(step.action)
         self.update_credit += self.config.updates_per_round * len(step.action)
 
-        losses = []
-        while self.update_credit >= 1.0:
-            idx = self.replay.sample(self.config.batch_size, self.rng)
-            x = replayed_obs(self.replay, idx, self.image_shape, self.config.augment_shift, self.rng)
-            losses.append(regression_step(self.net, self.optimizer, x, self.replay.action[idx],
-                                          self.replay.reward[idx], self.config.reward_model))
-            self.update_credit -= 1.0
-            self.updates += 1
+        losses = reward_model_updates(self)
         if self.rounds // self.config.refresh_every > before // self.config.refresh_every:
             self.refresh()
         metrics = {}

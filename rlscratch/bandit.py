@@ -25,6 +25,7 @@ Acting always sees the image as it is. What these choices measured on MNIST is i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -187,5 +188,21 @@ def regression_step(net: nn.Module, optimizer: nn.optim.Optimizer, obs: np.ndarr
     net.backward(doutputs)
     optimizer.step()
     return loss
+
+
+def reward_model_updates(agent: Any) -> list[float]:
+    """Spend a value-based bandit's update credit (``updates_per_round`` per round observed): one
+    reward-regression step on a freshly sampled (and, with ``augment_shift``, shifted) replay batch per
+    whole unit. Returns the losses. ``agent`` has replay, config, image_shape, rng, net, optimizer,
+    update_credit and updates."""
+    losses = []
+    while agent.update_credit >= 1.0:
+        idx = agent.replay.sample(agent.config.batch_size, agent.rng)
+        x = replayed_obs(agent.replay, idx, agent.image_shape, agent.config.augment_shift, agent.rng)
+        losses.append(regression_step(agent.net, agent.optimizer, x, agent.replay.action[idx],
+                                      agent.replay.reward[idx], agent.config.reward_model))
+        agent.update_credit -= 1.0
+        agent.updates += 1
+    return losses
 
 
