@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -317,21 +318,25 @@ def test_env_emitting_nan_is_reported_unless_the_guard_is_off(tmp_path, capsys):
                "--set", "train.divergence_guard=false") == 0
 
 
-def test_signal_during_the_final_evaluation_checkpoints_and_evaluates_on_resume(tmp_path):
-    """A real SIGINT to this process while the final evaluation runs (the eval env announces itself)."""
-    import threading
-
-    marker = tmp_path / "eval_started"
-    config, _ = load_config(str(write_config(tmp_path, eval_every=0, total_steps=400)), [
-        "env.id=fault_envs:FaultCartPole-v0", f"env.eval_kwargs={{marker: {marker}, step_delay: 0.01}}"])
-
-    def interrupt_when_evaluating() -> None:
+def sigint_when_evaluating(marker: Path) -> threading.Thread:
+    """A thread that sends this process a real SIGINT as soon as the eval env announces itself (``marker``)."""
+    def interrupt() -> None:
         while not marker.exists():
             time.sleep(0.001)
         os.kill(os.getpid(), signal.SIGINT)
 
-    watcher = threading.Thread(target=interrupt_when_evaluating, daemon=True)
+    watcher = threading.Thread(target=interrupt, daemon=True)
     watcher.start()
+    return watcher
+
+
+def test_signal_during_the_final_evaluation_checkpoints_and_evaluates_on_resume(tmp_path):
+    """A real SIGINT to this process while the final evaluation runs (the eval env announces itself)."""
+    marker = tmp_path / "eval_started"
+    config, _ = load_config(str(write_config(tmp_path, eval_every=0, total_steps=400)), [
+        "env.id=fault_envs:FaultCartPole-v0", f"env.eval_kwargs={{marker: {marker}, step_delay: 0.01}}"])
+
+    watcher = sigint_when_evaluating(marker)
     summary = train(config, tmp_path / "run")
     watcher.join(timeout=5)
     assert summary["interrupted"] and summary["signal"] == signal.SIGINT
@@ -348,19 +353,11 @@ def test_pending_evaluation_done_on_resume_is_checkpointed_and_logged_once(tmp_p
     """A run stopped mid-evaluation evaluates that step again on resume. Once that is done, a stop
     before the next unit of work must still checkpoint: the checkpoint on disk says the evaluation is
     pending, and resuming from it would log that step's eval twice."""
-    import threading
-
     marker = tmp_path / "eval_started"
     config, _ = load_config(str(write_config(tmp_path, checkpoint_every=0)), [
         "env.id=fault_envs:FaultCartPole-v0", f"env.eval_kwargs={{marker: {marker}, step_delay: 0.01}}"])
 
-    def interrupt_when_evaluating() -> None:
-        while not marker.exists():
-            time.sleep(0.001)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    watcher = threading.Thread(target=interrupt_when_evaluating, daemon=True)
-    watcher.start()
+    watcher = sigint_when_evaluating(marker)
     assert train(config, tmp_path / "run")["interrupted"]  # during the evaluation at step 600
     watcher.join(timeout=5)
     _, meta = read_checkpoint(CheckpointManager(tmp_path / "run" / "checkpoints").latest())
