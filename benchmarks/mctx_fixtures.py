@@ -40,6 +40,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import jaxlib
 import mctx
 import numpy as np
 
@@ -188,14 +189,14 @@ def main(argv: list[str] | None = None) -> int:
             "table_seed": seed, "max_depth": depth,
             "table": {k: v.tolist() for k, v in table.items()}, "root_states": roots.tolist(),
             "made_by": {"command": "/work/jaxvenv/bin/python benchmarks/mctx_fixtures.py",
-                        "jax": jax.__version__, "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__")
-                        else None, "mctx": mctx.__version__, "numpy": np.__version__, "x64": True},
+                        "jax": jax.__version__, "jaxlib": jaxlib.__version__, "mctx": mctx.__version__,
+                        "numpy": np.__version__, "x64": True},
         })
         del fixture["tie_free"]
         path = args.out / f"{name}.json"
         path.write_text(json.dumps(fixture, indent=1) + "\n")
         visits = fixture["expected"]["visit_counts"]
-        print(f"{name}: seed {seed}, depth {depth}, root visits {visits} -> {path.relative_to(args.out.parent.parent.parent)}")
+        print(f"{name}: seed {seed}, depth {depth}, root visits {visits} -> {path}")
     return 0
 
 

@@ -201,7 +201,8 @@ def simulate_one_root(search: MCTS, model: SearchModel) -> None:
     preallocated Python lists indexed exactly like the arrays (node i, edge i * A + a), the
     simulations run on those, and the lists are written back into the arrays at the end. The
     descent computes each node's pUCT scores as it passes (no rescoring of the whole tree), and
-    the backup walks the path leaf to root with G_k = r_{k+1} + gamma G_{k+1}, G_d = v."""
+    the backup walks the path leaf to root with G_k = r_{k+1} + gamma G_{k+1}, G_d = v. The
+    conventions ``q_normalization`` and ``unvisited_q`` are those of ``mcts.puct_scores``."""
     config, A, unexpanded = search.config, search.n_actions, search.unexpanded
     gamma, delta = config.discount, config.value_delta
     visits = search.visits[0].astype(np.int64).tolist()
@@ -214,6 +215,7 @@ def simulate_one_root(search: MCTS, model: SearchModel) -> None:
     states = search.states[0]
     infer = getattr(model, "recurrent_inference_one", None) or one_at_a_time(model)
     low, high = math.inf, -math.inf
+    per_node, lowest = search.q_normalization == "node", config.unvisited_q == "lowest"   # the conventions
     path = [0] * (config.num_simulations + 2)
     for new in range(1, config.num_simulations + 1):
         # select: pUCT at each node, down to an action whose child does not exist yet
@@ -222,12 +224,19 @@ def simulate_one_root(search: MCTS, model: SearchModel) -> None:
         while True:
             n = visits[node]
             coef, parent_mean, first = exploration_coef[n], value_sum[node] / n, node * A
+            node_low = low
+            if per_node:   # this node's own bounds: its mean value and its visited children's Qs
+                node_low = node_high = parent_mean
+                for edge in range(first, first + A):
+                    if edge_visits[edge]:
+                        node_low, node_high = min(node_low, edge_q[edge]), max(node_high, edge_q[edge])
+                inverse_span = 1.0 / (node_high - node_low if node_high - node_low > delta else delta)
             best, action = -math.inf, 0
             for a in range(A):
                 edge = first + a
                 edge_n = edge_visits[edge]
-                score = ((edge_q[edge] if edge_n else parent_mean) - low) * inverse_span
-                score = 0.0 if score < 0.0 else 1.0 if score > 1.0 else score
+                score = ((edge_q[edge] if edge_n else parent_mean) - node_low) * inverse_span
+                score = 0.0 if score < 0.0 or (lowest and not edge_n) else 1.0 if score > 1.0 else score
                 score += prior[edge] * coef / (edge_n + 1.0)
                 score += tie[edge]
                 if score > best:

@@ -111,6 +111,9 @@ class SearchConfig:
     gumbel_scale: float = 1.0
     value_scale: float = 0.1         # c_scale
     maxvisit_init: float = 50.0      # c_visit
+    # conventions where searches differ (module docstring, "Conventions"); the defaults are this project's
+    q_normalization: str | None = None   # "tree" | "node"; None: pUCT "tree", Gumbel "node"
+    unvisited_q: str = "parent_mean"     # pUCT's value of an unvisited child: "parent_mean" | "lowest"
 
 
 @dataclass
@@ -180,12 +183,18 @@ def mixed_value(raw_value: np.ndarray, q: np.ndarray, visits: np.ndarray, prior:
 
 
 def completed_q_sigma(q: np.ndarray, visits: np.ndarray, raw_value: np.ndarray, prior: np.ndarray,
-                      config: SearchConfig) -> np.ndarray:
-    """sigma(q_hat): completed Q-values rescaled to [0, 1] per node, times (c_visit + max N) c_scale."""
+                      config: SearchConfig, bounds: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """sigma(q_hat): completed Q-values rescaled to [0, 1], times (c_visit + max N) c_scale.
+
+    Rescaled per node by their own min and max (mctx), or -- ``bounds`` = (low, high), the tree-wide
+    bounds broadcastable against q (EfficientZero V2) -- by ``normalize_q`` with ``value_delta``."""
     completed = np.where(visits > 0, q, mixed_value(raw_value, q, visits, prior)[..., None])
-    low = _min(completed, axis=-1, keepdims=True)
-    high = _max(completed, axis=-1, keepdims=True)
-    rescaled = (completed - low) / np.maximum(high - low, 1e-8)
+    if bounds is None:
+        low = _min(completed, axis=-1, keepdims=True)
+        high = _max(completed, axis=-1, keepdims=True)
+        rescaled = (completed - low) / np.maximum(high - low, 1e-8)
+    else:
+        rescaled = normalize_q(completed, bounds[0], bounds[1], config.value_delta)
     return (config.maxvisit_init + _max(visits, axis=-1, keepdims=True)) * config.value_scale * rescaled
 
 
@@ -208,6 +217,12 @@ class MCTS:
         self.config = config
         self.n_actions = n_actions
         self.selection = GUMBEL if config.gumbel else PUCT
+        self.q_normalization = config.q_normalization or self.selection.q_normalization
+        if self.q_normalization not in ("tree", "node"):
+            raise ValueError(f"q_normalization must be 'tree' or 'node' (or None for the search's own), "
+                             f"not {config.q_normalization!r}")
+        if config.unvisited_q not in ("parent_mean", "lowest"):
+            raise ValueError(f"unvisited_q must be 'parent_mean' or 'lowest', not {config.unvisited_q!r}")
         self.batch = 0
         S = config.num_simulations
         self.num_nodes = S + 2   # the root, one node per simulation, and UNEXPANDED
@@ -263,17 +278,23 @@ class MCTS:
         self.flat_edge_visits, self.flat_edge_q = self.edge_visits.reshape(-1), self.edge_q.reshape(-1)
 
     # -- the algorithm -----------------------------------------------------------------------------
-    def run(self, model: SearchModel, obs: np.ndarray, rng: np.random.Generator, explore: bool) -> SearchResult:
+    def run(self, model: SearchModel, obs: np.ndarray, rng: np.random.Generator, explore: bool,
+            noise: np.ndarray | None = None) -> SearchResult:
         state, logits, value = model.initial_inference(obs)
-        return self.run_from_root(model, state, logits, value, rng, explore)
+        return self.run_from_root(model, state, logits, value, rng, explore, noise)
 
     def run_from_root(self, model: SearchModel, state: np.ndarray, logits: np.ndarray, value: np.ndarray,
-                      rng: np.random.Generator, explore: bool) -> SearchResult:
-        """Search from roots whose initial inference is given (the tests hand-build them)."""
+                      rng: np.random.Generator, explore: bool, noise: np.ndarray | None = None) -> SearchResult:
+        """Search from roots whose initial inference is given (the tests hand-build them).
+
+        ``noise`` (B, A), if given, is the root's exploration noise instead of a draw from ``rng``
+        (whatever ``explore`` says): the Dirichlet sample that pUCT mixes into the prior with weight
+        ``exploration_fraction``, or Gumbel MuZero's g already times ``gumbel_scale`` -- so a search
+        can be handed the very noise another implementation drew (tests/test_mctx_fixtures.py)."""
         B = len(state)
         if B != self.batch or self.states.shape[2:] != state.shape[1:] or self.states.dtype != state.dtype:
             self._allocate(B, state.shape[1:], state.dtype)
-        self._reset(state, logits, value, rng, explore)
+        self._reset(state, logits, value, rng, explore, noise)
         if B == 1 and self.selection is PUCT:
             simulate_one_root(self, model)   # the same simulations on Python numbers (rlscratch.muzero.fast)
             return self._answer()
@@ -288,7 +309,7 @@ class MCTS:
             self._rescore(new + 1)
         return self._answer()
 
-    def _reset(self, state, logits, value, rng, explore) -> None:
+    def _reset(self, state, logits, value, rng, explore, noise=None) -> None:
         """Every tree back to a lone root: the initial inference, the root's exploration noise."""
         for array in (self.visits, self.value_sum, self.reward, self.edge_visits, self.edge_q):
             array.fill(0.0)
@@ -302,14 +323,14 @@ class MCTS:
         self.states[:, 0] = state
         self.logits[:, 0] = logits
         self.prior[:, 0] = self.selection.root_prior(self, softmax(np.asarray(logits, dtype=np.float64)), rng,
-                                                     explore)
+                                                     explore, noise)
         self.raw_value[:, 0] = value
         self.value_sum[:, 0] = value
         self.visits[:, 0] = 1.0
         # a random offset far below any real difference between scores: ties go a random way
         self.tie_noise[...] = rng.random(self.tie_noise.shape)
         self.tie_noise *= 1e-9
-        self.selection.root_noise(self, rng, explore)
+        self.selection.root_noise(self, rng, explore, noise)
         self._rescore(1)
 
     def _select(self) -> tuple[np.ndarray, np.ndarray]:
@@ -366,7 +387,7 @@ class MCTS:
         q += x[:, 1:L]
         self.flat_edge_q[edges] = q
         self.flat_edge_visits[edges] += 1.0
-        if self.selection.uses_bounds:
+        if self.q_normalization == "tree":
             # the tree-wide bounds take every Q(s, a) on the paths just updated
             on_path = below != self.trash[:, None]
             np.minimum(self.low, _min(np.where(on_path, q, np.inf), axis=1), out=self.low)
@@ -396,24 +417,37 @@ class MCTS:
 
 
 # -- MuZero's pUCT ----------------------------------------------------------------------------------------
-def puct_root_prior(search: MCTS, prior: np.ndarray, rng: np.random.Generator, explore: bool) -> np.ndarray:
-    """P <- (1 - eps) P + eps Dir(alpha) at the root, in training only."""
+def puct_root_prior(search: MCTS, prior: np.ndarray, rng: np.random.Generator, explore: bool,
+                    noise: np.ndarray | None = None) -> np.ndarray:
+    """P <- (1 - eps) P + eps Dir(alpha) at the root, in training only (or with the ``noise`` given)."""
     config = search.config
-    if explore and config.exploration_fraction > 0:
+    if noise is None and explore and config.exploration_fraction > 0:
         noise = rng.dirichlet(np.full(search.n_actions, config.dirichlet_alpha), size=len(prior))
+    if noise is not None:
         prior = (1.0 - config.exploration_fraction) * prior + config.exploration_fraction * noise
     return prior
 
 
 def puct_scores(search: MCTS, n: int, visits: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Qn(s, a) + P(s, a) sqrt(N(s)) / (1 + N(s, a)) (c1 + log((N(s) + c2 + 1) / c2)) for every action
-    of nodes [:, :n]; Qn is ``normalize_q`` with the tree-wide bounds, inlined: before any Q is seen,
-    low = inf sends every score to -inf -> 0."""
-    inverse_span = 1.0 / np.maximum(search.high - search.low, search.config.value_delta)
-    scores = q - search.low[:, None, None]
-    scores *= inverse_span[:, None, None]
+    of nodes [:, :n]; Qn is ``normalize_q`` inlined, with the tree-wide bounds (before any Q is
+    seen, low = inf sends every score to -inf -> 0) or each node's own (``q_normalization="node"``:
+    the min and max of its mean value and its visited children's Qs, as mctx's
+    qtransform_by_parent_and_siblings). ``unvisited_q="lowest"`` scores unvisited children 0."""
+    delta = search.config.value_delta
+    if search.q_normalization == "node":
+        parent_mean = search.value_sum[:, :n] / search.visits[:, :n]   # unvisited children hold it in q
+        low = np.minimum(parent_mean, _min(q, axis=-1))[:, :, None]
+        inverse_span = 1.0 / np.maximum(np.maximum(parent_mean, _max(q, axis=-1))[:, :, None] - low, delta)
+    else:
+        low = search.low[:, None, None]
+        inverse_span = 1.0 / np.maximum(search.high - search.low, delta)[:, None, None]
+    scores = q - low
+    scores *= inverse_span
     np.maximum(scores, 0.0, out=scores)   # clip to [0, 1] (np.clip's wrapper costs more)
     np.minimum(scores, 1.0, out=scores)
+    if search.config.unvisited_q == "lowest":
+        scores *= visits > 0
     coef = search.exploration_coef.take(search.visits[:, :n].astype(np.intp))
     exploration = search.prior[:, :n] * coef[:, :, None]
     exploration /= visits + 1.0
@@ -429,16 +463,31 @@ def puct_answer(search: MCTS, visits: np.ndarray, q: np.ndarray, root_value: np.
 
 
 # -- Gumbel MuZero ----------------------------------------------------------------------------------------
-def gumbel_root_noise(search: MCTS, rng: np.random.Generator, explore: bool) -> None:
-    """g(a) ~ Gumbel(0, 1) (times ``gumbel_scale``) per root and action, in training only."""
-    search.gumbel[...] = rng.gumbel(size=search.gumbel.shape) * search.config.gumbel_scale if explore else 0.0
+def gumbel_root_noise(search: MCTS, rng: np.random.Generator, explore: bool, noise: np.ndarray | None = None,
+                      ) -> None:
+    """g(a) ~ Gumbel(0, 1) (times ``gumbel_scale``) per root and action, in training only (or the
+    ``noise`` given, already scaled)."""
+    if noise is not None:
+        search.gumbel[...] = noise
+    else:
+        search.gumbel[...] = rng.gumbel(size=search.gumbel.shape) * search.config.gumbel_scale if explore else 0.0
+
+
+def gumbel_bounds(search: MCTS, nodes: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """The tree-wide bounds shaped for completed_q_sigma over (B, n, A) (``nodes``) or (B, A), or
+    None when each node rescales its own Qs."""
+    if search.q_normalization != "tree":
+        return None
+    shape = (-1, 1, 1) if nodes else (-1, 1)
+    return search.low.reshape(shape), search.high.reshape(shape)
 
 
 def gumbel_scores(search: MCTS, n: int, visits: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Interior nodes: pi'(a) - N(a) / (1 + sum_b N(b)), pi' = softmax(logits + sigma(q_hat)).
     The root: sequential halving -- only actions with exactly the scheduled visit count compete,
     on g + logits + sigma(q_hat)."""
-    sigma = completed_q_sigma(q, visits, search.raw_value[:, :n], search.prior[:, :n], search.config)
+    sigma = completed_q_sigma(q, visits, search.raw_value[:, :n], search.prior[:, :n], search.config,
+                              gumbel_bounds(search, nodes=True))
     improved = softmax(search.logits[:, :n] + sigma)
     scores = improved - visits / (1.0 + _sum(visits, axis=-1, keepdims=True))
     simulation = int(_sum(visits[0, 0]))  # every tree has spent the same number of simulations
@@ -450,7 +499,8 @@ def gumbel_scores(search: MCTS, n: int, visits: np.ndarray, q: np.ndarray) -> np
 def gumbel_root_scores(search: MCTS, visits: np.ndarray, q: np.ndarray, considered) -> np.ndarray:
     """g + logits + sigma(q_hat) of the root's actions whose visit count is ``considered``; -inf
     for the others."""
-    sigma = completed_q_sigma(q, visits, search.raw_value[:, 0], search.prior[:, 0], search.config)
+    sigma = completed_q_sigma(q, visits, search.raw_value[:, 0], search.prior[:, 0], search.config,
+                              gumbel_bounds(search, nodes=False))
     logits = search.logits[:, 0] - _max(search.logits[:, 0], axis=-1, keepdims=True)
     score = search.gumbel + logits + sigma
     return np.where(visits == considered, score, -np.inf)
@@ -460,34 +510,37 @@ def gumbel_answer(search: MCTS, visits: np.ndarray, q: np.ndarray, root_value: n
     """Play the best of the most visited actions; train towards pi' = softmax(logits + sigma(q_hat))."""
     score = gumbel_root_scores(search, visits, q, visits.max(axis=-1, keepdims=True))
     action = (score + search.tie_noise[:, 0]).argmax(axis=-1)
-    sigma = completed_q_sigma(q, visits, search.raw_value[:, 0], search.prior[:, 0], search.config)
+    sigma = completed_q_sigma(q, visits, search.raw_value[:, 0], search.prior[:, 0], search.config,
+                              gumbel_bounds(search, nodes=False))
     policy = softmax(search.logits[:, 0] + sigma)
     return SearchResult(visits, policy, root_value, q, action)
 
 
-def _same_prior(search: MCTS, prior: np.ndarray, rng: np.random.Generator, explore: bool) -> np.ndarray:
+def _same_prior(search: MCTS, prior: np.ndarray, rng: np.random.Generator, explore: bool,
+                noise: np.ndarray | None = None) -> np.ndarray:
     return prior
 
 
-def _no_noise(search: MCTS, rng: np.random.Generator, explore: bool) -> None:
+def _no_noise(search: MCTS, rng: np.random.Generator, explore: bool, noise: np.ndarray | None = None) -> None:
     pass
 
 
 @dataclass(frozen=True)
 class Selection:
     """How a search chooses (module docstring): the root's exploration (noise mixed into its prior,
-    then noise for its scores), the scores of every node's actions, and the answer. ``uses_bounds``:
-    the scores read the tree-wide min-max bounds of Q, so the backup keeps them."""
+    then noise for its scores; either may be handed in), the scores of every node's actions, and the
+    answer. ``q_normalization``: the search's own way of scaling Q to [0, 1] ("tree": by the tree-wide
+    min-max bounds, which the backup then keeps; "node": by each node's own), unless the config sets one."""
 
-    root_prior: Callable[[MCTS, np.ndarray, np.random.Generator, bool], np.ndarray]
-    root_noise: Callable[[MCTS, np.random.Generator, bool], None]
+    root_prior: Callable[[MCTS, np.ndarray, np.random.Generator, bool, np.ndarray | None], np.ndarray]
+    root_noise: Callable[[MCTS, np.random.Generator, bool, np.ndarray | None], None]
     scores: Callable[[MCTS, int, np.ndarray, np.ndarray], np.ndarray]
     answer: Callable[[MCTS, np.ndarray, np.ndarray, np.ndarray], SearchResult]
-    uses_bounds: bool
+    q_normalization: str
 
 
-PUCT = Selection(puct_root_prior, _no_noise, puct_scores, puct_answer, uses_bounds=True)
-GUMBEL = Selection(_same_prior, gumbel_root_noise, gumbel_scores, gumbel_answer, uses_bounds=False)
+PUCT = Selection(puct_root_prior, _no_noise, puct_scores, puct_answer, q_normalization="tree")
+GUMBEL = Selection(_same_prior, gumbel_root_noise, gumbel_scores, gumbel_answer, q_normalization="node")
 
 
 def select_action(visit_counts: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:
