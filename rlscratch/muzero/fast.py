@@ -216,6 +216,7 @@ def simulate_one_root(search: MCTS, model: SearchModel) -> None:
     infer = getattr(model, "recurrent_inference_one", None) or one_at_a_time(model)
     low, high = math.inf, -math.inf
     per_node, lowest = search.q_normalization == "node", config.unvisited_q == "lowest"   # the conventions
+    returns = config.tree_bounds == "returns"
     path = [0] * (config.num_simulations + 2)
     for new in range(1, config.num_simulations + 1):
         # select: pUCT at each node, down to an action whose child does not exist yet
@@ -268,13 +269,18 @@ def simulate_one_root(search: MCTS, model: SearchModel) -> None:
             edge = in_edge[node]
             edge_q[edge] = q
             edge_visits[edge] += 1
+            g = r + gamma * g
+            if returns:   # the bounds take the sampled return instead of the mean (EZ V2)
+                q = g
             if q < low:
                 low = q
             if q > high:
                 high = q
-            g = r + gamma * g
         value_sum[0] += g
         visits[0] += 1
+        if returns:
+            g = reward[0] + gamma * g
+            low, high = min(low, g), max(high, g)
     search.visits[0], search.value_sum[0], search.reward[0], search.raw_value[0] = visits, value_sum, reward, raw_value
     search.depth[0], search.in_edge[0] = depth_of, in_edge
     shape = search.children.shape[1:]
@@ -282,7 +288,7 @@ def simulate_one_root(search: MCTS, model: SearchModel) -> None:
     search.prior[0] = np.reshape(prior, shape)
     search.edge_visits[0] = np.reshape(edge_visits, shape)
     search.edge_q[0] = np.reshape(edge_q, shape)
-    search.low[0], search.high[0] = low, high
+    search.low[0], search.high[0] = (math.inf, -math.inf) if per_node else (low, high)   # as the batched search
 
 
 def one_at_a_time(model: SearchModel):

@@ -114,6 +114,7 @@ class SearchConfig:
     # conventions where searches differ (module docstring, "Conventions"); the defaults are this project's
     q_normalization: str | None = None   # "tree" | "node"; None: pUCT "tree", Gumbel "node"
     unvisited_q: str = "parent_mean"     # pUCT's value of an unvisited child: "parent_mean" | "lowest"
+    tree_bounds: str = "q"               # what "tree" bounds take: "q" (MuZero, EZ V1) | "returns" (EZ V2)
 
 
 @dataclass
@@ -223,6 +224,8 @@ class MCTS:
                              f"not {config.q_normalization!r}")
         if config.unvisited_q not in ("parent_mean", "lowest"):
             raise ValueError(f"unvisited_q must be 'parent_mean' or 'lowest', not {config.unvisited_q!r}")
+        if config.tree_bounds not in ("q", "returns"):
+            raise ValueError(f"tree_bounds must be 'q' or 'returns', not {config.tree_bounds!r}")
         self.batch = 0
         S = config.num_simulations
         self.num_nodes = S + 2   # the root, one node per simulation, and UNEXPANDED
@@ -388,10 +391,12 @@ class MCTS:
         self.flat_edge_q[edges] = q
         self.flat_edge_visits[edges] += 1.0
         if self.q_normalization == "tree":
-            # the tree-wide bounds take every Q(s, a) on the paths just updated
-            on_path = below != self.trash[:, None]
-            np.minimum(self.low, _min(np.where(on_path, q, np.inf), axis=1), out=self.low)
-            np.maximum(self.high, _max(np.where(on_path, q, -np.inf), axis=1), out=self.high)
+            if self.config.tree_bounds == "q":   # every Q(s, a) on the paths just updated
+                seen, on_path = q, below != self.trash[:, None]
+            else:   # EfficientZero V2: every sampled return r_k + gamma G_k on the paths, the root's too
+                seen, on_path = x[:, :L] + self.config.discount * returns, path != self.trash[:, None]
+            np.minimum(self.low, _min(np.where(on_path, seen, np.inf), axis=1), out=self.low)
+            np.maximum(self.high, _max(np.where(on_path, seen, -np.inf), axis=1), out=self.high)
 
     def _edge_stats(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Visit counts and Q-values of the edges of nodes [:, :n]; an unvisited edge's Q is its
