@@ -4,6 +4,7 @@
     python -m rlscratch.bench mcts --roots 1,8,64 --simulations 50 --search puct
     python -m rlscratch.bench mcts --run-dir runs/muzero_cartpole-...   # a trained network's trees
     python -m rlscratch.bench mcts --json
+    python -m rlscratch.bench mcts --model conv            # a small conv model (rlscratch.bench.conv_search_model)
 
 The network is CartPole-sized, as configs/muzero_cartpole.yaml builds it: 4 observations, 2 actions,
 hidden layers [64], a 32-unit hidden state, value support 20 and reward support 5. Without
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--simulations", type=int, default=50)
     parser.add_argument("--search", default="puct,gumbel", help="puct, gumbel or both (default: both)")
     parser.add_argument("--run-dir", help="use this run's trained network instead of random weights")
+    parser.add_argument("--model", choices=["cartpole", "conv"], default="cartpole",
+                        help="random network: CartPole-sized MLP (default) or a small conv model, 4x10x10 input")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--block", type=float, default=0.5, help="seconds per case per round")
     parser.add_argument("--warmup", type=float, default=0.5)
@@ -120,10 +123,21 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--search: unknown {', '.join(sorted(unknown))} (puct, gumbel)")
     cases = [(kind, int(r)) for kind in kinds for r in args.roots.split(",")]
-    net = trained_net(args.run_dir) if args.run_dir else cartpole_net()
+    if args.run_dir:
+        net = trained_net(args.run_dir)
+    elif args.model == "conv":
+        from rlscratch.bench.conv_search_model import ConvSearchModel
+
+        net = ConvSearchModel(np.random.default_rng(0))
+    else:
+        net = cartpole_net()
+    network = "trained: " + args.run_dir if args.run_dir else f"random {args.model}"
     load_before = os.getloadavg()[0]
     with threadpool_limits(1):
         results = measure(net, cases, args.simulations, args.rounds, args.block, args.warmup)
+    if args.model == "conv":   # the targets are the CartPole network's
+        for r in results:
+            r["target_sims_per_s"] = None
     load_after = os.getloadavg()[0]
     notes = []
     if max(load_before, load_after) > (os.cpu_count() or 1) * 0.75:
@@ -133,11 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                           "python": sys.version.split()[0], "numpy": np.__version__,
-                          "network": "trained: " + args.run_dir if args.run_dir else "random CartPole-sized",
+                          "network": network,
                           "load_average": [load_before, load_after], "notes": notes, "results": results}, indent=2))
         return 0
-    print(f"MCTS throughput: {args.simulations} simulations per search, CartPole-sized MuZeroNet "
-          f"({'trained: ' + args.run_dir if args.run_dir else 'random weights'}), BLAS 1 thread")
+    print(f"MCTS throughput: {args.simulations} simulations per search, network: {network}, BLAS 1 thread")
     header = f"{'search':<7} {'roots':>5} {'ms/search':>10} {'sims/s':>10} {'CPU ms':>8} {'sims/CPU-s':>11} " \
              f"{'depth':>6} {'target':>8}"
     print(header)

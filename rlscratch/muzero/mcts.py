@@ -63,6 +63,34 @@ at once as a matrix product with the upper-triangular discount matrix M[k, j] = 
 * interior nodes pick argmax_a pi'(a) - N(a) / (1 + sum_b N(b)) with pi' = softmax(logits + sigma(q_hat))
   (deterministic: the visit counts chase the improved policy);
 * the policy target is pi' at the root -- defined for every action, however few were visited.
+
+**Conventions** (SearchConfig; tests/test_mctx_fixtures.py checks the whole tree against DeepMind's
+mctx on fixtures made by benchmarks/mctx_fixtures.py, tests/test_search_conventions.py each option
+by hand). Implementations of the same papers differ in details; where this search's defaults differ
+from mctx's, an option sets mctx's:
+
+    convention                 this project's default               mctx (the option that sets it)
+    pUCT: Q scaled to [0, 1]   by the tree-wide min-max of Q        by the node's own: min-max of its mean
+                               (MuZero, EfficientZero)              value and visited children's Qs
+                                                                    (q_normalization="node")
+    pUCT: unvisited child      valued at the parent's mean (EZ V1)  scored 0, the low end (unvisited_q="lowest")
+    pUCT: smallest range       0.01 (EfficientZero)                 1e-8 (value_delta=1e-8)
+    pUCT: ties                 random offsets < 1e-9, per search    1e-7 U(0, 1) per selection (fixtures avoid ties)
+    pUCT: action played        select_action(visits, temperature)   sampled from visits^(1/T) with a jax key
+    Gumbel: completed Qs       scaled per node, 1e-8 (as mctx)      the same; q_normalization="tree": EZ V2's
+    discount                   one constant (config.discount)       per edge, from the model (fixtures: constant)
+    root noise                 drawn from a numpy Generator         from a jax key; run(..., noise=) takes it
+
+``q_normalization="tree"`` with Gumbel MuZero is EfficientZero V2's rule (its ctree_v2): the
+completed Qs of every node are normalised by the tree-wide min and max (``normalize_q``, clipped to
+[0, 1], range floored at ``value_delta``) instead of their own. What the bounds take is
+``tree_bounds``: "q", the mean Q(s, a) of every edge a backup updates (EZ V1, and this search's pUCT);
+or "returns", EZ V2's: during the backup of a simulation with returns G_k, every r_k + gamma G_k on
+the path, including gamma G_0 above the root. Not reproduced from EZ V2's ctree: a zero range there
+leaves the value unnormalised (here it is divided by ``value_delta``), and its Gumbel search differs
+elsewhere too (v_mix from the node's mean value and own visit count; the interior rule divides N(a) by
+1 + N(s), N(s) counting the node's expansion;
+a log(N + 1) weight on sigma in the final pi').
 """
 
 from __future__ import annotations
