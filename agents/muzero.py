@@ -53,6 +53,11 @@ class MuZeroConfig:
     pb_c_base: float = bounded(19652.0, gt=0)
     dirichlet_alpha: float = bounded(0.25, gt=0)
     exploration_fraction: float = bounded(0.25, ge=0, le=1)
+    q_normalization: str = bounded("auto", choices=("auto", "tree", "node"),
+                                   help="Q to [0, 1] by tree-wide min-max or per node (auto: pUCT tree, Gumbel node)")
+    tree_bounds: str = bounded("q", choices=("q", "returns"),
+                               help="what tree-wide bounds take: mean Qs (EZ V1) or sampled returns (EZ V2)")
+    unvisited_q: str = bounded("parent_mean", choices=("parent_mean", "lowest"), help="pUCT: an unvisited child's Q")
     temperature_schedule: list = bounded(default_factory=lambda: [[0, 1.0], [15000, 0.5], [25000, 0.25]],
                                          help="[[env_step, T], ...]: visit-count temperature from that step on")
     # model
@@ -103,7 +108,8 @@ class MuZero(Agent):
             num_simulations=config.num_simulations, discount=config.discount, pb_c_init=config.pb_c_init,
             pb_c_base=config.pb_c_base, dirichlet_alpha=config.dirichlet_alpha,
             exploration_fraction=config.exploration_fraction, gumbel=config.gumbel,
-            max_considered_actions=config.max_considered_actions, gumbel_scale=config.gumbel_scale)
+            max_considered_actions=config.max_considered_actions, gumbel_scale=config.gumbel_scale,
+            q_normalization=config.q_normalization, tree_bounds=config.tree_bounds, unvisited_q=config.unvisited_q)
         # preallocated trees: one search for the training envs, one for evaluation's, one for reanalysis
         # (which reallocates whenever its batch size changes)
         self._searches: dict[int, MCTS] = {}

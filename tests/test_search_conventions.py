@@ -175,3 +175,25 @@ def test_root_noise_handed_in():
 def test_unknown_convention_is_refused(field, value):
     with pytest.raises(ValueError, match=field):
         MCTS(SearchConfig(**{field: value}), 3)
+
+
+def test_agent_config_reaches_the_search():
+    """agent.q_normalization / tree_bounds / unvisited_q of a MuZero config set its searches'
+    conventions; a value outside the choices is a config error naming the key."""
+    import gymnasium as gym
+
+    from rlscratch.agent import EnvSpec, agent_config, resolve_agent
+    from rlscratch.config import ModelConfig
+    from rlscratch.errors import ConfigError
+
+    cls = resolve_agent("gumbel_muzero")
+    config = agent_config(cls, {"q_normalization": "tree", "tree_bounds": "returns", "unvisited_q": "lowest"})
+    spec = EnvSpec(gym.spaces.Box(-1.0, 1.0, (4,), np.float32), gym.spaces.Discrete(2), 1)
+    agent = cls(config, spec, ModelConfig(hidden=[8]), np.random.default_rng(0))
+    search = MCTS(agent.search_config, 2)
+    assert (search.q_normalization, search.config.tree_bounds, search.config.unvisited_q) == ("tree", "returns",
+                                                                                              "lowest")
+    default = cls(agent_config(cls, {}), spec, ModelConfig(hidden=[8]), np.random.default_rng(0))
+    assert MCTS(default.search_config, 2).q_normalization == "node"   # auto: Gumbel's own
+    with pytest.raises(ConfigError, match="q_normalization"):
+        agent_config(cls, {"q_normalization": "global"})

@@ -140,7 +140,7 @@ class SearchConfig:
     value_scale: float = 0.1         # c_scale
     maxvisit_init: float = 50.0      # c_visit
     # conventions where searches differ (module docstring, "Conventions"); the defaults are this project's
-    q_normalization: str | None = None   # "tree" | "node"; None: pUCT "tree", Gumbel "node"
+    q_normalization: str = "auto"        # "tree" | "node"; "auto": pUCT "tree", Gumbel "node"
     unvisited_q: str = "parent_mean"     # pUCT's value of an unvisited child: "parent_mean" | "lowest"
     tree_bounds: str = "q"               # what "tree" bounds take: "q" (MuZero, EZ V1) | "returns" (EZ V2)
 
@@ -246,9 +246,10 @@ class MCTS:
         self.config = config
         self.n_actions = n_actions
         self.selection = GUMBEL if config.gumbel else PUCT
-        self.q_normalization = config.q_normalization or self.selection.q_normalization
+        self.q_normalization = (self.selection.q_normalization if config.q_normalization == "auto"
+                                else config.q_normalization)
         if self.q_normalization not in ("tree", "node"):
-            raise ValueError(f"q_normalization must be 'tree' or 'node' (or None for the search's own), "
+            raise ValueError(f"q_normalization must be 'tree', 'node' or 'auto' (the search's own), "
                              f"not {config.q_normalization!r}")
         if config.unvisited_q not in ("parent_mean", "lowest"):
             raise ValueError(f"unvisited_q must be 'parent_mean' or 'lowest', not {config.unvisited_q!r}")
