@@ -103,7 +103,8 @@ def max_depth(parents: np.ndarray) -> int:
     return deepest
 
 
-def puct_fixture(table, roots, sims: int, key: int, fraction: float, alpha: float = 0.3) -> dict:
+def puct_fixture(table, roots, sims: int, key: int, fraction: float, alpha: float = 0.3, pb_c_init: float = 1.25,
+                 pb_c_base: float = 19652.0) -> dict:
     root_fn, recurrent_fn = model_fns(table)
     root = root_fn(roots)
     B, A = root.prior_logits.shape
@@ -112,20 +113,21 @@ def puct_fixture(table, roots, sims: int, key: int, fraction: float, alpha: floa
     _, dirichlet_rng, _ = jax.random.split(rng_key, 3)
     noise = jax.random.dirichlet(dirichlet_rng, alpha=jnp.full([A], alpha), shape=(B,))
     out = mctx.muzero_policy(None, rng_key, root, recurrent_fn, sims, dirichlet_fraction=fraction,
-                             dirichlet_alpha=alpha, pb_c_init=1.25, pb_c_base=19652.0)
+                             dirichlet_alpha=alpha, pb_c_init=pb_c_init, pb_c_base=pb_c_base)
     noisy = (1 - fraction) * jax.nn.softmax(root.prior_logits) + fraction * noise
     used = jax.nn.softmax(out.search_tree.children_prior_logits[:, 0])
     assert np.allclose(np.asarray(used), np.asarray(noisy), atol=1e-12), "Dirichlet noise differs from mctx's"
     # the same search with another tie-breaking key: the noisy prior given, no further noise
     again = mctx.muzero_policy(None, jax.random.PRNGKey(key + 1000),
                                root.replace(prior_logits=jnp.log(noisy)), recurrent_fn, sims,
-                               dirichlet_fraction=0.0, dirichlet_alpha=alpha)
+                               dirichlet_fraction=0.0, dirichlet_alpha=alpha, pb_c_init=pb_c_init,
+                               pb_c_base=pb_c_base)
     tie_free = bool(np.array_equal(np.asarray(again.search_tree.node_visits), np.asarray(out.search_tree.node_visits))
                     and np.array_equal(np.asarray(again.search_tree.parents), np.asarray(out.search_tree.parents)))
     record = tree_record(out.search_tree)
     record["action_weights"] = np.asarray(out.action_weights).tolist()
     record["action"] = np.asarray(out.action).tolist()   # sampled from the visits with mctx's key: not compared
-    return {"policy": "muzero_policy", "params": {"pb_c_init": 1.25, "pb_c_base": 19652.0,
+    return {"policy": "muzero_policy", "params": {"pb_c_init": pb_c_init, "pb_c_base": pb_c_base,
                                                  "dirichlet_fraction": fraction, "dirichlet_alpha": alpha},
             "noise": np.asarray(noise).tolist(), "expected": record, "tie_free": tie_free}
 
@@ -160,22 +162,28 @@ CASES = [
     ("gumbel_a5_m4_s16", "gumbel", 5, 3, 16, {"considered": 4}),
     ("gumbel_a5_m4_s32", "gumbel", 5, 3, 32, {"considered": 4}),
     ("gumbel_a3_m16_s20", "gumbel", 3, 2, 20, {"considered": 16}),
+    # other pUCT constants: a larger c1 and a small c2, whose log term then grows with the visits
+    ("puct_a4_s16_c2_10", "puct", 4, 3, 16, {"fraction": 0.25, "pb_c_init": 2.0, "pb_c_base": 10.0}),
 ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=pathlib.Path, default=OUT)
+    parser.add_argument("--only", help="comma list of fixture names to (re)write (default: all)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     n_states, discount = 7, 0.9
+    only = set(args.only.split(",")) if args.only else {case[0] for case in CASES}
     for index, (name, kind, A, B, sims, extra) in enumerate(CASES):
+        if name not in only:
+            continue
         # the first table seed whose pUCT result does not depend on mctx's random tie-breaking
         for seed in range(100 * index, 100 * index + 100):
             table = make_table(n_states, A, discount, seed)
             roots = np.random.default_rng(seed).choice(n_states, size=B, replace=False)
             if kind == "puct":
-                fixture = puct_fixture(table, roots, sims, key=seed, fraction=extra["fraction"])
+                fixture = puct_fixture(table, roots, sims, key=seed, **extra)
             else:
                 fixture = gumbel_fixture(table, roots, sims, key=seed, considered=extra["considered"])
             depth = max_depth(np.asarray(fixture["expected"]["parents"]))

@@ -140,11 +140,13 @@ def test_one_root_fast_path_equals_mctx(path):
         assert max(diff.values()) < 1e-12, (b, diff)
 
 
-@pytest.mark.parametrize("convention", [{"q_normalization": "tree"}, {"unvisited_q": "parent_mean"}],
-                         ids=["tree_normalization", "unvisited_parent_mean"])
+@pytest.mark.parametrize("convention", [{"q_normalization": "tree"}, {"unvisited_q": "parent_mean"},
+                                        {"pb_c_init": 1.25, "pb_c_base": 19652.0}],
+                         ids=["tree_normalization", "unvisited_parent_mean", "default_pb_c"])
 def test_each_mctx_convention_is_needed(convention):
-    """Setting any one pUCT convention back to the project's default changes some fixture's visit
-    counts: the options are what makes the searches agree, and the fixtures notice each."""
+    """Setting any one pUCT convention back to the project's default (or the fixture's pUCT
+    constants to the usual ones) changes some fixture's visit counts: the options are what makes the
+    searches agree, and the fixtures notice each."""
     changed = []
     for path in FIXTURES:
         fixture = load(path)

@@ -202,7 +202,8 @@ def simulate_one_root(search: MCTS, model: SearchModel) -> None:
     simulations run on those, and the lists are written back into the arrays at the end. The
     descent computes each node's pUCT scores as it passes (no rescoring of the whole tree), and
     the backup walks the path leaf to root with G_k = r_{k+1} + gamma G_{k+1}, G_d = v. The
-    conventions ``q_normalization`` and ``unvisited_q`` are those of ``mcts.puct_scores``."""
+    conventions (``q_normalization``, ``unvisited_q``, ``tree_bounds``) are the batched search's:
+    ``mcts.puct_scores`` and ``MCTS._backup``."""
     config, A, unexpanded = search.config, search.n_actions, search.unexpanded
     gamma, delta = config.discount, config.value_delta
     visits = search.visits[0].astype(np.int64).tolist()
