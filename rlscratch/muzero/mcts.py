@@ -88,9 +88,9 @@ completed Qs of every node are normalised by the tree-wide min and max (``normal
 or "returns", EZ V2's: during the backup of a simulation with returns G_k, every r_k + gamma G_k on
 the path, including gamma G_0 above the root. Not reproduced from EZ V2's ctree: a zero range there
 leaves the value unnormalised (here it is divided by ``value_delta``), and its Gumbel search differs
-elsewhere too (v_mix from the node's mean value and own visit count; the interior rule divides N(a) by
-1 + N(s), N(s) counting the node's expansion;
-a log(N + 1) weight on sigma in the final pi').
+elsewhere too: v_mix from the node's mean value and own visit count, an interior rule that divides
+N(a) by 1 + N(s) with N(s) counting the node's expansion, and a log(N + 1) weight on sigma in the
+final pi'.
 """
 
 from __future__ import annotations
