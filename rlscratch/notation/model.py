@@ -217,14 +217,16 @@ class _PerParameter:
 # Entry points
 # =================================================================================================
 def compile_program(source: str | Program, rng: np.random.Generator, *, sizes: Mapping[str, int] | None = None,
-                    outputs: Sequence[str] | None = None, init: str = "he", dtype: Any = np.float32) -> NotationModel:
+                    outputs: Sequence[str] | None = None, init: str = "he", dtype: Any = np.float32,
+                    tied: Mapping[str, str] | None = None) -> NotationModel:
     """Compile a program (text or parsed) into a trainable NotationModel.
 
     ``sizes`` gives the feature sizes of data not declared in the program ({"X": 784}); ``outputs``
-    overrides which states the model returns; ``init`` is the default initialiser of dense layers.
+    overrides which states the model returns; ``init`` is the default initialiser of dense layers;
+    ``tied`` maps a target network's parameters to those they copy ({"T_1": "Q_1"}): the same shapes.
     """
     program = parse(source) if isinstance(source, str) else source
-    analysis = Analysis(program, sizes=sizes, outputs=outputs, rng=rng)
+    analysis = Analysis(program, sizes=sizes, outputs=outputs, rng=rng, tied=tied)
     return NotationModel(analysis, rng, init=init, dtype=dtype, source=source if isinstance(source, str) else "")
 
 
