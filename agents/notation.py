@@ -12,12 +12,12 @@ that say how the agent meets the world. This file only does what those lines say
 
     on-policy (no replay lines), every n_steps vector steps (or at the end of each episode: n_steps 0):
         O = O_1 .. O_{T+1} (T, N, obs), a, r, d = the rollout      a truncated step: r_t += gamma V(final obs), d_t = 1
-        forward(O); loss = backward_loss(a, r, d); optimizer step   (the program's => and $ losses, clip_grad)
+        loss = forward_backward_loss(O, targets=(a, r, d)); optimizer step   (the program's => and $ losses, clip_grad)
 
     replay (Add_B / Get_B lines), every train_freq env steps once learning_starts have passed, gradient_steps times:
         Add_B(...)  -> rlscratch.buffers.ReplayBuffer.add (n-step returns folded there: r_t = G, g_t = gamma^m or 0)
         Get_B()     -> a batch as sequences of length T = 1: O = (obs, next_obs), a, r, g
-        forward(O); loss = backward_loss(a, r, g); optimizer step
+        loss = forward_backward_loss(O, targets=(a, r, g)); optimizer step
         copy(Q_k) -> T_k every target_update_interval updates (tau < 1: Polyak averaging)
 
 The maths -- a `$` objective as a policy gradient, `=>` as semi-gradient regression, nograd targets, GAE
@@ -186,8 +186,7 @@ class NotationAgent(Agent):
     def step_on(self, obs: np.ndarray, data: dict[str, np.ndarray]) -> dict[str, float]:
         lr = self.optimizer.lr
         self.model.zero_grad()
-        self.model.forward(obs)
-        loss = self.model.backward_loss({name: data[name] for name in self.model.targets})
+        loss = self.model.forward_backward_loss(obs, targets={name: data[name] for name in self.model.targets})
         self.optimizer.step()
         self.updates += 1
         return {"loss/program": loss, "train/lr": lr}

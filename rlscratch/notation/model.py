@@ -65,6 +65,9 @@ class NotationModel(Module):
 
     @property
     def dtype(self) -> np.dtype:
+        # read off the bound flat buffer: counting the parameters walks every module (a hot path in RL updates)
+        if self._flat is not None:
+            return self._flat[0].dtype if self._flat[0].size else np.dtype(np.float32)
         return self.flat_params.dtype if self.num_params() else np.dtype(np.float32)
 
     def _start(self, xs: Sequence[Any], record: bool) -> _Pass:
@@ -130,6 +133,17 @@ class NotationModel(Module):
         """The losses attached with => and $ on the last forward pass, backpropagated; returns the loss."""
         run, _ = self._saved.pop()
         self._load_targets(run, targets)
+        loss = run.losses(backprop=True)
+        self._finish_backward(run)
+        return loss
+
+    def forward_backward_loss(self, *xs: np.ndarray, targets: Mapping[str, Any] | None = None) -> float:
+        """``forward`` then ``backward_loss`` in one call, with the targets known from the start: T is then the
+        shortest of *all* the sequences (observations O_1..O_{T+1}, rewards r_1..r_T), so no output is computed
+        at t = T + 1 only to be left out of every loss. What an RL agent's update calls."""
+        run = self._start(xs, record=True)
+        self._load_targets(run, targets)
+        self._outputs(run)
         loss = run.losses(backprop=True)
         self._finish_backward(run)
         return loss
