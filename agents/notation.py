@@ -112,12 +112,10 @@ class NotationAgent(Agent):
             self.buffer = Rollout()
 
     # -- acting ------------------------------------------------------------------------------------
-    def outputs(self, obs: np.ndarray) -> dict[str, np.ndarray]:
-        """Every output of the program on one step of observations: {"pi_t": (N, K), "V_t": (N, 1), ...}."""
+    def output(self, name: str, obs: np.ndarray) -> np.ndarray:
+        """One output of the program (pi, q, V) on one step of observations: (N, K)."""
         x = obs.reshape(1, len(obs), -1).astype(self.model.dtype)  # a sequence of length 1
-        out = self.model.infer(x)
-        out = out if isinstance(out, tuple) else (out,)
-        return {name: value[0] for name, value in zip(self.model.outputs, out)}
+        return self.model.infer(x, only=[name + "_t"])[0]
 
     @property
     def epsilon(self) -> float:
@@ -132,9 +130,9 @@ class NotationAgent(Agent):
             random_actions = (self.rng.random(n) * self.n_actions).astype(np.int64)
             if random_mask.all():
                 return random_actions
-            greedy = self.outputs(obs)[p.acted_on + "_t"].argmax(axis=1)
+            greedy = self.output(p.acted_on, obs).argmax(axis=1)
             return np.where(random_mask, random_actions, greedy)
-        values = self.outputs(obs)[p.acted_on + "_t"]
+        values = self.output(p.acted_on, obs)
         if not explore or p.act == "epsilon_greedy":
             return values.argmax(axis=1)
         # a_t ~ pi_t: the first action whose cumulative probability passes a uniform draw
@@ -150,7 +148,7 @@ class NotationAgent(Agent):
         rewards = step.reward.astype(np.float64)
         cut = step.truncated & ~step.terminated
         if cut.any() and self.config.value:  # the time limit cut a future that still had value
-            rewards[cut] += self.gamma * self.outputs(step.next_obs[cut])[self.config.value + "_t"][:, 0]
+            rewards[cut] += self.gamma * self.output(self.config.value, step.next_obs[cut])[:, 0]
         self.buffer.add(step.obs.reshape(n, -1), step.action, rewards, step.terminated | step.truncated)
         full = len(self.buffer) == self.config.n_steps if self.config.n_steps else bool(step.done.any())
         metrics = self.learn(step.next_obs.reshape(n, -1)) if full else {}
@@ -204,7 +202,7 @@ class NotationAgent(Agent):
         if "true_values" not in step.info or not self.config.value:
             return {}
         i = int(np.flatnonzero(step.info["_true_values"])[0])
-        values = self.outputs(step.info["state_observations"][i])[self.config.value + "_t"][:, 0]
+        values = self.output(self.config.value, step.info["state_observations"][i])[:, 0]
         return {"value/rms_error": float(np.sqrt(np.mean((values - step.info["true_values"][i]) ** 2)))}
 
     def components(self) -> dict:

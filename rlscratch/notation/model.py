@@ -78,13 +78,15 @@ class NotationModel(Module):
         run.load(dict(zip(self.inputs, xs)))
         return run
 
-    def _outputs(self, run: _Pass) -> list[_Node | list[_Node]]:
+    def _outputs(self, run: _Pass, only: Sequence[str] | None = None) -> list[_Node | list[_Node]]:
         outs: list[_Node | list[_Node]] = []
 
         def pick(node: _Node) -> _Node:
             return node.logits if self.logits_outputs and node.logits is not None else node
 
-        for name, index, over_time in self.analysis.outputs:
+        for (name, index, over_time), label in zip(self.analysis.outputs, self.outputs):
+            if only is not None and label not in only:
+                continue
             try:
                 if over_time:
                     if run.T is None:
@@ -112,9 +114,10 @@ class NotationModel(Module):
         self._saved.append((run, outs))
         return self._result(outs)
 
-    def infer(self, *xs: np.ndarray) -> Any:
+    def infer(self, *xs: np.ndarray, only: Sequence[str] | None = None) -> Any:
+        """The outputs, keeping nothing; ``only`` (names from ``model.outputs``) computes just those."""
         run = self._start(xs, record=False)
-        return self._result(self._outputs(run))
+        return self._result(self._outputs(run, only))
 
     def backward(self, dy: Any) -> Any:
         run, outs = self._saved.pop()
