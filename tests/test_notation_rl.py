@@ -309,7 +309,8 @@ def test_td_gru_program_learns_the_walk_seen_through_its_moves(tmp_path):
                 break
             observations.append(obs)
             truth.append(info["true_value"])
-        values = agent.model.infer(np.asarray(observations, dtype=np.float32)[:, None, :], only=["V_t"])[0]
+        values = agent.model.infer(np.asarray(observations, dtype=np.float32)[:, None, :], only=["V_t"])
         errors.append(values[:, 0, 0] - np.asarray(truth))
     rms = float(np.sqrt(np.mean(np.concatenate(errors) ** 2)))
+    print(f"held-out RMS error {rms:.4f}")
     assert rms < 0.3, rms
