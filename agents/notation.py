@@ -77,6 +77,9 @@ class NotationAgent(Agent):
                  rng: np.random.Generator) -> None:
         super().__init__(config, spec, model, rng)
         c = config
+        if model.notation is not None:
+            raise ConfigError("model.notation: the notation agent's networks are written in agent.program; "
+                              "drop model.notation")
         self.env_steps = 0
         self.n_actions = spec.n_actions
         try:
