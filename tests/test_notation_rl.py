@@ -160,29 +160,32 @@ def test_a2c_gae_policy_gradient_against_finite_differences_and_by_hand():
 
 
 def test_dqn_huber_objective_against_finite_differences_and_by_hand():
-    """q_t $ -huber(q_t[a_t] - y_t), y_t = r_t + g_t max(qbar_{t+1}) from the target parameters (nograd):
-    a true function of the online parameters, whose gradient at q_t[a_t] is clip(q - y, -1, 1) / N."""
+    """q_t $ -huber(q_t[a_t] - y_t), y_t = r_t + g_t qbar_{t+1}[argmax(q_{t+1})] (Double DQN: the online net
+    picks, the target parameters value, under nograd): the gradient at q_t[a_t] is clip(q - y, -1, 1) / N."""
     _, model = network("dqn.arrow", {"O": 3, "q": 2}, clip=", 10)")
     rng = np.random.default_rng(4)
     for _, owner, key in model.named_params():  # target parameters apart from the online ones
         owner.params[key][...] += 0.5 * rng.standard_normal(owner.params[key].shape)
-    O, a, r, g = rng.standard_normal((2, 16, 3)), rng.integers(0, 2, (1, 16)), 3 * rng.standard_normal((1, 16)), \
-        np.full((1, 16), 0.99)
-    targets = {"a": a, "r": r, "g": g}
-    errors = param_errors(model, (O,), targets, ("Q_",))
-    assert_gradients_ok(errors)
-    assert not any(name.startswith("T_") for name in errors)
-    grads = {name: owner.grads[key].copy() for name, owner, key in model.named_params()}
-    assert all(not grads[name].any() for name in grads if name.startswith("T_"))  # nograd: the target stays
+    O, a, g = rng.standard_normal((2, 16, 3)), rng.integers(0, 2, (1, 16)), np.full((1, 16), 0.99)
     q = model.infer(O)  # q_1, q_2: (2, 16, 2)
     params = model.state_dict()
     h = O[1]
     for k in (1, 2):
         h = np.maximum(h @ params[f"T_{k}.W"].T + params[f"T_{k}.b"], 0)
     qbar = h @ params["T_3.W"].T + params["T_3.b"]
-    y = r[0] + 0.99 * qbar.max(axis=1)
-    error = q[0, np.arange(16), a[0]] - y
-    assert np.abs(error).max() > 1 and np.abs(error).min() < 1  # both sides of the Huber kink
+    picks = q[1].argmax(axis=1)
+    assert (picks != qbar.argmax(axis=1)).sum() >= 4  # Double DQN differs from max(qbar) on these rows
+    bootstrap = 0.99 * qbar[np.arange(16), picks]
+    taken = q[0, np.arange(16), a[0]]
+    error = 2 * rng.standard_normal(16)  # rewards chosen so that q - y falls on both sides of the Huber kink
+    r = (taken - bootstrap - error)[None]
+    assert np.abs(error).max() > 1 and np.abs(error).min() < 1
+    targets = {"a": a, "r": r, "g": g}
+    errors = param_errors(model, (O,), targets, ("Q_",))
+    assert_gradients_ok(errors)
+    assert not any(name.startswith("T_") for name in errors)
+    grads = {name: owner.grads[key].copy() for name, owner, key in model.named_params()}
+    assert all(not grads[name].any() for name in grads if name.startswith("T_"))  # nograd: the target stays
     expected = np.zeros((16, 2))
     expected[np.arange(16), a[0]] = np.clip(error, -1, 1) / 16
     np.testing.assert_allclose(grads["Q_3.b"], expected.sum(axis=0), rtol=1e-9)
@@ -220,7 +223,8 @@ def test_add_b_get_b_round_trip():
     h = batch.next_obs
     for k in (1, 2):
         h = np.maximum(h @ state[f"T_{k}.W"].T + state[f"T_{k}.b"], 0)
-    y = batch.rewards + batch.discounts * (h @ state["T_3.W"].T + state["T_3.b"]).max(axis=1)
+    picks = q[1].argmax(axis=1)  # Double DQN: the online net picks at next_obs
+    y = batch.rewards + batch.discounts * (h @ state["T_3.W"].T + state["T_3.b"])[np.arange(32), picks]
     diff = q[0][np.arange(32), batch.actions] - y
     huber = np.where(np.abs(diff) <= 1, 0.5 * diff ** 2, np.abs(diff) - 0.5)
     loss = agent.step_on(np.stack([batch.obs, batch.next_obs]), {"a": batch.actions[None], "r": batch.rewards[None],
@@ -314,3 +318,16 @@ def test_td_gru_program_learns_the_walk_seen_through_its_moves(tmp_path):
     rms = float(np.sqrt(np.mean(np.concatenate(errors) ** 2)))
     print(f"held-out RMS error {rms:.4f}")
     assert rms < 0.3, rms
+
+
+def test_huber_and_argmax_layers():
+    """huber: x^2/2 inside |x| <= 1, |x| - 1/2 outside, gradient clip(x, -1, 1) (and finite differences away
+    from the kink); argmax: each row's index of its largest entry, no gradient."""
+    from rlscratch.nn.elementwise import ArgMax, Huber
+    x = np.array([[-3.0, -0.5, 0.25, 2.0]])
+    np.testing.assert_allclose(Huber().infer(x), [[2.5, 0.125, 0.03125, 1.5]])
+    layer = Huber()
+    layer.forward(x)
+    np.testing.assert_allclose(layer.backward(np.full_like(x, 2.0)), [[-2.0, -1.0, 0.5, 2.0]])
+    assert_gradients_ok(nn.check_module(Huber(), np.array([[-2.5, -0.4, 0.3, 1.7]]), rng=np.random.default_rng(0)))
+    np.testing.assert_array_equal(ArgMax().infer(np.array([[0.1, 0.7, 0.2], [3.0, -1.0, 2.0]])), [1, 0])

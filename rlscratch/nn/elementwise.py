@@ -214,6 +214,16 @@ class RowMax(Formula):
     backward_formulas = {"x": "(x == y) * gy"}
 
 
+class ArgMax(Module):
+    """i_n = argmax_k x_nk, an integer per row (``argmax(q_{t+1})``: Double DQN's choice of action). An index
+    has no derivative, so there is no backward pass and forward keeps nothing."""
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x).argmax(axis=-1)
+
+    forward = infer
+
+
 class OneHot(Module):
     """y_n = e_{i_n}, the unit vector of label i_n, with ``classes`` entries. Labels are data: there is
     no gradient to take, so forward keeps nothing."""

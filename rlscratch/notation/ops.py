@@ -104,7 +104,7 @@ SHAPING = {
 
 UNARY = {**ACTIVATIONS, **{k: ELEMENTWISE[k] for k in ("exp", "log", "sum", "max", "huber")}}
 TRANSFORMS = ("nograd", "clip_grad", "adam_opt")
-KNOWN_FUNCTIONS = set(UNARY) | set(PARAM_LAYERS) | set(SHAPING) | {"add", "mul", "one_hot"} | set(TRANSFORMS)
+KNOWN_FUNCTIONS = set(UNARY) | set(PARAM_LAYERS) | set(SHAPING) | {"add", "mul", "one_hot", "argmax"} | set(TRANSFORMS)
 
 
 def lookup(fn: str) -> OpDef | None:

@@ -152,7 +152,7 @@ class Shapes:
             if op.fn == "alias" and ins[0].kind == "const":
                 return False
             return self._same(ins[0], out, pos, f"{op.fn}({ins[0].label})")
-        if op.fn in ("sum", "max", "pick"):
+        if op.fn in ("sum", "max", "pick", "argmax"):
             return self._set(self.key(out), 1, pos)
         if op.fn == "one_hot":
             size = self.size(out)
