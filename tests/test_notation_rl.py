@@ -256,10 +256,12 @@ def test_target_network_copies_every_interval():
     ("notation_a2c_gae_cartpole", ["train.total_steps=400", "train.eval_every=400", "train.eval_episodes=2"]),
     ("notation_dqn_cartpole", ["train.total_steps=600", "agent.learning_starts=100", "agent.train_freq=50",
                                "agent.gradient_steps=4", "train.eval_every=600", "train.eval_episodes=2"]),
+    ("notation_td_gru_random_walk_moves", ["train.total_steps=600", "train.eval_episodes=2"]),
 ])
 def test_resume_is_exact(tmp_path, name, overrides):
-    """Stopped mid-rollout (A2C: 30 of 400 steps is not a multiple of 8 x 8) or with a filled replay buffer
-    (DQN), the resumed run ends with exactly the parameters of an uninterrupted one."""
+    """Stopped mid-rollout (A2C: 296 of 400 steps is not a multiple of 8 x 8; TD-GRU: most likely mid-episode)
+    or with a filled replay buffer (DQN), the resumed run ends with exactly the parameters of an uninterrupted
+    one."""
     full = run(name, tmp_path / "full", overrides)
     assert run(name, tmp_path / "split", overrides, stop_at=296)["interrupted"]
     resumed = run(name, tmp_path / "split", overrides, resume=True)
