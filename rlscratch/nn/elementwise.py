@@ -168,6 +168,16 @@ class Log(Formula):
     note = "for a softmax output x = softmax(z): dL/dz = {gy} - x * sum_k {gy}_k"
 
 
+class Huber(Formula):
+    """y = x^2 / 2 for |x| <= 1, |x| - 1/2 beyond (smooth L1, delta = 1): ``huber(q_t[a_t] - y_t)``, DQN's loss
+    written as an objective. Quadratic near zero, linear far out, so a large error cannot blow up the step.
+
+    dy/dx = x inside, sign(x) outside = clip(x, -1, 1):  dL/dx = dL/dy * clip(x, -1, 1)."""
+
+    forward_formula = "where(x * x <= 1, 0.5 * x * x, sqrt(x * x) - 0.5)"
+    backward_formulas = {"x": "gy * maximum(minimum(x, 1), -1)"}
+
+
 class Identity(Formula):
     """y = x, dL/dx = dL/dy (the notation's ``nograd(x)`` runs it with ``infer``: no gradient at all)."""
 
@@ -202,6 +212,16 @@ class RowMax(Formula):
 
     forward_formula = "max_k(x)"
     backward_formulas = {"x": "(x == y) * gy"}
+
+
+class ArgMax(Module):
+    """i_n = argmax_k x_nk, an integer per row (``argmax(q_{t+1})``: Double DQN's choice of action). An index
+    has no derivative, so there is no backward pass and forward keeps nothing."""
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x).argmax(axis=-1)
+
+    forward = infer
 
 
 class OneHot(Module):

@@ -18,6 +18,7 @@ from rlscratch.errors import UserError
 
 from .emit import emit
 from .explain import explain
+from .interaction import PROGRAMS
 from .syntax import NotationError
 
 
@@ -26,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     generate = bool(argv) and argv[0] == "emit"
     prog = "python -m rlscratch.notation" + (" emit" if generate else "")
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[1])
-    parser.add_argument("file", help="a program in the arrow notation ('-' reads standard input)")
+    parser.add_argument("file", help="a program in the arrow notation ('-' reads standard input), or the name of a "
+                                     "shipped agent program (a2c_gae.arrow)")
     if generate:
         argv = argv[1:]
         parser.add_argument("--out", metavar="FILE", help="write the module here (default: standard output)")
@@ -42,8 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.file == "-":
         text, where = sys.stdin.read(), "<stdin>"
     else:
+        path = Path(args.file)
+        if not path.exists() and (PROGRAMS / args.file).is_file():  # a shipped agent program: a2c_gae.arrow
+            path = PROGRAMS / args.file
         try:
-            text, where = Path(args.file).read_text(), args.file
+            text, where = path.read_text(), args.file
         except OSError as err:
             raise UserError(f"cannot read {args.file}: {err.strerror}") from None
         except UnicodeDecodeError as err:

@@ -24,7 +24,7 @@ class Analysis(Shapes):
 
     def __init__(self, program: Program, sizes: Mapping[str, int] | None = None,
                  outputs: Sequence[str] | None = None, output_size: int | None = None,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None, tied: Mapping[str, str] | None = None) -> None:
         self.program = program
         low = self.low = Lowerer(program, rng)
         self.blocks, self.losses, self.macros, self.params = low.blocks, low.losses, low.macros, low.params
@@ -79,6 +79,11 @@ class Analysis(Shapes):
         if output_size is not None:
             for name, index, _ in self.outputs:
                 self._set(self.key(Ref("state", name, index)), int(output_size), (0, 0))
+        self.tied = dict(tied or {})  # target-network parameters -> the parameters they copy (same shapes)
+        for copy, source in self.tied.items():
+            for name in (copy, source):
+                if name not in self.params:
+                    raise NotationError(f"copy: {name} is not a parameter of the program")
         self._infer_sizes()
 
     # -- structure ------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from rlscratch.nn.formula import HELPERS_SOURCE, python
 
 from .analysis import Analysis
 from .explain import _backward_lines, _forward_lines
+from .interaction import is_agent_program, split_agent_program
 from .ir import Block, LossDef, Op, Ref
 from .ops import BINARY, ELEMENTWISE, SCALAR, lookup
 from .parser import parse
@@ -261,7 +262,13 @@ def _const(value: float) -> str:
 
 
 def emit(source: str, sizes: Mapping[str, int] | None = None, name: str = "model") -> str:
-    """The program as the source text of a standalone numpy module."""
+    """The program as the source text of a standalone numpy module (of an agent program: its network and
+    losses; the interaction lines stay comments)."""
+    if is_agent_program(source):
+        agent = split_agent_program(source)
+        if agent.targets:
+            raise NotationError("emit: copy(...) target networks are not supported in generated code yet")
+        source = agent.network
     an = Analysis(parse(source), sizes=sizes)
     an.finish(np.random.default_rng(0), "he", np.float32)  # every size known (and one_hot's classes)
     return _Writer(an, source, name).module()

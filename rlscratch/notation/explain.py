@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from rlscratch.nn.formula import render
 
 from .analysis import Analysis
+from .interaction import is_agent_program, split_agent_program
 from .ir import Block, LossDef, Op, Ref
 from .lowering import _paren
 from .ops import BINARY, PARAM_LAYERS, SCALAR, SHAPING, OpDef, lookup
@@ -22,11 +23,18 @@ from .syntax import Program, format_program
 
 
 def explain(source: str | Program, sizes: Mapping[str, int] | None = None) -> str:
-    """The program, its parameters' shapes, and its forward, loss and backward passes one line per step."""
+    """The program, its parameters' shapes, and its forward, loss and backward passes one line per step.
+    An agent program (with reset/step lines: interaction.py) starts with what its interaction lines bind."""
+    agent_lines: list[str] = []
+    tied: dict[str, str] = {}
+    if isinstance(source, str) and is_agent_program(source):
+        agent = split_agent_program(source)
+        source, tied = agent.network, agent.targets
+        agent_lines = ["agent (agents/notation.py does these):"] + ["  " + line for line in agent.lines] + [""]
     program = parse(source) if isinstance(source, str) else source
-    an = Analysis(program, sizes=sizes)
+    an = Analysis(program, sizes=sizes, tied=tied)
     an.folded = _folded_softmaxes(an)
-    lines = ["program:"] + ["  " + line for line in format_program(program).splitlines()]
+    lines = agent_lines + ["program:"] + ["  " + line for line in format_program(program).splitlines()]
 
     def size_of(ref: Ref) -> str:
         size = an.size(ref)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from rlscratch import nn
-from rlscratch.nn.elementwise import OneHot
+from rlscratch.nn.elementwise import ArgMax, OneHot
 from rlscratch.nn.module import Module
 
 from .ir import Block, Group, LossDef, MacroDef, Op, ParamSpec, Ref
@@ -253,6 +253,9 @@ class Lowerer:
         if expr.fn == "one_hot":
             self._one_arg(expr.fn, args, expr.pos)
             return self.emit(ops, "one_hot", args, label, OneHot(), expr.pos, nograd=True)
+        if expr.fn == "argmax":  # an index (Double DQN's action): no gradient
+            self._one_arg(expr.fn, args, expr.pos)
+            return self.emit(ops, "argmax", args, label, ArgMax(), expr.pos, nograd=True)
         if expr.fn == "nograd":
             self._one_arg(expr.fn, args, expr.pos)
             return self.emit(ops, "nograd", args, label, make_module("nograd"), expr.pos, nograd=True)

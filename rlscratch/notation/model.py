@@ -65,6 +65,9 @@ class NotationModel(Module):
 
     @property
     def dtype(self) -> np.dtype:
+        # read off the bound flat buffer: counting the parameters walks every module (a hot path in RL updates)
+        if self._flat is not None:
+            return self._flat[0].dtype if self._flat[0].size else np.dtype(np.float32)
         return self.flat_params.dtype if self.num_params() else np.dtype(np.float32)
 
     def _start(self, xs: Sequence[Any], record: bool) -> _Pass:
@@ -75,13 +78,15 @@ class NotationModel(Module):
         run.load(dict(zip(self.inputs, xs)))
         return run
 
-    def _outputs(self, run: _Pass) -> list[_Node | list[_Node]]:
+    def _outputs(self, run: _Pass, only: Sequence[str] | None = None) -> list[_Node | list[_Node]]:
         outs: list[_Node | list[_Node]] = []
 
         def pick(node: _Node) -> _Node:
             return node.logits if self.logits_outputs and node.logits is not None else node
 
-        for name, index, over_time in self.analysis.outputs:
+        for (name, index, over_time), label in zip(self.analysis.outputs, self.outputs):
+            if only is not None and label not in only:
+                continue
             try:
                 if over_time:
                     if run.T is None:
@@ -109,9 +114,10 @@ class NotationModel(Module):
         self._saved.append((run, outs))
         return self._result(outs)
 
-    def infer(self, *xs: np.ndarray) -> Any:
+    def infer(self, *xs: np.ndarray, only: Sequence[str] | None = None) -> Any:
+        """The outputs, keeping nothing; ``only`` (names from ``model.outputs``) computes just those."""
         run = self._start(xs, record=False)
-        return self._result(self._outputs(run))
+        return self._result(self._outputs(run, only))
 
     def backward(self, dy: Any) -> Any:
         run, outs = self._saved.pop()
@@ -130,6 +136,17 @@ class NotationModel(Module):
         """The losses attached with => and $ on the last forward pass, backpropagated; returns the loss."""
         run, _ = self._saved.pop()
         self._load_targets(run, targets)
+        loss = run.losses(backprop=True)
+        self._finish_backward(run)
+        return loss
+
+    def forward_backward_loss(self, *xs: np.ndarray, targets: Mapping[str, Any] | None = None) -> float:
+        """``forward`` then ``backward_loss`` in one call, with the targets known from the start: T is then the
+        shortest of *all* the sequences (observations O_1..O_{T+1}, rewards r_1..r_T), so no output is computed
+        at t = T + 1 only to be left out of every loss. What an RL agent's update calls."""
+        run = self._start(xs, record=True)
+        self._load_targets(run, targets)
+        self._outputs(run)
         loss = run.losses(backprop=True)
         self._finish_backward(run)
         return loss
@@ -217,14 +234,16 @@ class _PerParameter:
 # Entry points
 # =================================================================================================
 def compile_program(source: str | Program, rng: np.random.Generator, *, sizes: Mapping[str, int] | None = None,
-                    outputs: Sequence[str] | None = None, init: str = "he", dtype: Any = np.float32) -> NotationModel:
+                    outputs: Sequence[str] | None = None, init: str = "he", dtype: Any = np.float32,
+                    tied: Mapping[str, str] | None = None) -> NotationModel:
     """Compile a program (text or parsed) into a trainable NotationModel.
 
     ``sizes`` gives the feature sizes of data not declared in the program ({"X": 784}); ``outputs``
-    overrides which states the model returns; ``init`` is the default initialiser of dense layers.
+    overrides which states the model returns; ``init`` is the default initialiser of dense layers;
+    ``tied`` maps a target network's parameters to those they copy ({"T_1": "Q_1"}): the same shapes.
     """
     program = parse(source) if isinstance(source, str) else source
-    analysis = Analysis(program, sizes=sizes, outputs=outputs, rng=rng)
+    analysis = Analysis(program, sizes=sizes, outputs=outputs, rng=rng, tied=tied)
     return NotationModel(analysis, rng, init=init, dtype=dtype, source=source if isinstance(source, str) else "")
 
 

@@ -57,6 +57,7 @@ ELEMENTWISE = {
     "log": _layer("log", ew.Log),
     "sum": _layer("sum", ew.RowSum),
     "max": _layer("max", ew.RowMax),
+    "huber": _layer("huber", ew.Huber),
     "pick": _layer("pick", ew.PickEntry),
     "nograd": _layer("nograd", ew.Identity),
 }
@@ -101,9 +102,9 @@ SHAPING = {
                      note="reshaped back to the input's shape"),
 }
 
-UNARY = {**ACTIVATIONS, **{k: ELEMENTWISE[k] for k in ("exp", "log", "sum", "max")}}
+UNARY = {**ACTIVATIONS, **{k: ELEMENTWISE[k] for k in ("exp", "log", "sum", "max", "huber")}}
 TRANSFORMS = ("nograd", "clip_grad", "adam_opt")
-KNOWN_FUNCTIONS = set(UNARY) | set(PARAM_LAYERS) | set(SHAPING) | {"add", "mul", "one_hot"} | set(TRANSFORMS)
+KNOWN_FUNCTIONS = set(UNARY) | set(PARAM_LAYERS) | set(SHAPING) | {"add", "mul", "one_hot", "argmax"} | set(TRANSFORMS)
 
 
 def lookup(fn: str) -> OpDef | None:

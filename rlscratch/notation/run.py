@@ -53,13 +53,14 @@ class _Missing(Exception):
 class _Node:
     """One value in one pass: a state at a context, or an intermediate."""
 
-    __slots__ = ("value", "grad", "requires_grad", "logits")
+    __slots__ = ("value", "grad", "requires_grad", "logits", "pushed")
 
     def __init__(self, value: Any, requires_grad: bool = False) -> None:
         self.value = value
         self.grad: np.ndarray | None = None
         self.requires_grad = requires_grad
         self.logits: _Node | None = None  # set when this node is softmax(logits)
+        self.pushed = 0  # how many values its module's forward saved (for backward to drop unused)
 
     def add_grad(self, grad: np.ndarray) -> None:
         # Never in place: a gradient array may be shared (Add hands the same dL/dy to both inputs).
@@ -253,8 +254,10 @@ class _Pass:
             op.param is not None or any(n.requires_grad for n in nodes))
         stochastic = tape is not None and op.fn == "dropout" and module.training
         if requires or stochastic:
+            before = len(module._saved)
             y = module.forward(*values)
             node = _Node(y, requires)
+            node.pushed = len(module._saved) - before
             tape.append((op, module, inputs, node))
         else:
             try:
@@ -278,7 +281,11 @@ class _Pass:
     def backprop(tape: list[tuple[Op, Module, list[Any], _Node]]) -> None:
         """The chain rule: the tape in reverse, each module's backward popping its own forward's values."""
         for op, module, inputs, out in reversed(tape):
-            grad = out.grad if out.grad is not None else np.zeros_like(out.value)
+            if out.grad is None:  # nothing reached this value (an output no loss reads): its gradients are 0
+                if out.pushed:
+                    del module._saved[-out.pushed:]  # drop what its forward kept, as its backward would have
+                continue
+            grad = out.grad
             if op.fn == "dense":
                 # Linear skips dL/dX (a third of its work) when nothing upstream needs it -- data, say.
                 module.input_grad = isinstance(inputs[0], _Node) and inputs[0].requires_grad

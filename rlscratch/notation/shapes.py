@@ -95,8 +95,25 @@ class Shapes:
             for loss in self.losses:
                 if loss.kind == "=>" and loss.labels is None and loss.target is not None:
                     changed |= self._same(loss.pred, loss.target, loss.statement.pos, "prediction and target")
+            for copy, source in getattr(self, "tied", {}).items():  # a target network: shaped like its source
+                changed |= self._tie(self.params[copy], self.params[source])
             if not changed:
                 return
+
+    @staticmethod
+    def _tie(a: ParamSpec, b: ParamSpec) -> bool:
+        changed = False
+        for field in ("n_in", "n_out"):
+            x, y = getattr(a, field), getattr(b, field)
+            if x is None and y is not None:
+                setattr(a, field, y)
+                changed = True
+            elif y is None and x is not None:
+                setattr(b, field, x)
+                changed = True
+            elif x != y:
+                raise NotationError(f"{a.name} is a copy of {b.name} but has {field} {x}, not {y}", *a.pos)
+        return changed
 
     def _same(self, a: Ref, b: Ref, pos: tuple[int, int], what: str) -> bool:
         sa, sb = self.size(a), self.size(b)
@@ -135,7 +152,7 @@ class Shapes:
             if op.fn == "alias" and ins[0].kind == "const":
                 return False
             return self._same(ins[0], out, pos, f"{op.fn}({ins[0].label})")
-        if op.fn in ("sum", "max", "pick"):
+        if op.fn in ("sum", "max", "pick", "argmax"):
             return self._set(self.key(out), 1, pos)
         if op.fn == "one_hot":
             size = self.size(out)

@@ -219,9 +219,9 @@ class Program:
 # Functions the compiler provides (used to tell ``M_1: dense`` -- a declaration -- from a macro header
 # ``Enc: x`` whose parameter happens to be a single state).
 BUILTIN_FUNCTIONS = frozenset({
-    "dense", "dropout", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softmax", "log_softmax", "exp", "log",
-    "add", "mul", "sum", "max", "one_hot", "nograd", "clip_grad", "adam_opt", "conv", "batch_norm", "max_pool",
-    "flatten", "reshape",
+    "dense", "dropout", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softmax", "log_softmax", "exp", "log", "huber",
+    "add", "mul", "sum", "max", "argmax", "one_hot", "nograd", "clip_grad", "adam_opt", "conv", "batch_norm",
+    "max_pool", "flatten", "reshape",
 })
 
 
