@@ -9,7 +9,7 @@ from conftest import assert_gradients_ok
 
 from rlscratch.nn import BatchNorm, Conv2d, LayerNorm, MaxPool2d, ResidualBlock, check_module
 from rlscratch.nn import conv as conv_module
-from rlscratch.nn.conv import WinogradConv3x3
+from rlscratch.nn.winograd import POINTS, WinogradConv3x3, winograd_matrices
 
 # finite-difference step for functions that are linear in the perturbed array (conv) or piecewise
 # linear with no kink within h (max pooling of well-separated values): see the tests that use it
@@ -175,12 +175,35 @@ def test_conv2d_accumulates_over_repeated_calls():
 
 
 # -- WinogradConv3x3 ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("n,c,o,hw", [(2, 3, 4, (6, 6)), (2, 2, 3, (5, 7)), (1, 1, 1, (1, 1)), (3, 4, 2, (4, 3))])
-def test_winograd_conv_is_conv2d_padding_1(n, c, o, hw):
+def test_winograd_matrices_of_f2_are_lavin_and_grays():
+    """The Toom-Cook construction at points (0, 1, -1, inf) gives the published F(2, 3) matrices, up to
+    the signs of position 0 (in G and B^T) and of infinity (in A^T and B^T), which cancel in pairs."""
+    at, g, bt = winograd_matrices(2)
+    bt_signs, g_signs, at_signs = np.diag([-1, 1, 1, -1]), np.diag([-1, 1, 1, 1]), np.diag([1, 1, 1, -1])
+    np.testing.assert_array_equal(bt_signs @ bt, [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
+    np.testing.assert_array_equal(g_signs @ g, [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+    np.testing.assert_array_equal(at @ at_signs, [[1, 1, 1, 0], [0, 1, -1, -1]])
+
+
+@pytest.mark.parametrize("m", sorted(POINTS))
+def test_winograd_matrices_compute_a_3_tap_correlation(m):
+    """y = A^T [(G g) * (B^T d)] is y_i = sum_k g_k d_{i+k}, for random g and d (float64 roundoff)."""
+    rng = np.random.default_rng(m)
+    at, g_mat, bt = winograd_matrices(m)
+    for _ in range(5):
+        g, d = rng.standard_normal(3), rng.standard_normal(m + 2)
+        expected = [g @ d[i:i + 3] for i in range(m)]
+        np.testing.assert_allclose(at @ ((g_mat @ g) * (bt @ d)), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("tile", sorted(POINTS))
+@pytest.mark.parametrize("n,c,o,hw", [(2, 3, 4, (6, 6)), (2, 2, 3, (5, 7)), (1, 1, 1, (1, 1)), (3, 4, 2, (4, 3)),
+                                      (2, 2, 2, (13, 8))])
+def test_winograd_conv_is_conv2d_padding_1(n, c, o, hw, tile):
     """The same function, input gradient and parameter gradients as Conv2d(c, o, 3, padding=1), in
-    float64 to roundoff (odd sizes included: the tiles overhang the map and are cut off)."""
+    float64 to roundoff, for every tile size (one tile, several, and tiles overhanging the map)."""
     rng = np.random.default_rng(12)
-    wino = WinogradConv3x3(c, o, np.random.default_rng(1), dtype=np.float64)
+    wino = WinogradConv3x3(c, o, np.random.default_rng(1), dtype=np.float64, tile=tile)
     plain = Conv2d(c, o, 3, np.random.default_rng(1), padding=1, dtype=np.float64)
     wino.params["b"][:] = plain.params["b"][:] = rng.standard_normal(o)
     x, g = rng.standard_normal((n, c, *hw)), rng.standard_normal((n, o, *hw))
@@ -191,14 +214,32 @@ def test_winograd_conv_is_conv2d_padding_1(n, c, o, hw):
         np.testing.assert_allclose(wino.grads[name], plain.grads[name], rtol=0, atol=1e-11)
 
 
-def test_winograd_conv_gradients():
+@pytest.mark.parametrize("tile,tolerance", [(2, 1e-6), (6, 1e-4)])
+def test_winograd_conv_float32_roundoff(tile, tolerance):
+    """In float32 the transforms' roundoff stays small next to the outputs (the module docstring's
+    figures), and everything stays float32."""
+    rng = np.random.default_rng(14)
+    wino = WinogradConv3x3(16, 16, np.random.default_rng(1), tile=tile)
+    plain = Conv2d(16, 16, 3, np.random.default_rng(1), padding=1, dtype=np.float64)
+    x, g = rng.standard_normal((4, 16, 6, 6)), rng.standard_normal((4, 16, 6, 6))
+    y = wino.forward(x.astype(np.float32))
+    dx = wino.backward(g.astype(np.float32))
+    assert y.dtype == dx.dtype == wino.grads["W"].dtype == np.float32
+    for ours, exact in ((y, plain.forward(x)), (dx, plain.backward(g)), (wino.grads["W"], plain.grads["W"])):
+        assert np.abs(ours - exact).max() < tolerance * np.abs(exact).max()
+
+
+@pytest.mark.parametrize("tile", sorted(POINTS))
+def test_winograd_conv_gradients(tile):
     rng = np.random.default_rng(13)
-    conv = WinogradConv3x3(2, 3, rng, dtype=np.float64)
+    conv = WinogradConv3x3(2, 3, rng, dtype=np.float64, tile=tile)
     conv.params["b"][:] = rng.standard_normal(3)
     assert_gradients_ok(check_module(conv, rng.standard_normal((2, 2, 5, 4)), rng=rng, h=LINEAR_H))
     conv.input_grad = False
     conv.forward(rng.standard_normal((2, 2, 5, 4)))
     assert conv.backward(rng.standard_normal((2, 3, 5, 4))) is None
+    with pytest.raises(ValueError, match="tile must be one of"):
+        WinogradConv3x3(2, 3, rng, tile=3)
 
 
 # -- ResidualBlock ----------------------------------------------------------------------------------

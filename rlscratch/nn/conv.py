@@ -18,6 +18,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from .init import get_initialiser
 from .module import Module
+from .winograd import WinogradConv3x3, to_hwcn
 
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
@@ -187,144 +188,6 @@ class Conv2d(Module):
         return np.ascontiguousarray(dxp[tuple(inner[axis] for axis in layout)].transpose(np.argsort(layout)))
 
 
-# Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray 2016): the transforms of a 4x4 input tile
-# (B^T d B), a 3x3 kernel (G g G^T) and back to a 2x2 output tile (A^T m A).
-_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
-_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
-_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
-
-
-def _bt_1d(d: list[np.ndarray], out: np.ndarray | None = None) -> list[np.ndarray] | np.ndarray:
-    """B^T applied along one axis of a 4-vector given as its four components (arrays):
-    (d0 - d2, d1 + d2, d2 - d1, d1 - d3)."""
-    if out is None:
-        return [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
-    np.subtract(d[0], d[2], out=out[0])
-    np.add(d[1], d[2], out=out[1])
-    np.subtract(d[2], d[1], out=out[2])
-    np.subtract(d[1], d[3], out=out[3])
-    return out
-
-
-class WinogradConv3x3(Conv2d):
-    """A 3x3 convolution with stride 1 and padding 1 (the same parameters and function as
-    ``Conv2d(C, O, 3, padding=1)``) computed with Winograd's F(2x2, 3x3): 2.25x fewer multiplications.
-
-    The output is cut into 2x2 tiles; each needs the 4x4 input tile around it (neighbouring tiles
-    overlap by 2). For each tile, with d the 4x4 input tile of one channel and g the 3x3 kernel,
-
-        y_tile = A^T [ (G g G^T) * (B^T d B) ] A          (* elementwise, 16 products instead of 36)
-
-    and the sum over input channels commutes with A^T [.] A, so for each of the 16 positions xi of
-    the 4x4 transformed tile the channel sum is one matrix product:
-
-        U[xi] = (G g G^T)[xi]  (O, C)      V[xi] = (B^T d B)[xi]  (C, P)      M[xi] = U[xi] V[xi]  (O, P)
-        y = A^T M A, tile by tile                                   (P = N * tiles, batch innermost)
-
-    Each transform is linear, so the backward pass is the transposes in reverse order:
-
-        dM = A dY A^T          dU[xi] = dM[xi] V[xi]^T      dL/dW = G^T dU G
-        dV[xi] = U[xi]^T dM[xi]    dL/dd = B dV B^T, added back where the (overlapping) tiles came from
-
-    The 4x4 transforms act on a tile flattened to 16 numbers as the Kronecker product of the 1-D
-    matrices (kron(B^T, B^T) is 16x16), one small matrix product over all tiles. Odd map sizes are
-    handled by zero-padding the input to whole tiles and cutting the extra output off. On the
-    benchmark's residual block (64 channels, 6x6 maps, batch 128; case (g)) it took the step from 1.30
-    to 1.10x PyTorch's time (im2col Conv2d before; one BLAS thread, CPU clock, a busy 2-core machine),
-    and to 0.94x with ResidualBlock's single layout conversion and the add-only input transform.
-    """
-
-    _KB = np.kron(_BT, _BT)  # (16, 16): flattened 4x4 tile -> its transform
-    _KG = np.kron(_G, _G)  # (16, 9): flattened 3x3 kernel -> its transform
-    _KA = np.kron(_AT, _AT)  # (4, 16): flattened transformed tile -> flattened 2x2 output
-
-    def __init__(self, in_channels: int, out_channels: int, rng: np.random.Generator, init: str = "he",
-                 bias: bool = True, dtype=np.float32) -> None:
-        super().__init__(in_channels, out_channels, 3, rng, stride=1, padding=1, init=init, bias=bias, dtype=dtype)
-
-    # The work happens in the batch-last layout (C, H, W, N), where every tile copy moves runs of N
-    # numbers; forward/backward/infer convert (N, C, H, W) at the edges, and ResidualBlock calls the
-    # *_batch_last methods directly so that its two convolutions share one conversion.
-    def _tiles_in(self, x: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-        """V (16, C, P) for x (C, H, W, N): the transformed 4x4 input tiles B^T d B, P ordered (tile
-        row, tile column, sample)."""
-        c, h, w, n = x.shape
-        th, tw = (h + 1) // 2, (w + 1) // 2
-        # padded by 1 on top and left and up to whole tiles on the bottom and right
-        xp = np.zeros((c, 2 * th + 2, 2 * tw + 2, n), dtype=x.dtype)
-        xp[:, 1:1 + h, 1:1 + w, :] = x
-        # B^T's rows are (d0 - d2, d1 + d2, d2 - d1, d1 - d3): applied to the tiles' rows (rows 2t + a of
-        # the padded map for tile row t), then to their columns, as whole-array adds -- no tile copies.
-        rows = [xp[:, a:a + 2 * th:2] for a in range(4)]  # (C, th, W_padded, N) each
-        t = _bt_1d(rows)
-        v = np.empty((4, 4, c, th, tw, n), dtype=x.dtype)
-        for i in range(4):
-            cols = [t[i][:, :, b:b + 2 * tw:2] for b in range(4)]
-            _bt_1d(cols, out=v[i])
-        return v.reshape(16, c, -1), (th, tw)
-
-    def _weights(self) -> np.ndarray:
-        """U (16, O, C): the transformed kernels."""
-        weight = self.params["W"]
-        o, c = weight.shape[:2]
-        return (self._KG.astype(weight.dtype) @ weight.reshape(o * c, 9).T).reshape(16, o, c)
-
-    def _conv_tiles(self, v: np.ndarray, hw: tuple[int, int], tiles: tuple[int, int]) -> np.ndarray:
-        """y (O, H, W, N) from V."""
-        (h, w), (th, tw) = hw, tiles
-        m = np.matmul(self._weights(), v)  # (16, O, P): 16 products, one per transformed-tile position
-        o = m.shape[1]
-        y_tiles = (self._KA.astype(m.dtype) @ m.reshape(16, -1)).reshape(2, 2, o, th, tw, -1)
-        y_view = y_tiles.transpose(2, 3, 0, 4, 1, 5).reshape(o, 2 * th, 2 * tw, -1)[:, :h, :w]
-        if "b" in self.params:
-            return y_view + self.params["b"][:, None, None, None]
-        return np.ascontiguousarray(y_view)
-
-    def infer_batch_last(self, x: np.ndarray) -> np.ndarray:
-        v, tiles = self._tiles_in(x)
-        return self._conv_tiles(v, x.shape[1:3], tiles)
-
-    def forward_batch_last(self, x: np.ndarray) -> np.ndarray:
-        v, tiles = self._tiles_in(x)
-        self._saved.append((v, x.shape, tiles))
-        return self._conv_tiles(v, x.shape[1:3], tiles)
-
-    def backward_batch_last(self, dy: np.ndarray) -> np.ndarray | None:
-        """dL/dx (C, H, W, N) from dL/dy (O, H, W, N); None with ``input_grad = False``."""
-        v, (c, h, w, n), (th, tw) = self._saved.pop()
-        weight = self.params["W"]
-        o = weight.shape[0]
-        if "b" in self.grads:
-            self.grads["b"] += dy.sum(axis=(1, 2, 3))
-        # dY as 2x2 tiles, (4, O*P) in the order of M's columns; rows/columns past the map are zero
-        dy_p = np.zeros((o, 2 * th, 2 * tw, n), dtype=dy.dtype)
-        dy_p[:, :h, :w] = dy
-        dy_tiles = dy_p.reshape(o, th, 2, tw, 2, n).transpose(2, 4, 0, 1, 3, 5).reshape(4, -1)
-        dm = (self._KA.T.astype(dy.dtype) @ dy_tiles).reshape(16, o, -1)  # (16, O, P)
-        du = np.matmul(dm, v.transpose(0, 2, 1))  # (16, O, C)
-        self.grads["W"] += (self._KG.T.astype(du.dtype) @ du.reshape(16, -1)).T.reshape(weight.shape)
-        if not self.input_grad:
-            return None
-        dv = np.matmul(self._weights().transpose(0, 2, 1), dm)  # (16, C, P)
-        dd = (self._KB.T.astype(dv.dtype) @ dv.reshape(16, -1)).reshape(4, 4, c, th, tw, n)
-        # each tile's gradient goes back where the tile was read; neighbouring tiles overlap by 2
-        dxp = np.zeros((c, 2 * th + 2, 2 * tw + 2, n), dtype=dd.dtype)
-        for i in range(4):
-            for j in range(4):
-                dxp[:, i:i + 2 * th:2, j:j + 2 * tw:2, :] += dd[i, j]
-        return np.ascontiguousarray(dxp[:, 1:1 + h, 1:1 + w])
-
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(self.infer_batch_last(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2))
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(self.forward_batch_last(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2))
-
-    def backward(self, dy: np.ndarray) -> np.ndarray | None:
-        dx = self.backward_batch_last(np.ascontiguousarray(dy.transpose(1, 2, 3, 0)))
-        return None if dx is None else np.ascontiguousarray(dx.transpose(3, 0, 1, 2))
-
-
 class MaxPool2d(Module):
     """Max pooling over kh x kw windows taken every ``stride`` pixels (default: stride = kernel, the
     usual non-overlapping tiling). No padding; rows/columns that do not fill a window are dropped.
@@ -408,38 +271,44 @@ class ResidualBlock(Module):
                dL/dx = g + conv1's backward of dL/dh   (the skip path and the body path add)
     With ``input_grad = False`` (the block is the network's first layer) conv1 skips dL/dx too.
 
-    The convolutions are ``WinogradConv3x3`` (Conv2d's function with fewer multiplications), and the
-    whole block runs in their batch-last layout (C, H, W, N): x is converted once on the way in and
-    y once on the way out, instead of at each convolution.
+    The convolutions are ``WinogradConv3x3`` (Conv2d's function with fewer multiplications; rlscratch/nn/
+    winograd.py), and the whole block runs in their layout (H, W, C, N): x is converted once on the
+    way in and y once on the way out, instead of at each convolution.
     """
 
     def __init__(self, channels: int, kernel_size: int, rng: np.random.Generator, init: str = "he",
                  dtype=np.float32) -> None:
         super().__init__()
         if kernel_size != 3:
-            raise ValueError(f"ResidualBlock has 3x3 convolutions (Winograd F(2x2, 3x3)), got kernel {kernel_size}")
+            raise ValueError(f"ResidualBlock has 3x3 convolutions (Winograd), got kernel {kernel_size}")
         self.conv1 = WinogradConv3x3(channels, channels, rng, init=init, dtype=dtype)
         self.conv2 = WinogradConv3x3(channels, channels, rng, init=init, dtype=dtype)
 
-    def _block(self, x: np.ndarray, conv1, conv2) -> tuple[np.ndarray, np.ndarray]:
+    @staticmethod
+    def _block(x: np.ndarray, conv1, conv2) -> tuple[np.ndarray, np.ndarray]:
         a = np.maximum(conv1(x), 0.0, dtype=x.dtype)
-        return a, np.maximum(x + conv2(a), 0.0, dtype=x.dtype)
+        y = conv2(a)
+        y += x
+        return a, np.maximum(y, 0.0, out=y)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        x_bl = np.ascontiguousarray(x.transpose(1, 2, 3, 0))
-        _, y = self._block(x_bl, self.conv1.infer_batch_last, self.conv2.infer_batch_last)
-        return np.ascontiguousarray(y.transpose(3, 0, 1, 2))
+        _, y = self._block(to_hwcn(x), self.conv1.infer_hwcn, self.conv2.infer_hwcn)
+        return np.ascontiguousarray(y.transpose(3, 2, 0, 1))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x_bl = np.ascontiguousarray(x.transpose(1, 2, 3, 0))
-        a, y = self._block(x_bl, self.conv1.forward_batch_last, self.conv2.forward_batch_last)
+        a, y = self._block(to_hwcn(x), self.conv1.forward_hwcn, self.conv2.forward_hwcn)
         self._saved.append((a, y))
-        return np.ascontiguousarray(y.transpose(3, 0, 1, 2))
+        return np.ascontiguousarray(y.transpose(3, 2, 0, 1))
 
     def backward(self, dy: np.ndarray) -> np.ndarray | None:
         a, y = self._saved.pop()
-        g = np.ascontiguousarray(dy.transpose(1, 2, 3, 0)) * (y > 0)
-        dh = self.conv2.backward_batch_last(g) * (a > 0)
+        g = to_hwcn(dy)
+        g *= y > 0
+        dh = self.conv2.backward_hwcn(g)
+        dh *= a > 0
         self.conv1.input_grad = self.input_grad
-        dx = self.conv1.backward_batch_last(dh)
-        return None if dx is None else np.ascontiguousarray((g + dx).transpose(3, 0, 1, 2))
+        dx = self.conv1.backward_hwcn(dh)
+        if dx is None:
+            return None
+        dx += g
+        return np.ascontiguousarray(dx.transpose(3, 2, 0, 1))
