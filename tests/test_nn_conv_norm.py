@@ -63,14 +63,22 @@ CONV_CASES = [
 ]
 
 
-# Conv2d picks its internal layout by map width; every check runs in both: "fold" everywhere
-# (threshold 0) and "batch-last" everywhere (threshold above any width here).
-LAYOUTS = {"fold": 0, "batch_last": 10_000}
+# Conv2d picks its internal layout by the patch matrix's rows and the map width; every check runs in
+# each layout, forced by the thresholds (PER_SAMPLE_MAX_ROWS, BATCH_LAST_BELOW_WIDTH): "per_sample"
+# everywhere (rows threshold above any layer here), else "fold" (width threshold 0) or "batch_last"
+# (width threshold above any map here).
+LAYOUTS = {"fold": (0, 0), "batch_last": (0, 10_000), "per_sample": (10_000, 0)}
+
+
+def force_layout(monkeypatch, name: str) -> None:
+    rows, width = LAYOUTS[name]
+    monkeypatch.setattr(conv_module, "PER_SAMPLE_MAX_ROWS", rows)
+    monkeypatch.setattr(conv_module, "BATCH_LAST_BELOW_WIDTH", width)
 
 
 @pytest.fixture(params=sorted(LAYOUTS))
 def layout(request, monkeypatch):
-    monkeypatch.setattr(conv_module, "BATCH_LAST_BELOW_WIDTH", LAYOUTS[request.param])
+    force_layout(monkeypatch, request.param)
     return request.param
 
 
@@ -105,19 +113,20 @@ def test_conv2d_matches_direct_loop(stride, padding, layout):
 
 
 def test_conv2d_layouts_agree_on_a_wide_map(monkeypatch):
-    """The two layouts are the same function and gradient, here on a 20-pixel-wide map with stride 2
+    """The three layouts are the same function and gradient, here on a 20-pixel-wide map with stride 2
     and padding (float64, so any difference is a bug, not rounding)."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal((3, 2, 9, 20))
     g = rng.standard_normal((3, 4, 5, 10))
     results = []
-    for threshold in LAYOUTS.values():
-        monkeypatch.setattr(conv_module, "BATCH_LAST_BELOW_WIDTH", threshold)
+    for name in LAYOUTS:
+        force_layout(monkeypatch, name)
         conv = Conv2d(2, 4, 3, np.random.default_rng(8), stride=2, padding=1, dtype=np.float64)
         y = conv.forward(x)
         results.append((y, conv.backward(g), conv.grads["W"].copy(), conv.grads["b"].copy()))
-    for a, b in zip(*results):
+    for a, b, c in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
 
 
 def test_conv2d_without_input_grad_returns_none_with_the_same_weight_gradients(layout):
@@ -143,6 +152,26 @@ def test_conv2d_float32_shapes_and_dtype():
     dx = conv.backward(np.ones_like(y))
     assert dx.shape == x.shape and dx.dtype == np.float32
     assert conv.grads["W"].dtype == np.float32
+
+
+def test_conv2d_layout_choice():
+    """Few patch rows (the layers near the input) go per-sample; the others by map width."""
+    rng = np.random.default_rng(5)
+    assert Conv2d(1, 16, 3, rng, padding=1)._layout((2, 1, 28, 28)) == conv_module.PER_SAMPLE
+    assert Conv2d(4, 16, 3, rng)._layout((2, 4, 10, 10)) == conv_module.PER_SAMPLE
+    assert Conv2d(16, 32, 3, rng, padding=1)._layout((2, 16, 10, 10)) == conv_module.BATCH_LAST
+    assert Conv2d(16, 16, 3, rng, padding=1)._layout((2, 16, 28, 28)) == conv_module.FOLD
+
+
+def test_conv2d_float64_input_stays_float32(layout):
+    """A float64 observation into a float32 layer computes in float32 (no silent upcast)."""
+    rng = np.random.default_rng(6)
+    conv = Conv2d(1, 4, 3, rng, padding=1)
+    y = conv.forward(rng.standard_normal((2, 1, 5, 5)))
+    assert y.dtype == np.float32 and conv.infer(rng.standard_normal((2, 1, 5, 5))).dtype == np.float32
+    for layer in (WinogradConv3x3(1, 4, rng), ResidualBlock(1, 3, rng)):
+        x = rng.standard_normal((2, 1, 5, 5))
+        assert layer.forward(x).dtype == layer.infer(x).dtype == np.float32
 
 
 def test_conv2d_weights_are_views_after_flatten():

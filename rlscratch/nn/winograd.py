@@ -171,16 +171,16 @@ class WinogradConv3x3(Module):
         return along_axes(dv.reshape(in_h.shape[0], in_w.shape[0], -1, n), in_h.T, in_w.T)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(self.infer_hwcn(to_hwcn(x)).transpose(3, 2, 0, 1))
+        return np.ascontiguousarray(self.infer_hwcn(to_hwcn(x, self.params["W"].dtype)).transpose(3, 2, 0, 1))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(self.forward_hwcn(to_hwcn(x)).transpose(3, 2, 0, 1))
+        return np.ascontiguousarray(self.forward_hwcn(to_hwcn(x, self.params["W"].dtype)).transpose(3, 2, 0, 1))
 
     def backward(self, dy: np.ndarray) -> np.ndarray | None:
         dx = self.backward_hwcn(to_hwcn(dy))
         return None if dx is None else np.ascontiguousarray(dx.transpose(3, 2, 0, 1))
 
 
-def to_hwcn(x: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) -> a contiguous (H, W, C, N) copy."""
-    return np.ascontiguousarray(x.transpose(2, 3, 1, 0))
+def to_hwcn(x: np.ndarray, dtype=None) -> np.ndarray:
+    """(N, C, H, W) -> a contiguous (H, W, C, N) copy (cast to ``dtype`` in the same pass)."""
+    return np.ascontiguousarray(x.transpose(2, 3, 1, 0), dtype=dtype)
