@@ -18,7 +18,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from .init import get_initialiser
 from .module import Module
-from .winograd import WinogradConv3x3, to_hwcn
+from .winograd import WinogradConv3x3
 
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
@@ -340,8 +340,7 @@ class ResidualBlock(Module):
     With ``input_grad = False`` (the block is the network's first layer) conv1 skips dL/dx too.
 
     The convolutions are ``WinogradConv3x3`` (Conv2d's function with fewer multiplications; rlscratch/nn/
-    winograd.py), and the whole block runs in their layout (H, W, C, N): x is converted once on the
-    way in and y once on the way out, instead of at each convolution.
+    winograd.py).
     """
 
     def __init__(self, channels: int, kernel_size: int, rng: np.random.Generator, init: str = "he",
@@ -354,29 +353,28 @@ class ResidualBlock(Module):
 
     @staticmethod
     def _block(x: np.ndarray, conv1, conv2) -> tuple[np.ndarray, np.ndarray]:
-        a = np.maximum(conv1(x), 0.0, dtype=x.dtype)
+        a = conv1(x)
+        np.maximum(a, 0.0, out=a)
         y = conv2(a)
         y += x
         return a, np.maximum(y, 0.0, out=y)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        _, y = self._block(to_hwcn(x, self.conv1.params["W"].dtype), self.conv1.infer_hwcn, self.conv2.infer_hwcn)
-        return np.ascontiguousarray(y.transpose(3, 2, 0, 1))
+        return self._block(x, self.conv1.infer, self.conv2.infer)[1]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        a, y = self._block(to_hwcn(x, self.conv1.params["W"].dtype), self.conv1.forward_hwcn, self.conv2.forward_hwcn)
+        a, y = self._block(x, self.conv1.forward, self.conv2.forward)
         self._saved.append((a, y))
-        return np.ascontiguousarray(y.transpose(3, 2, 0, 1))
+        return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray | None:
         a, y = self._saved.pop()
-        g = to_hwcn(dy)
-        g *= y > 0
-        dh = self.conv2.backward_hwcn(g)
+        g = dy * (y > 0)
+        dh = self.conv2.backward(g)
         dh *= a > 0
         self.conv1.input_grad = self.input_grad
-        dx = self.conv1.backward_hwcn(dh)
+        dx = self.conv1.backward(dh)
         if dx is None:
             return None
         dx += g
-        return np.ascontiguousarray(dx.transpose(3, 2, 0, 1))
+        return dx

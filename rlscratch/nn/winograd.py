@@ -28,14 +28,14 @@ padding and the overhang past the map multiply zeros, so their columns are simpl
 the output transform of an axis is T_out (L, a * tiles), A^T placed at each tile's output rows (the
 overhang rows cut off). For a map x (H, W, C, N):
 
-    V = T_in_h x T_in_w^T      (over H, then over W)       y = T_out_h M T_out_w^T
+    V = T_in_h x T_in_w^T      (over W, then over H)       y = T_out_h M T_out_w^T
 
 and, every step being linear, backward is the same products transposed in reverse order:
 
     dM = T_out_h^T dY T_out_w        dU[xi] = dM[xi] V[xi]^T  (summed over tiles)     dL/dg = G^T dU G
     dV[xi] = U[xi]^T dM[xi]          dL/dx = T_in_h^T dV T_in_w
 
-Every operation is a matrix product in the layout (H, W, C, N) -- no tile is ever copied.
+Every operation is a matrix product -- no tile is ever copied, no array transposed by copying.
 
 Tile size. Larger tiles need fewer products per output (a^2 / m^2: 4 for m = 2, 2.25 for m = 4,
 1.78 for m = 6) but their transforms have larger entries (B^T of F(6, 3) holds 5.25), so float32
@@ -59,8 +59,10 @@ from .module import Module
 POINTS = {2: (0.0, 1.0, -1.0), 4: (0.0, 1.0, -1.0, 2.0, -2.0), 6: (0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5)}
 
 
+@cache
 def winograd_matrices(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A^T (m, a), G (a, 3), B^T (a, a) of F(m, 3), a = m + 2, in float64 (see the module docstring)."""
+    """A^T (m, a), G (a, 3), B^T (a, a) of F(m, 3), a = m + 2, in float64 (see the module docstring).
+    Cached: read-only arrays."""
     points = POINTS[m]
     a = m + 2
     at, g, bt = np.zeros((m, a)), np.zeros((a, 3)), np.zeros((a, a))
@@ -71,7 +73,19 @@ def winograd_matrices(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         bt[j, :a - 1] = m_j
     at[m - 1, a - 1] = g[a - 1, 2] = 1.0
     bt[a - 1] = np.poly(points)[::-1]
+    for matrix in (at, g, bt):
+        matrix.flags.writeable = False
     return at, g, bt
+
+
+@cache
+def kernel_transform(m: int, dtype: str) -> np.ndarray:
+    """kron(G, G) (a^2, 9): a 3x3 kernel flattened row by row -> its a x a transform G g G^T, flattened.
+    Cached: read-only."""
+    _, g, _ = winograd_matrices(m)
+    kg = np.kron(g, g).astype(dtype)
+    kg.flags.writeable = False
+    return kg
 
 
 @cache
@@ -91,12 +105,19 @@ def axis_transforms(size: int, m: int, dtype: str) -> tuple[np.ndarray, np.ndarr
     return t_in, t_out
 
 
-def along_axes(x: np.ndarray, t_h: np.ndarray, t_w: np.ndarray) -> np.ndarray:
-    """t_h x t_w^T for x (H, W, ...): t_h (H', H) applied over axis 0 and t_w (W', W) over axis 1,
-    returning (H', W', ...). Two matrix products, the second batched over the H' rows."""
-    h, w, *rest = x.shape
-    y = (t_h @ x.reshape(h, -1)).reshape(t_h.shape[0], w, -1)
-    return np.matmul(t_w, y).reshape(t_h.shape[0], t_w.shape[0], *rest)
+def transform_last_axis(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Apply t (L', L) along x's LAST axis and put the result axis FIRST: (..., L) -> (L', ...).
+
+    One matrix product, t X^T with X = x as a (-1, L) matrix: BLAS reads X transposed as it packs
+    its operands, so the axis moves to the front without any transposing copy."""
+    return (t @ x.reshape(-1, x.shape[-1]).T).reshape(t.shape[0], *x.shape[:-1])
+
+
+def transform_first_axis(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Apply t (L', L) along x's FIRST axis and put the result axis LAST: (L, ...) -> (..., L').
+
+    One matrix product, X^T t^T with X = x as an (L, -1) matrix (the inverse move of the above)."""
+    return (x.reshape(x.shape[0], -1).T @ t.T).reshape(*x.shape[1:], t.shape[0])
 
 
 class WinogradConv3x3(Module):
@@ -104,9 +125,13 @@ class WinogradConv3x3(Module):
     and function as ``Conv2d(C, O, 3, padding=1)`` -- computed with Winograd's F(m x m, 3 x 3) (the
     module docstring has the maths), which needs a^2 / (9 m^2) of the direct method's multiplications.
 
-    The work happens in the layout (H, W, C, N), where every step is a matrix product:
-    forward/backward/infer convert (N, C, H, W) at the edges, and ResidualBlock calls the *_hwcn
-    methods directly so that its two convolutions share one conversion.
+    Layouts. The a^2 products M[xi] = V[xi] U[xi]^T want each V[xi] as one contiguous (N, C) matrix,
+    i.e. V in the layout (a_h, a_w, N, C) (a_h = a * tiles_h, a_w = a * tiles_w), while x arrives and y
+    leaves as (N, C, H, W). The transforms do the reordering for free: applying T_in_w along W moves
+    the transformed axis first, (N, C, H, W) -> (a_w, N, C, H), and T_in_h along H then gives
+    (a_h, a_w, N, C); on the way out T_out_h and T_out_w, applied along the first axis, move it last:
+    (a_h, a_w, N, O) -> (a_w, N, O, H) -> (N, O, H, W). Each step is one matrix product (see
+    transform_last_axis), and backward uses the same two functions with the transposed matrices.
     """
 
     def __init__(self, in_channels: int, out_channels: int, rng: np.random.Generator, init: str = "he",
@@ -119,68 +144,56 @@ class WinogradConv3x3(Module):
         if bias:
             self.add_param("b", np.zeros(out_channels, dtype=dtype))
 
-    def _transforms(self, h: int, w: int, dtype) -> tuple[np.ndarray, ...]:
-        """T_in and T_out of both axes, in the input's dtype."""
-        name = np.dtype(dtype).name
+    def _transforms(self, h: int, w: int) -> tuple[np.ndarray, ...]:
+        """T_in and T_out of both axes, in the weights' dtype."""
+        name = self.params["W"].dtype.name
         return (*axis_transforms(h, self.tile, name), *axis_transforms(w, self.tile, name))
 
-    def _weights(self) -> np.ndarray:
-        """U (a, 1, a, 1, O, C): G g G^T for every kernel, with unit axes for the tiles."""
+    def _weights_t(self) -> np.ndarray:
+        """U^T (a, 1, a, 1, C, O): (G g G^T)[xi] for every kernel, transposed to (C, O) for V[xi] U[xi]^T,
+        with unit axes that broadcast over the tiles."""
         weight = self.params["W"]
         o, c = weight.shape[:2]
-        _, g, _ = winograd_matrices(self.tile)
         a = self.tile + 2
-        kg = np.kron(g, g).astype(weight.dtype)  # (a^2, 9): a flattened 3x3 kernel -> its transform
-        return (kg @ weight.reshape(o * c, 9).T).reshape(a, 1, a, 1, o, c)
+        kg = kernel_transform(self.tile, weight.dtype.name)
+        return (kg @ weight.transpose(2, 3, 1, 0).reshape(9, c * o)).reshape(a, 1, a, 1, c, o)
 
     def _conv(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(V (a, tiles_h, a, tiles_w, C, N), y (H, W, O, N)) for x (H, W, C, N)."""
-        h, w, c, n = x.shape
-        in_h, out_h, in_w, out_w = self._transforms(h, w, x.dtype)
+        """(V (a, tiles_h, a, tiles_w, N, C), y (N, O, H, W)) for x (N, C, H, W)."""
+        x = np.asarray(x, dtype=self.params["W"].dtype)
+        n, c, h, w = x.shape
+        in_h, out_h, in_w, out_w = self._transforms(h, w)
         a = self.tile + 2
-        v = along_axes(x, in_h, in_w).reshape(a, in_h.shape[0] // a, a, in_w.shape[0] // a, c, n)
-        products = np.matmul(self._weights(), v)  # a^2 * tiles products (O, C) @ (C, N)
-        y = along_axes(products.reshape(in_h.shape[0], in_w.shape[0], -1, n), out_h, out_w)
+        v = transform_last_axis(transform_last_axis(x, in_w), in_h)  # (a_h, a_w, N, C)
+        v = v.reshape(a, v.shape[0] // a, a, v.shape[1] // a, n, c)
+        products = np.matmul(v, self._weights_t())  # a^2 * tiles products (N, C) @ (C, O)
+        products = products.reshape(in_h.shape[0], in_w.shape[0], n, -1)  # (a_h, a_w, N, O)
+        y = transform_first_axis(transform_first_axis(products, out_h), out_w)  # (N, O, H, W)
         if "b" in self.params:
-            y += self.params["b"][:, None]
+            y += self.params["b"][:, None, None]
         return v, y
 
-    def infer_hwcn(self, x: np.ndarray) -> np.ndarray:
+    def infer(self, x: np.ndarray) -> np.ndarray:
         return self._conv(x)[1]
 
-    def forward_hwcn(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, x: np.ndarray) -> np.ndarray:
         v, y = self._conv(x)
         self._saved.append(v)
         return y
 
-    def backward_hwcn(self, dy: np.ndarray) -> np.ndarray | None:
-        """dL/dx (H, W, C, N) from dL/dy (H, W, O, N); None with ``input_grad = False``."""
+    def backward(self, dy: np.ndarray) -> np.ndarray | None:
         v = self._saved.pop()
-        h, w, o, n = dy.shape
-        in_h, out_h, in_w, out_w = self._transforms(h, w, dy.dtype)
+        n, o, h, w = dy.shape
+        in_h, out_h, in_w, out_w = self._transforms(h, w)
         if "b" in self.grads:
-            self.grads["b"] += dy.sum(axis=(0, 1, 3))
-        dm = along_axes(dy, out_h.T, out_w.T).reshape(*v.shape[:4], o, n)
-        du = np.matmul(dm, v.swapaxes(-1, -2)).sum(axis=(1, 3))  # (a, a, O, C), summed over tiles
-        _, g, _ = winograd_matrices(self.tile)
-        kg = np.kron(g, g).astype(du.dtype)
-        self.grads["W"] += (kg.T @ du.reshape(kg.shape[0], -1)).T.reshape(self.params["W"].shape)
+            self.grads["b"] += dy.sum(axis=(0, 2, 3))
+        dm = transform_last_axis(transform_last_axis(dy, out_w.T), out_h.T).reshape(*v.shape[:4], n, o)
+        du_t = np.matmul(v.swapaxes(-1, -2), dm).sum(axis=(1, 3))  # (a, a, C, O): dU^T, summed over tiles
+        kg = kernel_transform(self.tile, du_t.dtype.name)
+        d_weight = (kg.T @ du_t.reshape(kg.shape[0], -1)).reshape(3, 3, *du_t.shape[2:])  # (3, 3, C, O)
+        self.grads["W"] += d_weight.transpose(3, 2, 0, 1)
         if not self.input_grad:
             return None
-        dv = np.matmul(self._weights().swapaxes(-1, -2), dm)  # (a, tiles, a, tiles, C, N)
-        return along_axes(dv.reshape(in_h.shape[0], in_w.shape[0], -1, n), in_h.T, in_w.T)
-
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(self.infer_hwcn(to_hwcn(x, self.params["W"].dtype)).transpose(3, 2, 0, 1))
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(self.forward_hwcn(to_hwcn(x, self.params["W"].dtype)).transpose(3, 2, 0, 1))
-
-    def backward(self, dy: np.ndarray) -> np.ndarray | None:
-        dx = self.backward_hwcn(to_hwcn(dy))
-        return None if dx is None else np.ascontiguousarray(dx.transpose(3, 2, 0, 1))
-
-
-def to_hwcn(x: np.ndarray, dtype=None) -> np.ndarray:
-    """(N, C, H, W) -> a contiguous (H, W, C, N) copy (cast to ``dtype`` in the same pass)."""
-    return np.ascontiguousarray(x.transpose(2, 3, 1, 0), dtype=dtype)
+        dv = np.matmul(dm, self._weights_t().swapaxes(-1, -2))  # (a, tiles, a, tiles, N, C)
+        dv = dv.reshape(in_h.shape[0], in_w.shape[0], n, -1)
+        return transform_first_axis(transform_first_axis(dv, in_h.T), in_w.T)  # (N, C, H, W)
