@@ -158,15 +158,15 @@ class WinogradConv3x3(Module):
         kg = kernel_transform(self.tile, weight.dtype.name)
         return (kg @ weight.transpose(2, 3, 1, 0).reshape(9, c * o)).reshape(a, 1, a, 1, c, o)
 
-    def _conv(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(V (a, tiles_h, a, tiles_w, N, C), y (N, O, H, W)) for x (N, C, H, W)."""
+    def _conv(self, x: np.ndarray, u_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(V (a, tiles_h, a, tiles_w, N, C), y (N, O, H, W)) for x (N, C, H, W) and U^T."""
         x = np.asarray(x, dtype=self.params["W"].dtype)
         n, c, h, w = x.shape
         in_h, out_h, in_w, out_w = self._transforms(h, w)
         a = self.tile + 2
         v = transform_last_axis(transform_last_axis(x, in_w), in_h)  # (a_h, a_w, N, C)
         v = v.reshape(a, v.shape[0] // a, a, v.shape[1] // a, n, c)
-        products = np.matmul(v, self._weights_t())  # a^2 * tiles products (N, C) @ (C, O)
+        products = np.matmul(v, u_t)  # a^2 * tiles products (N, C) @ (C, O)
         products = products.reshape(in_h.shape[0], in_w.shape[0], n, -1)  # (a_h, a_w, N, O)
         y = transform_first_axis(transform_first_axis(products, out_h), out_w)  # (N, O, H, W)
         if "b" in self.params:
@@ -174,19 +174,20 @@ class WinogradConv3x3(Module):
         return v, y
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        return self._conv(x)[1]
+        return self._conv(x, self._weights_t())[1]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        v, y = self._conv(x)
-        self._saved.append(v)
+        u_t = self._weights_t()
+        v, y = self._conv(x, u_t)
+        self._saved.append((v, u_t))
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray | None:
-        v = self._saved.pop()
+        v, u_t = self._saved.pop()
         n, o, h, w = dy.shape
         in_h, out_h, in_w, out_w = self._transforms(h, w)
         if "b" in self.grads:
-            self.grads["b"] += dy.sum(axis=(0, 2, 3))
+            self.grads["b"] += dy.sum(axis=0).reshape(o, -1).sum(axis=1)  # batch first: contiguous adds
         dm = transform_last_axis(transform_last_axis(dy, out_w.T), out_h.T).reshape(*v.shape[:4], n, o)
         du_t = np.matmul(v.swapaxes(-1, -2), dm).sum(axis=(1, 3))  # (a, a, C, O): dU^T, summed over tiles
         kg = kernel_transform(self.tile, du_t.dtype.name)
@@ -194,6 +195,6 @@ class WinogradConv3x3(Module):
         self.grads["W"] += d_weight.transpose(3, 2, 0, 1)
         if not self.input_grad:
             return None
-        dv = np.matmul(dm, self._weights_t().swapaxes(-1, -2))  # (a, tiles, a, tiles, N, C)
+        dv = np.matmul(dm, u_t.swapaxes(-1, -2))  # (a, tiles, a, tiles, N, C)
         dv = dv.reshape(in_h.shape[0], in_w.shape[0], n, -1)
         return transform_first_axis(transform_first_axis(dv, in_h.T), in_w.T)  # (N, C, H, W)
