@@ -26,7 +26,7 @@ positions m t .. m t + a - 1 (neighbouring tiles overlap by 2). Applying B^T to 
 is then ONE matrix, T_in (a * tiles, L), with B^T's columns placed at each tile's offset; the zero
 padding and the overhang past the map multiply zeros, so their columns are simply left out. Likewise
 the output transform of an axis is T_out (L, a * tiles), A^T placed at each tile's output rows (the
-overhang rows cut off). For a map x (H, W, C, N):
+overhang rows cut off). For each channel's map x (H, W) of each sample:
 
     V = T_in_h x T_in_w^T      (over W, then over H)       y = T_out_h M T_out_w^T
 
@@ -40,8 +40,8 @@ Every operation is a matrix product -- no tile is ever copied, no array transpos
 Tile size. Larger tiles need fewer products per output (a^2 / m^2: 4 for m = 2, 2.25 for m = 4,
 1.78 for m = 6) but their transforms have larger entries (B^T of F(6, 3) holds 5.25), so float32
 roundoff grows. Measured against float64 (64 channels, 6x6 maps; the largest error relative to the
-largest entry of y, dL/dx and dL/dW): 2-6e-7 for direct float32 convolution and for m = 2, 2-5e-6 for
-m = 4, 5-9e-6 for m = 6 -- far below the noise of stochastic gradients. A 6x6 map is exactly one
+largest entry of y, dL/dx and dL/dW; 16 samples): 2-6e-7 for direct float32 convolution and for
+m = 2, 2-5e-6 for m = 4, 4-10e-6 for m = 6 -- far below the noise of stochastic gradients. A 6x6 map is exactly one
 tile of F(6 x 6, 3 x 3), so m = 6 is the default.
 """
 
