@@ -9,7 +9,7 @@ from conftest import assert_gradients_ok
 
 from rlscratch.nn import BatchNorm, Conv2d, LayerNorm, MaxPool2d, ResidualBlock, check_module
 from rlscratch.nn import conv as conv_module
-from rlscratch.nn.conv import WinogradConv3x3
+from rlscratch.nn.winograd import POINTS, WinogradConv3x3, winograd_matrices
 
 # finite-difference step for functions that are linear in the perturbed array (conv) or piecewise
 # linear with no kink within h (max pooling of well-separated values): see the tests that use it
@@ -63,14 +63,22 @@ CONV_CASES = [
 ]
 
 
-# Conv2d picks its internal layout by map width; every check runs in both: "fold" everywhere
-# (threshold 0) and "batch-last" everywhere (threshold above any width here).
-LAYOUTS = {"fold": 0, "batch_last": 10_000}
+# Conv2d picks its internal layout by the patch matrix's rows and the map width; every check runs in
+# each layout, forced by the thresholds (PER_SAMPLE_MAX_ROWS, BATCH_LAST_BELOW_WIDTH): "per_sample"
+# everywhere (rows threshold above any layer here), else "fold" (width threshold 0) or "batch_last"
+# (width threshold above any map here).
+LAYOUTS = {"fold": (0, 0), "batch_last": (0, 10_000), "per_sample": (10_000, 0)}
+
+
+def force_layout(monkeypatch, name: str) -> None:
+    rows, width = LAYOUTS[name]
+    monkeypatch.setattr(conv_module, "PER_SAMPLE_MAX_ROWS", rows)
+    monkeypatch.setattr(conv_module, "BATCH_LAST_BELOW_WIDTH", width)
 
 
 @pytest.fixture(params=sorted(LAYOUTS))
 def layout(request, monkeypatch):
-    monkeypatch.setattr(conv_module, "BATCH_LAST_BELOW_WIDTH", LAYOUTS[request.param])
+    force_layout(monkeypatch, request.param)
     return request.param
 
 
@@ -105,19 +113,20 @@ def test_conv2d_matches_direct_loop(stride, padding, layout):
 
 
 def test_conv2d_layouts_agree_on_a_wide_map(monkeypatch):
-    """The two layouts are the same function and gradient, here on a 20-pixel-wide map with stride 2
+    """The three layouts are the same function and gradient, here on a 20-pixel-wide map with stride 2
     and padding (float64, so any difference is a bug, not rounding)."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal((3, 2, 9, 20))
     g = rng.standard_normal((3, 4, 5, 10))
     results = []
-    for threshold in LAYOUTS.values():
-        monkeypatch.setattr(conv_module, "BATCH_LAST_BELOW_WIDTH", threshold)
+    for name in LAYOUTS:
+        force_layout(monkeypatch, name)
         conv = Conv2d(2, 4, 3, np.random.default_rng(8), stride=2, padding=1, dtype=np.float64)
         y = conv.forward(x)
         results.append((y, conv.backward(g), conv.grads["W"].copy(), conv.grads["b"].copy()))
-    for a, b in zip(*results):
+    for a, b, c in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
 
 
 def test_conv2d_without_input_grad_returns_none_with_the_same_weight_gradients(layout):
@@ -143,6 +152,26 @@ def test_conv2d_float32_shapes_and_dtype():
     dx = conv.backward(np.ones_like(y))
     assert dx.shape == x.shape and dx.dtype == np.float32
     assert conv.grads["W"].dtype == np.float32
+
+
+def test_conv2d_layout_choice():
+    """Few patch rows (the layers near the input) go per-sample; the others by map width."""
+    rng = np.random.default_rng(5)
+    assert Conv2d(1, 16, 3, rng, padding=1)._layout((2, 1, 28, 28)) == conv_module.PER_SAMPLE
+    assert Conv2d(4, 16, 3, rng)._layout((2, 4, 10, 10)) == conv_module.PER_SAMPLE
+    assert Conv2d(16, 32, 3, rng, padding=1)._layout((2, 16, 10, 10)) == conv_module.BATCH_LAST
+    assert Conv2d(16, 16, 3, rng, padding=1)._layout((2, 16, 28, 28)) == conv_module.FOLD
+
+
+def test_conv2d_float64_input_stays_float32(layout):
+    """A float64 observation into a float32 layer computes in float32 (no silent upcast)."""
+    rng = np.random.default_rng(6)
+    conv = Conv2d(1, 4, 3, rng, padding=1)
+    y = conv.forward(rng.standard_normal((2, 1, 5, 5)))
+    assert y.dtype == np.float32 and conv.infer(rng.standard_normal((2, 1, 5, 5))).dtype == np.float32
+    for layer in (WinogradConv3x3(1, 4, rng), ResidualBlock(1, 3, rng)):
+        x = rng.standard_normal((2, 1, 5, 5))
+        assert layer.forward(x).dtype == layer.infer(x).dtype == np.float32
 
 
 def test_conv2d_weights_are_views_after_flatten():
@@ -175,12 +204,35 @@ def test_conv2d_accumulates_over_repeated_calls():
 
 
 # -- WinogradConv3x3 ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("n,c,o,hw", [(2, 3, 4, (6, 6)), (2, 2, 3, (5, 7)), (1, 1, 1, (1, 1)), (3, 4, 2, (4, 3))])
-def test_winograd_conv_is_conv2d_padding_1(n, c, o, hw):
+def test_winograd_matrices_of_f2_are_lavin_and_grays():
+    """The Toom-Cook construction at points (0, 1, -1, inf) gives the published F(2, 3) matrices, up to
+    the signs of position 0 (in G and B^T) and of infinity (in A^T and B^T), which cancel in pairs."""
+    at, g, bt = winograd_matrices(2)
+    bt_signs, g_signs, at_signs = np.diag([-1, 1, 1, -1]), np.diag([-1, 1, 1, 1]), np.diag([1, 1, 1, -1])
+    np.testing.assert_array_equal(bt_signs @ bt, [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
+    np.testing.assert_array_equal(g_signs @ g, [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+    np.testing.assert_array_equal(at @ at_signs, [[1, 1, 1, 0], [0, 1, -1, -1]])
+
+
+@pytest.mark.parametrize("m", sorted(POINTS))
+def test_winograd_matrices_compute_a_3_tap_correlation(m):
+    """y = A^T [(G g) * (B^T d)] is y_i = sum_k g_k d_{i+k}, for random g and d (float64 roundoff)."""
+    rng = np.random.default_rng(m)
+    at, g_mat, bt = winograd_matrices(m)
+    for _ in range(5):
+        g, d = rng.standard_normal(3), rng.standard_normal(m + 2)
+        expected = [g @ d[i:i + 3] for i in range(m)]
+        np.testing.assert_allclose(at @ ((g_mat @ g) * (bt @ d)), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("tile", sorted(POINTS))
+@pytest.mark.parametrize("n,c,o,hw", [(2, 3, 4, (6, 6)), (2, 2, 3, (5, 7)), (1, 1, 1, (1, 1)), (3, 4, 2, (4, 3)),
+                                      (2, 2, 2, (13, 8))])
+def test_winograd_conv_is_conv2d_padding_1(n, c, o, hw, tile):
     """The same function, input gradient and parameter gradients as Conv2d(c, o, 3, padding=1), in
-    float64 to roundoff (odd sizes included: the tiles overhang the map and are cut off)."""
+    float64 to roundoff, for every tile size (one tile, several, and tiles overhanging the map)."""
     rng = np.random.default_rng(12)
-    wino = WinogradConv3x3(c, o, np.random.default_rng(1), dtype=np.float64)
+    wino = WinogradConv3x3(c, o, np.random.default_rng(1), dtype=np.float64, tile=tile)
     plain = Conv2d(c, o, 3, np.random.default_rng(1), padding=1, dtype=np.float64)
     wino.params["b"][:] = plain.params["b"][:] = rng.standard_normal(o)
     x, g = rng.standard_normal((n, c, *hw)), rng.standard_normal((n, o, *hw))
@@ -191,14 +243,32 @@ def test_winograd_conv_is_conv2d_padding_1(n, c, o, hw):
         np.testing.assert_allclose(wino.grads[name], plain.grads[name], rtol=0, atol=1e-11)
 
 
-def test_winograd_conv_gradients():
+@pytest.mark.parametrize("tile,tolerance", [(2, 1e-6), (6, 1e-4)])
+def test_winograd_conv_float32_roundoff(tile, tolerance):
+    """In float32 the transforms' roundoff stays small next to the outputs (the module docstring's
+    figures), and everything stays float32."""
+    rng = np.random.default_rng(14)
+    wino = WinogradConv3x3(16, 16, np.random.default_rng(1), tile=tile)
+    plain = Conv2d(16, 16, 3, np.random.default_rng(1), padding=1, dtype=np.float64)
+    x, g = rng.standard_normal((4, 16, 6, 6)), rng.standard_normal((4, 16, 6, 6))
+    y = wino.forward(x.astype(np.float32))
+    dx = wino.backward(g.astype(np.float32))
+    assert y.dtype == dx.dtype == wino.grads["W"].dtype == np.float32
+    for ours, exact in ((y, plain.forward(x)), (dx, plain.backward(g)), (wino.grads["W"], plain.grads["W"])):
+        assert np.abs(ours - exact).max() < tolerance * np.abs(exact).max()
+
+
+@pytest.mark.parametrize("tile", sorted(POINTS))
+def test_winograd_conv_gradients(tile):
     rng = np.random.default_rng(13)
-    conv = WinogradConv3x3(2, 3, rng, dtype=np.float64)
+    conv = WinogradConv3x3(2, 3, rng, dtype=np.float64, tile=tile)
     conv.params["b"][:] = rng.standard_normal(3)
     assert_gradients_ok(check_module(conv, rng.standard_normal((2, 2, 5, 4)), rng=rng, h=LINEAR_H))
     conv.input_grad = False
     conv.forward(rng.standard_normal((2, 2, 5, 4)))
     assert conv.backward(rng.standard_normal((2, 3, 5, 4))) is None
+    with pytest.raises(ValueError, match="tile must be one of"):
+        WinogradConv3x3(2, 3, rng, tile=3)
 
 
 # -- ResidualBlock ----------------------------------------------------------------------------------
