@@ -68,14 +68,12 @@ def assignment(value: object) -> str:
 
 def final_value(result: dict, metric: str) -> float:
     """A finished run's last logged value of ``metric`` (eval/mean_return: its final evaluation)."""
-    if metric == "eval/mean_return":
-        return float(result["final_eval"])
     from rlscratch.events import read_scalars
 
     scalars = read_scalars(Path(result["run_dir"]))
-    if metric not in scalars:
+    if metric not in scalars:  # (a search reads the runs' TensorBoard events: log.tensorboard must stay on)
         raise RuntimeError(f"--metric {metric} was not logged by {result['run_dir']} (it logged: "
-                           f"{', '.join(sorted(scalars))})")
+                           f"{', '.join(sorted(scalars)) or 'nothing; is log.tensorboard false?'})")
     return float(scalars[metric][1][-1])
 
 
