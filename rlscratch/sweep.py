@@ -228,8 +228,10 @@ def run_trial(tune_config: dict) -> dict:
     if child.returncode != 0:
         last = (stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"{' '.join(command)} exited with {child.returncode}: {last}")
+    collecting = time.perf_counter()
     result = collect(run_dir)
-    result.update(trial=spec["name"], config=spec["config"], seed=spec["seed"], overrides=spec["overrides"],
+    result.update(collect_seconds=time.perf_counter() - collecting,
+                  trial=spec["name"], config=spec["config"], seed=spec["seed"], overrides=spec["overrides"],
                   attempt_seconds=attempt["ended"] - started, attempt_cpu_seconds=usage, resumed=resumed,
                   worker_pid=os.getpid(), node=attempt["node"], started=started, ended=attempt["ended"])
     tmp = record.with_suffix(".tmp")
