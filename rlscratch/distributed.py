@@ -182,7 +182,7 @@ class DistributedLoop(EnvLoop):
 
     def __init__(self, session: RunSession, agent_cls: type[Agent], agent_cfg: Any,
                  seeds: tuple[np.random.SeedSequence, ...]) -> None:
-        from rlscratch.envs.factory import make_vec_env, spaces_of
+        from rlscratch.envs.factory import make_obs_normalizer, make_vec_env, spaces_of
 
         agent_seed, env_seed, eval_seed = seeds
         self.session, self.config = session, session.config
@@ -201,6 +201,9 @@ class DistributedLoop(EnvLoop):
             probe = make_vec_env(self.config.env)
             observation_space, action_space = spaces_of(probe)
             probe.close()
+            if make_obs_normalizer(self.config.env, observation_space) is not None:
+                raise ConfigError("train.distributed: each actor would normalise observations with statistics of "
+                                  "its own; remove normalize_observation from env.wrappers")
             n = self.dist.self_play_workers
             self.envs_per_actor = self.config.env.num_envs
             spec = EnvSpec(observation_space, action_space, n * self.envs_per_actor)
