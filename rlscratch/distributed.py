@@ -294,7 +294,7 @@ class DistributedLoop(EnvLoop):
         windows = int(round(self.reanalyze_fraction * c.batch_size * int(agent.train_credit)))
         if not self.workers or windows == 0 or agent.replay.steps_held == 0:
             return []
-        sample = agent.replay.sample(windows, agent.rng, agent._beta())
+        sample = agent.replay.sample(windows, agent.rng, 1.0)  # (beta shapes only the weights, unused here)
         envs, slots = agent.replay.reanalyze_rows(sample.env, sample.start, windows, c.unroll_steps, c.td_steps,
                                                   agent.rng, stored_values=agent.target is None)
         jobs = []
