@@ -118,10 +118,18 @@ def test_an_interrupted_run_resumes_to_the_same_parameters(cluster, uninterrupte
         np.testing.assert_array_equal(again[key], calm[key], err_msg=key)
 
 
-def test_distributed_needs_a_muzero_agent(tmp_path, capsys):
+@pytest.mark.parametrize("config, distributed, says", [
+    ("dqn_cartpole", "{self_play_workers: 2}", "MuZero agents"),
+    ("muzero_cartpole", "{self_play_worker: 2}", "did you mean 'self_play_workers'"),
+    ("muzero_cartpole", "{self_play_workers: 0}", "train.distributed.self_play_workers"),
+    ("muzero_cartpole", "{reanalyze_workers: 1}", "agent.reanalyze_fraction"),  # the config reanalyses nothing
+    ("muzero_cartpole", "[2, 1]", "train.distributed"),
+])
+def test_bad_distributed_configs_are_one_line_and_exit_2(config, distributed, says, tmp_path, capsys):
     from rlscratch.train import main
 
-    status = run_cli(main, ["--config", "dqn_cartpole", "--set", "train.distributed={self_play_workers: 2}",
+    status = run_cli(main, ["--config", config, "--set", f"train.distributed={distributed}",
                             "--run-dir", str(tmp_path / "run"), "--set", "log.progress=false"])
     err = capsys.readouterr().err
-    assert status == 2 and len(err.strip().splitlines()) == 1 and "train.distributed" in err, err
+    assert status == 2 and len(err.strip().splitlines()) == 1 and says in err, err
+    assert not (tmp_path / "run" / "config.yaml").exists()
