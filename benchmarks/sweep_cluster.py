@@ -80,7 +80,12 @@ def run_sweep(args: argparse.Namespace, address: str, env: dict, out: Path, kill
     summary = json.loads((out / "summary.json").read_text())
     trials = summary["trials"]
     overhead = (wall * 2 - sum(t["attempt_seconds"] for t in trials)) / len(trials)
+    # inside each attempt: the trial's process start-up (python, imports, envs: the attempt's wall less
+    # the run's own training time) and reading its results back (collect)
+    startup = float(np.mean([t["attempt_seconds"] - t["seconds"] for t in trials if t.get("seconds") is not None]))
+    collecting = float(np.mean([t.get("collect_seconds", float("nan")) for t in trials]))
     return {"wall": wall, "ray_start": summary["timing"]["ray_start_seconds"], "overhead_per_trial": overhead,
+            "startup_per_trial": startup, "collect_per_trial": collecting,
             "runs": {t["seed"]: Path(t["run_dir"]) for t in trials}, "killed": killed,
             "attempts": {t["seed"]: t["attempts"] for t in trials}}
 
@@ -151,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         if name in results and "wall" in results[name]:
             r = results[name]
             print(f"{name}: Ray start in the driver {r['ray_start']:.1f} s; overhead per trial "
-                  f"{r['overhead_per_trial']:.1f} s (2 slots x wall - trials' own wall, per trial); "
+                  f"{r['overhead_per_trial']:.1f} s (2 slots x wall - trials' own wall, per trial); inside each "
+                  f"trial: process start-up {r['startup_per_trial']:.1f} s, result collection "
+                  f"{r['collect_per_trial']:.2f} s; "
                   f"attempts per seed {r['attempts']}")
     if "killed" in results and results["killed"]["killed"]:
         print(f"killed: worker {results['killed']['killed']['worker_pid']} of {results['killed']['killed']['trial']}")

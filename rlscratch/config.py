@@ -76,6 +76,8 @@ class TrainConfig:
     divergence_limit: float = bounded(1e12, ge=0, help="guard on: a loss/* above this stops the run too; 0: none")
     stop_at_return: float | None = bounded(None, help="stop the run, as finished, when an evaluation's mean return "
                                                        "reaches this; null: never")
+    distributed: dict | None = bounded(None, help="MuZero on Ray: {self_play_workers, reanalyze_workers, address, "
+                                                  "weight_sync_interval, replay_ratio, ...} (rlscratch/distributed.py)")
 
 
 @dataclass
@@ -381,7 +383,7 @@ def load_config(name: str, overrides: typing.Sequence[str] = (), seed: int | Non
 
 
 # Keys added after runs were already being saved: an older run's config.yaml may lack them.
-ADDED_LATER = frozenset({"imports", "train.stop_at_return"})
+ADDED_LATER = frozenset({"imports", "train.stop_at_return", "train.distributed"})
 
 
 def require_complete(data: dict, path: Path) -> None:

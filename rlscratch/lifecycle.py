@@ -250,7 +250,9 @@ class RunSession:
         saved = self.resumed.meta["config"]
         # A key added to the config after the checkpoint was written stands at its default there.
         defaults = experiment_keys(to_dict(RunConfig(name=self.config.name)))
-        saved = {**{k: defaults[k] for k in ADDED_LATER if k in defaults and k not in saved}, **saved}
+        # (a mapping's keys are flattened: train.distributed.self_play_workers stands for train.distributed)
+        saved = {**{k: defaults[k] for k in ADDED_LATER if k in defaults and k not in saved
+                    and not any(s.startswith(k + ".") for s in saved)}, **saved}
         if config_hash(saved) == config_hash(self.keys):
             return
         now, absent = self.keys, "<absent>"

@@ -1,5 +1,7 @@
 """python -m rlscratch.sweep --config NAME --seeds 0-9 [--grid KEY=V1,V2 ...] [--set KEY=VALUE ...]
        [--address auto|HOST:PORT] [--cpus-per-trial 1] [--max-failures 3] [--threshold X] [--out DIR]
+python -m rlscratch.sweep --config NAME --search optuna --samples N --space KEY=loguniform:1e-4:1e-2 ...
+       [--metric eval/mean_return] [--mode max] [--search-seed 0] [--concurrent 2]
 
 Many seeds, and a grid over hyperparameters, on Ray Tune: on this machine (Ray started in-process)
 or on a cluster (--address). Every trial is an ordinary training run -- ``python -m rlscratch.train
@@ -14,6 +16,11 @@ to --threshold, wall and CPU time) on stdout and in OUT/summary.json.
       -> Tune, one trial per Trial:  run_trial  ->  python -m rlscratch.train ...  (retried: --resume)
       -> collect(run_dir)            what a finished run directory says (evaluations, steps, times)
     summarize(results)             groups runs by their resolved config (seed and log settings aside)
+
+With ``--search optuna`` Ray Tune's OptunaSearch (TPE, seeded by --search-seed) proposes --samples
+points of the --space; each point trains every --seeds seed (run_search_trial) and scores the mean of
+--metric's final value. Proposals come in batches of --concurrent, each batch seeing only the results
+of the batches before it, so the same command proposes the same points whatever the machines' speeds.
 """
 
 from __future__ import annotations
@@ -90,6 +97,75 @@ def expand(config: str, seeds: list[int], grid: list[tuple[str, list[str]]], set
     return [Trial(config, seed, tuple(sets) + point) for point in points for seed in seeds]
 
 
+SPACE_KINDS = ("uniform", "loguniform", "randint", "choice")
+SPACE_USAGE = ("expected KEY=uniform:LOW:HIGH, loguniform:LOW:HIGH, randint:LOW:HIGH (both included) or "
+               "choice:V1,V2,... e.g. --space agent.optim.lr=loguniform:1e-4:1e-2")
+
+
+@dataclass(frozen=True)
+class Search:
+    """An Optuna search: ``space`` maps a config key to (kind, arguments) as ``parse_space`` reads them."""
+
+    space: dict
+    samples: int
+    metric: str = "eval/mean_return"
+    mode: str = "max"
+    seed: int = 0
+    concurrent: int = 2
+
+
+def parse_space(entries: list[str]) -> dict[str, tuple[str, list]]:
+    """['agent.optim.lr=loguniform:1e-4:1e-2', 'agent.gamma=choice:0.98,0.99'] ->
+    {'agent.optim.lr': ('loguniform', [1e-4, 1e-2]), 'agent.gamma': ('choice', ['0.98', '0.99'])}."""
+    space: dict[str, tuple[str, list]] = {}
+    for entry in entries:
+        key, sep, spec = entry.partition("=")
+        kind, colon, rest = spec.partition(":")
+        key = key.strip()
+        if not sep or not key or not colon or kind.strip() not in SPACE_KINDS:
+            raise ConfigError(f"--space {entry!r}: {SPACE_USAGE}")
+        kind = kind.strip()
+        if key in space:
+            raise ConfigError(f"--space names {key} twice; give each key one space")
+        if kind == "choice":
+            values = [v.strip() for v in rest.split(",")]
+            if not all(values):
+                raise ConfigError(f"--space {entry!r}: choice needs values V1,V2,... with none empty")
+            space[key] = (kind, values)
+            continue
+        try:
+            low, high = (int(b) if kind == "randint" else float(b) for b in rest.split(":"))
+        except ValueError:
+            raise ConfigError(f"--space {entry!r}: {kind} needs two {'integers' if kind == 'randint' else 'numbers'} "
+                              "LOW:HIGH") from None
+        if not (np.isfinite(low) and np.isfinite(high) and low < high):
+            raise ConfigError(f"--space {entry!r}: needs finite LOW < HIGH")
+        if kind == "loguniform" and low <= 0:
+            raise ConfigError(f"--space {entry!r}: loguniform needs LOW > 0 (use uniform for a range through 0)")
+        space[key] = (kind, [low, high])
+    return space
+
+
+def tune_domain(kind: str, args: list):
+    """The Ray Tune sampling domain of one parsed --space entry."""
+    from ray import tune
+
+    if kind == "choice":
+        return tune.choice(args)
+    low, high = args
+    return {"uniform": tune.uniform, "loguniform": tune.loguniform}[kind](low, high) if kind != "randint" else \
+        tune.randint(low, high + 1)  # (Tune's upper end is excluded; ours is included)
+
+
+def space_corners(space: dict[str, tuple[str, list]]) -> list[tuple[str, ...]]:
+    """Override sets that between them give every key each end of its range (every choice): checked
+    like a trial before Ray starts, so a misspelt key or an out-of-range bound is one line."""
+    columns = [[f"{key}={value!r}" if kind != "choice" else f"{key}={value}" for value in args]
+               for key, (kind, args) in space.items()]
+    width = max(len(c) for c in columns)
+    return [tuple(c[min(i, len(c) - 1)] for c in columns) for i in range(width)]
+
+
 def check_trials(trials: list[Trial]) -> None:
     """Load every trial's config now, so a typo is one line before Ray starts, not N failed trials."""
     from rlscratch.agent import agent_config, resolve_agent
@@ -152,8 +228,10 @@ def run_trial(tune_config: dict) -> dict:
     if child.returncode != 0:
         last = (stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"{' '.join(command)} exited with {child.returncode}: {last}")
+    collecting = time.perf_counter()
     result = collect(run_dir)
-    result.update(trial=spec["name"], config=spec["config"], seed=spec["seed"], overrides=spec["overrides"],
+    result.update(collect_seconds=time.perf_counter() - collecting,
+                  trial=spec["name"], config=spec["config"], seed=spec["seed"], overrides=spec["overrides"],
                   attempt_seconds=attempt["ended"] - started, attempt_cpu_seconds=usage, resumed=resumed,
                   worker_pid=os.getpid(), node=attempt["node"], started=started, ended=attempt["ended"])
     tmp = record.with_suffix(".tmp")
@@ -249,12 +327,19 @@ def start_ray(address: str | None, cpus: int | None) -> float:
 
 
 def sweep(trials: list[Trial], out: Path, address: str | None = None, cpus: int | None = None,
-          cpus_per_trial: float = 1.0, max_failures: int = 3) -> tuple[list[dict], dict]:
+          cpus_per_trial: float = 1.0, max_failures: int = 3, search: Search | None = None) -> tuple[list[dict], dict]:
     """Run every trial on Ray Tune; returns (one result per trial, in order; timings of the sweep).
-    A trial that failed more than ``max_failures`` times has {"error": ...} instead of results."""
+    A trial that failed more than ``max_failures`` times has {"error": ...} instead of results.
+    With ``search``, ``trials`` are the seeds of the base config (no grid), and the result is
+    ``search_sweep``'s instead."""
     import ray
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
+
+    if search is not None:
+        from rlscratch.search import search_sweep
+
+        return search_sweep(trials, out, search, address, cpus, cpus_per_trial, max_failures)
 
     out = out.resolve()
     (out / "runs").mkdir(parents=True, exist_ok=True)
@@ -446,8 +531,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                    help="a hyperparameter and its values (repeatable; the grid is every combination)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every trial")
-    p.add_argument("--search", choices=["grid"], default="grid",
-                   help="grid (default; the only search so far: Optuna is not wired in yet)")
+    p.add_argument("--search", choices=["grid", "optuna"], default="grid",
+                   help="grid (default: every --grid combination) or optuna (--samples points of the --space)")
+    p.add_argument("--space", action="append", default=[], metavar="KEY=KIND:ARGS",
+                   help="optuna: a key's range, uniform:LOW:HIGH, loguniform:LOW:HIGH, randint:LOW:HIGH or "
+                        "choice:V1,V2,... (repeatable)")
+    p.add_argument("--samples", type=int, help="optuna: points to try (each trains every --seeds seed)")
+    p.add_argument("--metric", default="eval/mean_return",
+                   help="optuna: the logged scalar whose final value scores a run (default eval/mean_return)")
+    p.add_argument("--mode", choices=["max", "min"], default="max", help="optuna: maximize (default) or minimize")
+    p.add_argument("--search-seed", type=int, default=0, help="optuna: the sampler's seed (default 0)")
+    p.add_argument("--concurrent", type=int, default=2,
+                   help="optuna: points trained at once, proposed and scored as one batch (default 2)")
     p.add_argument("--address", help="join a Ray cluster (auto, or HOST:PORT of `ray start --head`); "
                                      "default: start Ray on this machine")
     p.add_argument("--cpus", type=int, help="CPUs Ray may use when started here (default: all)")
@@ -458,6 +553,30 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_search(args: argparse.Namespace) -> Search | None:
+    """The --search optuna arguments, checked (None for a grid sweep)."""
+    optuna_only = [flag for flag, given in (("--space", args.space), ("--samples", args.samples is not None))
+                   if given]
+    if args.search == "grid":
+        if optuna_only:
+            raise ConfigError(f"{optuna_only[0]} is for --search optuna; add it, or use --grid for a grid")
+        return None
+    if args.grid:
+        raise ConfigError("--grid is for --search grid; with --search optuna give ranges with --space")
+    if not args.space or args.samples is None or args.samples < 1:
+        raise ConfigError("--search optuna needs --samples N (>= 1) and at least one --space KEY=KIND:ARGS")
+    if args.concurrent < 1:
+        raise ConfigError("--concurrent must be >= 1")
+    if not re.fullmatch(r"(eval|charts|loss|train|search)/\w+", args.metric):
+        raise ConfigError(f"--metric {args.metric!r}: expected a logged scalar such as eval/mean_return or "
+                          "charts/episodic_return")
+    import importlib.util
+
+    if importlib.util.find_spec("optuna") is None:
+        raise UserError("optuna is not installed; install the extra: pip install -e \".[distributed]\"")
+    return Search(parse_space(args.space), args.samples, args.metric, args.mode, args.search_seed, args.concurrent)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.cpus_per_trial <= 0 or args.max_failures < 0 or (args.cpus is not None and args.cpus < 1):
@@ -466,22 +585,37 @@ def main(argv: list[str] | None = None) -> int:
 
     if importlib.util.find_spec("ray") is None:
         raise UserError("Ray is not installed; install the extra: pip install -e \".[distributed]\"")
+    search = parse_search(args)
     trials = expand(args.config, parse_seeds(args.seeds), parse_grid(args.grid), args.set)
     check_trials(trials)
+    if search is not None:
+        for corner in space_corners(search.space):  # each end of every range is a config this run accepts
+            check_trials([Trial(args.config, trials[0].seed, tuple(args.set) + corner)])
     out = Path(args.out or f"runs/sweep-{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     if (out / "summary.json").exists():
         raise ConfigError(f"{out} already holds a finished sweep (summary.json); choose another --out")
-    print(f"{len(trials)} trials ({len(trials) // len(parse_seeds(args.seeds))} configurations x "
-          f"{len(parse_seeds(args.seeds))} seeds) -> {out}", flush=True)
-    results, timing = sweep(trials, out, args.address, args.cpus, args.cpus_per_trial, args.max_failures)
+    if search is None:
+        print(f"{len(trials)} trials ({len(trials) // len(parse_seeds(args.seeds))} configurations x "
+              f"{len(parse_seeds(args.seeds))} seeds) -> {out}", flush=True)
+    else:
+        print(f"optuna search: {search.samples} points x {len(trials)} seeds, {search.mode} {search.metric} "
+              f"(search seed {search.seed}, {search.concurrent} at a time) -> {out}", flush=True)
+    results, timing = sweep(trials, out, args.address, args.cpus, args.cpus_per_trial, args.max_failures, search)
     rows = summarize(results, args.threshold)
     print(format_table(rows))
+    searched = timing.pop("search", None)
+    if searched is not None:
+        for entry in searched["samples"]:
+            print(f"sample {entry['sample']}: {entry['params']} -> "
+                  f"{entry['value'] if entry['error'] is None else 'failed: ' + entry['error']}")
+        if searched["best"] is not None:
+            print(f"best: {searched['best']['params']} -> {search.metric} {searched['best']['value']:.2f}")
     failed = [r for r in results if "error" in r]
     for r in failed:
         print(f"trial {r['trial']} failed: {r['error']}")
     print(f"sweep wall {timing['wall_seconds']:.1f} s (Ray start {timing['ray_start_seconds']:.1f} s); "
           f"trials trained {timing['trial_seconds_total']:.1f} s in all")
-    summary = {"configurations": rows, "trials": results, "timing": timing,
+    summary = {"configurations": rows, "trials": results, "timing": timing, "search": searched,
                "command": ["python", "-m", "rlscratch.sweep", *(argv if argv is not None else sys.argv[1:])]}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return 1 if failed else 0

@@ -180,7 +180,10 @@ def train(config: RunConfig, run_dir: Path, resume: bool = False, stop_at: int |
             if hasattr(agent_cls, "train_offline"):
                 agent = agent_cls(agent_cfg, None, config.model, np.random.default_rng(agent_seed))
                 return agent.train_offline(session)
-            return EnvLoop(session, agent_cls, agent_cfg, (agent_seed, env_seed, eval_seed)).run(stop_at)
+            loop_cls = EnvLoop
+            if config.train.distributed is not None:  # MuZero's self-play and reanalysis on Ray actors
+                from rlscratch.distributed import DistributedLoop as loop_cls
+            return loop_cls(session, agent_cls, agent_cfg, (agent_seed, env_seed, eval_seed)).run(stop_at)
         except DivergenceError as err:
             raise session.diverged(err) from None
 

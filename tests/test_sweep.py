@@ -44,6 +44,9 @@ def test_grid_expands_to_every_combination_times_every_seed():
         sweep.parse_grid(["agent.lr"])
 
 
+OPTUNA = ["--config", "dqn_cartpole", "--search", "optuna", "--samples", "4"]
+
+
 @pytest.mark.parametrize("argv, says", [
     (["--config", "ppo_cartpole", "--seeds", "5-2"], "--seeds"),
     (["--config", "ppo_cartpole", "--grid", "agent.lrr=1e-3,1e-4"], "lrr"),
@@ -51,6 +54,26 @@ def test_grid_expands_to_every_combination_times_every_seed():
     (["--config", "ppo_cartpole", "--grid", "agent.lr"], "--grid"),
     (["--config", "ppo_cartpole", "--cpus-per-trial", "0"], "--cpus-per-trial"),
     (["--config", "ppo_cartpole", "--cpus-per-trial", "one"], "--cpus-per-trial"),
+    # --search optuna: every bad spec is refused before Ray starts
+    (["--config", "dqn_cartpole", "--search", "optuna", "--samples", "2"], "--space"),
+    (["--config", "dqn_cartpole", "--space", "agent.gamma=choice:0.9,0.99"], "--search optuna"),
+    (OPTUNA + ["--space", "agent.optim.lr=lognormal:1:2"], "loguniform:LOW:HIGH"),
+    (OPTUNA + ["--space", "agent.optim.lr"], "--space"),
+    (OPTUNA + ["--space", "agent.optim.lr=loguniform:0:1e-2"], "LOW > 0"),
+    (OPTUNA + ["--space", "agent.optim.lr=uniform:1e-2:1e-4"], "LOW < HIGH"),
+    (OPTUNA + ["--space", "agent.optim.lr=uniform:1e-4:nan"], "finite"),
+    (OPTUNA + ["--space", "agent.optim.lr=uniform:1e-4"], "two numbers"),
+    (OPTUNA + ["--space", "agent.batch_size=randint:32:6.5e1"], "two integers"),
+    (OPTUNA + ["--space", "agent.optim.lrr=uniform:0.1:0.2"], "lrr"),
+    (OPTUNA + ["--space", "agent.gamma=uniform:0.9:1.5"], "agent.gamma"),  # its HIGH end is out of range
+    (OPTUNA + ["--space", "agent.gamma=choice:0.9,,0.99"], "choice"),
+    (OPTUNA + ["--space", "agent.gamma=choice:0.9", "--space", "agent.gamma=choice:0.99"], "twice"),
+    (OPTUNA + ["--space", "agent.gamma=choice:0.9,0.99", "--grid", "agent.tau=0.1,0.2"], "--grid"),
+    (["--config", "dqn_cartpole", "--search", "optuna", "--samples", "0", "--space", "agent.gamma=choice:0.9"],
+     "--samples"),
+    (OPTUNA + ["--space", "agent.gamma=choice:0.9", "--metric", "accuracy"], "--metric"),
+    (OPTUNA + ["--space", "agent.gamma=choice:0.9", "--mode", "maximize"], "--mode"),
+    (OPTUNA + ["--space", "agent.gamma=choice:0.9", "--concurrent", "0"], "--concurrent"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(argv, says, capsys, tmp_path):
     try:
@@ -61,6 +84,23 @@ def test_bad_arguments_are_one_line_and_exit_2(argv, says, capsys, tmp_path):
     assert status == 2
     assert len(err.strip().splitlines()) == 1 and says in err, err
     assert not (tmp_path / "out").exists()  # nothing started, nothing written
+
+
+def test_search_space_parsing_and_the_configs_checked_before_ray():
+    space = sweep.parse_space(["agent.optim.lr=loguniform:1e-4:1e-2", "agent.gamma=choice:0.98, 0.99,0.999",
+                               "agent.batch_size=randint:32:64", "agent.tau=uniform:-0.5:0.5"])
+    assert space == {"agent.optim.lr": ("loguniform", [1e-4, 1e-2]),
+                     "agent.gamma": ("choice", ["0.98", "0.99", "0.999"]), "agent.batch_size": ("randint", [32, 64]),
+                     "agent.tau": ("uniform", [-0.5, 0.5])}
+    # every end of every range, and every choice, is one of the configs checked before Ray starts
+    assert sweep.space_corners(space) == [
+        ("agent.optim.lr=0.0001", "agent.gamma=0.98", "agent.batch_size=32", "agent.tau=-0.5"),
+        ("agent.optim.lr=0.01", "agent.gamma=0.99", "agent.batch_size=64", "agent.tau=0.5"),
+        ("agent.optim.lr=0.01", "agent.gamma=0.999", "agent.batch_size=64", "agent.tau=0.5")]
+    pytest.importorskip("ray")
+    domain = sweep.tune_domain("randint", [32, 64])  # both ends included (Tune's own upper end is not)
+    assert (domain.lower, domain.upper) == (32, 65)
+    assert sweep.tune_domain("loguniform", [1e-4, 1e-2]).lower == 1e-4
 
 
 # -- aggregates by resolved config ----------------------------------------------------------------
@@ -174,6 +214,36 @@ def test_a_killed_worker_resumes_and_ends_with_the_same_parameters(cluster, undi
         assert sorted(a) == sorted(b)
         for key in a:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+SEARCH = ["--config", "dqn_cartpole", "--search", "optuna", "--samples", "3", "--concurrent", "2", "--seeds", "0",
+          "--space", "agent.optim.lr=loguniform:1e-4:1e-2", "--space", "agent.gamma=choice:0.98,0.99",
+          "--set", "train.total_steps=300", "--set", "agent.learning_starts=100", "--set", "train.eval_episodes=2",
+          "--max-failures", "0", "--search-seed", "7"]
+
+
+def test_an_optuna_search_on_the_cluster_is_reproducible(cluster, tmp_path):
+    summaries = []
+    for name in ("first", "second"):
+        process = subprocess.run([sys.executable, "-m", "rlscratch.sweep", *SEARCH, "--address", cluster[0],
+                                  "--out", str(tmp_path / name)], env=cluster[1], cwd=ROOT, capture_output=True,
+                                 text=True, timeout=600)
+        assert process.returncode == 0, process.stdout + process.stderr
+        summaries.append(json.loads((tmp_path / name / "summary.json").read_text()))
+    first, second = (s["search"] for s in summaries)
+    assert [e["sample"] for e in first["samples"]] == [0, 1, 2]
+    # the same seed proposes the same points in the same order, and the runs score them the same
+    assert [(e["params"], e["value"]) for e in first["samples"]] == \
+        [(e["params"], e["value"]) for e in second["samples"]]
+    for entry in first["samples"]:
+        assert 1e-4 <= entry["params"]["agent.optim.lr"] <= 1e-2 and entry["params"]["agent.gamma"] in ("0.98", "0.99")
+        (run,) = entry["runs"]
+        config = yaml.safe_load((tmp_path / "first" / "runs" / run / "config.yaml").read_text())
+        assert config["agent"]["optim"]["lr"] == entry["params"]["agent.optim.lr"]  # trained as proposed
+        assert config["agent"]["gamma"] == float(entry["params"]["agent.gamma"])
+    assert all(np.isfinite(e["value"]) for e in first["samples"])
+    assert first["best"]["value"] == max(e["value"] for e in first["samples"])
+    assert len(summaries[0]["trials"]) == 3 and all("error" not in t for t in summaries[0]["trials"])
 
 
 def write_events(folder: Path, points: list[tuple[int, float]]) -> None:

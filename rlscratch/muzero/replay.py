@@ -110,10 +110,12 @@ class GameReplay:
 
     def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, values: np.ndarray,
             policies: np.ndarray, next_obs: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
-            final_values: np.ndarray | None = None) -> None:
+            final_values: np.ndarray | None = None, envs: np.ndarray | None = None) -> None:
         """One vector step: a STEP row for every env, then a final row for every env whose episode
-        ended (``final_values``: values of the final observations, used for truncations)."""
-        envs = np.arange(self.num_envs)
+        ended (``final_values``: values of the final observations, used for truncations). ``envs``:
+        the streams these rows go to (default all, in order; a distributed learner writes each
+        self-play actor's envs into streams of their own)."""
+        envs = np.arange(self.num_envs) if envs is None else np.asarray(envs)
         self._write(envs, STEP, obs, actions, rewards, values, policies)
         for kind, mask in ((TERMINATED, np.asarray(terminated)), (TRUNCATED, np.asarray(truncated) & ~terminated)):
             if mask.any():
