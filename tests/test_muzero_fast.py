@@ -180,3 +180,91 @@ def test_fast_inference_follows_the_parameters(rng):
     state, logits, _ = net32.initial_inference(obs.astype(np.float32))
     assert state.dtype == np.float32 and logits.dtype == np.float32
     assert np.allclose(logits, after, rtol=1e-4, atol=1e-5)
+
+
+def test_support_means_survive_logits_far_from_zero(rng):
+    """Each head's softmax subtracts its own maximum before exp: reward logits near +900 and value
+    logits near -900 (softmax ignores a shift) give the training path's finite rewards and values,
+    in the batched and the one-row call (one shared maximum, or an added one, overflows exp)."""
+    net = real_net(rng)
+    D, A = net.state_dim, net.n_actions
+    net.dynamics_net.layers[-1].params["b"][D:] += 900.0
+    net.prediction.layers[-1].params["b"][A:] -= 900.0
+    state, _, _ = net.initial_inference(rng.standard_normal((3, 3)))
+    actions = np.array([2, 0, 1])
+    with np.errstate(over="raise", invalid="raise"):
+        next_state, reward, _, value = net.recurrent_inference(state, actions)
+        one = [net.recurrent_inference_one(state[i], int(actions[i]), np.zeros(D)) for i in range(3)]
+    train_next, reward_logits = net.dynamics(state, actions)
+    _, value_logits = net.predict(train_next)
+    net.clear_saved()
+    assert np.allclose(reward, logits_to_scalar(reward_logits, net.reward_support), rtol=1e-9)
+    assert np.allclose(value, logits_to_scalar(value_logits, net.value_support), rtol=1e-9)
+    assert np.allclose([r for r, _, _ in one], reward, rtol=1e-9) and np.allclose([v for _, _, v in one], value,
+                                                                                   rtol=1e-9)
+
+
+def test_fast_inference_keeps_float32(rng):
+    net = real_net(rng, dtype=np.float32)
+    state, logits, value = net.initial_inference(rng.standard_normal((2, 3)).astype(np.float32))
+    next_state, reward, logits, value2 = net.recurrent_inference(state, np.array([0, 1]))
+    for array in (state, logits, value, next_state, reward, value2):
+        assert array.dtype == np.float32
+
+
+class OneAtATimeCounted(TableModel):
+    """A table model that also offers the one-root call, counting who is asked what."""
+
+    def __init__(self, *args, shift: float = 0.0) -> None:
+        super().__init__(*args)
+        self.one_calls = 0
+        self.shift = shift   # added to every policy logit: softmax ignores it, exp without the max does not
+
+    def recurrent_inference(self, state, action):
+        next_state, reward, logits, value = super().recurrent_inference(state, action)
+        return next_state, reward, logits + self.shift, value
+
+    def recurrent_inference_one(self, state, action, next_state_out):
+        self.one_calls += 1
+        next_state, reward, logits, value = self.recurrent_inference(state[None], np.array([action]))
+        self.leaf_batches.pop()
+        next_state_out[...] = next_state[0]
+        return float(reward[0]), logits[0], float(value[0])
+
+
+def test_one_root_search_calls_recurrent_inference_one():
+    model = OneAtATimeCounted(3, random_table(3, seed=4), {0: (np.array([0.5, 0.3, 0.2]), 0.0)})
+    MCTS(SearchConfig(num_simulations=15), 3).run(model, np.zeros(1), np.random.default_rng(0), explore=False)
+    assert model.one_calls == 15 and model.leaf_batches == []
+
+
+def test_one_root_priors_survive_large_logits():
+    """Policy logits near +800 (a shift softmax ignores): the one-root search's priors, computed on
+    Python floats, subtract the largest logit first and leave the batched search's tree. (This table
+    has exact ties, so each root goes first in its batch and both searches draw the same tie noise.)"""
+    roots = {0: (np.array([0.6, 0.3, 0.1]), 0.2), 1: (np.array([0.2, 0.2, 0.6]), -0.4)}
+    config = SearchConfig(num_simulations=12, discount=0.9)
+    model = OneAtATimeCounted(3, random_table(3, seed=8), roots, shift=800.0)
+    for first, other in ((0, 1), (1, 0)):
+        batched = MCTS(config, 3)
+        many = batched.run(model, np.array([first, other], dtype=float), np.random.default_rng(0), explore=False)
+        single = MCTS(config, 3)
+        one = single.run(model, np.array([float(first)]), np.random.default_rng(0), explore=False)
+        assert_same_tree(single, batched, 0, rtol=1e-9)
+        same_answer(one, many, 0, rtol=1e-9)
+
+
+def test_one_root_ties_go_the_way_of_the_tie_noise():
+    """Every action alike (uniform prior, equal values and rewards): the root's first choice is the
+    action whose tie noise is largest, and its second the largest of the others."""
+    A = 4
+
+    def flat(node_id):
+        return 0.0, np.full(A, 1 / A), 0.0
+
+    for seed in range(3):
+        search = MCTS(SearchConfig(num_simulations=2), A)
+        search.run(TableModel(A, flat, {0: (np.full(A, 1 / A), 0.0)}), np.zeros(1), np.random.default_rng(seed),
+                   explore=False)
+        order = np.argsort(-search.tie_noise[0, 0])
+        assert search.in_edge[0, 1] == order[0] and search.in_edge[0, 2] == order[1]
