@@ -103,3 +103,30 @@ def test_worker_that_dies_is_reported(tmp_path):
     script.write_text(WORKER_SCRIPT)
     with pytest.raises(WorkerError, match=r"the adder worker .* exited with code 7"):
         Worker(sys.executable, [str(script), "--die"], name="adder worker")
+
+
+def test_target_result_of_a_bandit_run(tmp_path):
+    """What the target benchmarks read from a finished bandit run (rlscratch.sweep.collect, then
+    seed_runs.as_result): the cumulative regret the run ended with, and its logged curve."""
+    from conftest import write_config
+    from seed_runs import as_result
+    from threadpoolctl import threadpool_limits
+
+    from rlscratch.config import load_config
+    from rlscratch.sweep import collect
+    from rlscratch.trainer import train
+
+    data = {"env": {"id": "rlscratch/MNISTBandit-v0", "num_envs": 2, "kwargs": {"split": "train"},
+                    "eval_kwargs": {"split": "test", "order": "sequential"}},
+            "agent": {"name": "epsilon_greedy_bandit", "batch_size": 16, "replay_size": 500},
+            "model": {"hidden": [16]}, "log": {"tensorboard": True},
+            "train": {"total_steps": 400, "eval_every": 0, "eval_episodes": 20, "checkpoint_every": 200,
+                      "log_every": 100}}
+    config, _ = load_config(str(write_config(tmp_path, data, "bandit.yaml")))
+    with threadpool_limits(1):
+        summary = train(config, tmp_path / "run")
+    trial = dict(collect(tmp_path / "run"), config="bandit", seed=0, attempt_cpu_seconds=1.0, attempts=1)
+    result = as_result(trial)
+    assert 0 < result["cumulative_regret"] == summary["cumulative_regret"] <= 400
+    assert [step for step, _ in result["regret_curve"]] == [100, 200, 300, 400]
+    assert result["regret_curve"][-1][1] == result["cumulative_regret"]
