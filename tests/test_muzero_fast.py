@@ -183,12 +183,13 @@ def test_fast_inference_follows_the_parameters(rng):
 
 
 def test_support_means_survive_logits_far_from_zero(rng):
-    """Each head's softmax subtracts its own maximum before exp: reward logits near +900 and value
-    logits near -900 (softmax ignores a shift) give the training path's finite rewards and values,
-    in the batched and the one-row call (one shared maximum, or an added one, overflows exp)."""
+    """Each head's softmax subtracts its own maximum, over all its bins, before exp: a first reward
+    bin near +900 and value logits near -900 give the training path's finite rewards and values, in
+    the batched and the one-row call (a maximum shared by the heads, added, doubled, or taken without
+    the first bin overflows exp)."""
     net = real_net(rng)
     D, A = net.state_dim, net.n_actions
-    net.dynamics_net.layers[-1].params["b"][D:] += 900.0
+    net.dynamics_net.layers[-1].params["b"][D] += 900.0
     net.prediction.layers[-1].params["b"][A:] -= 900.0
     state, _, _ = net.initial_inference(rng.standard_normal((3, 3)))
     actions = np.array([2, 0, 1])
@@ -205,8 +206,9 @@ def test_support_means_survive_logits_far_from_zero(rng):
 
 
 def test_fast_inference_keeps_float32(rng):
+    """A float32 network computes in float32, whatever the observations' dtype."""
     net = real_net(rng, dtype=np.float32)
-    state, logits, value = net.initial_inference(rng.standard_normal((2, 3)).astype(np.float32))
+    state, logits, value = net.initial_inference(rng.standard_normal((2, 3)))   # float64 observations
     next_state, reward, logits, value2 = net.recurrent_inference(state, np.array([0, 1]))
     for array in (state, logits, value, next_state, reward, value2):
         assert array.dtype == np.float32
