@@ -45,7 +45,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -88,54 +87,31 @@ def sb3_train(case: str, steps: int, seed: int) -> float:
 
 
 def serve(threads: int | None) -> int:
-    """Worker loop: one JSON request per stdin line -> one JSON reply per stdout line."""
+    """Worker loop (benchmarks/worker.py): SB3's versions first, then one training run per request."""
     import stable_baselines3
     import torch
+    from worker import serve as serve_requests
 
     if threads is not None:
         torch.set_num_threads(threads)
-    print(json.dumps({"result": {"torch": torch.__version__, "stable_baselines3": stable_baselines3.__version__,
-                                 "threads": torch.get_num_threads()}}), flush=True)
-    for line in sys.stdin:
-        request = json.loads(line)
-        try:
-            reply = {"result": sb3_train(**request)}
-        except Exception as error:  # tell the parent instead of dying silently
-            reply = {"error": f"{type(error).__name__}: {error}"}
-        print(json.dumps(reply), flush=True)
-    return 0
+    return serve_requests({"torch": torch.__version__, "stable_baselines3": stable_baselines3.__version__,
+                           "threads": torch.get_num_threads()}, {"train": sb3_train})
 
 
 class SB3Side:
     def __init__(self, python: str, threads: int | None) -> None:
-        command = [python, __file__, "--worker"] + ([] if threads is None else ["--threads", str(threads)])
-        env = dict(os.environ)
-        if threads is not None:
-            env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        self.info = self._read()
+        from worker import Worker
 
-    def _read(self):
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the SB3 worker exited with code {self.process.wait()}")
-        reply = json.loads(line)
-        if "error" in reply:
-            raise RuntimeError(f"SB3 worker: {reply['error']}")
-        return reply["result"]
+        env = {} if threads is None else {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        self.worker = Worker(python, [__file__, "--worker"] + ([] if threads is None else ["--threads", str(threads)]),
+                             name="SB3 worker", env=env)
+        self.info = self.worker.info
 
     def train(self, case: str, steps: int, seed: int) -> float:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps({"case": case, "steps": steps, "seed": seed}) + "\n")
-        self.process.stdin.flush()
-        return self._read()
+        return self.worker.call("train", case=case, steps=steps, seed=seed)
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            assert self.process.stdin is not None
-            self.process.stdin.close()
-            self.process.wait(timeout=60)
+        self.worker.close(timeout=60)
 
 
 # -- rlscratch (this process) ---------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""The PyTorch side of ``python -m rlscratch.bench nn``: the same networks and training steps, built
-with torch, for the side-by-side ratios. It lives outside the package on purpose -- rlscratch never
-imports torch -- and is loaded by file path only when a benchmark asks for the PyTorch comparison.
+"""The PyTorch side of ``python -m rlscratch.bench nn`` (benchmarks/bench_nn.py): the same networks and
+training steps, built with torch, for the side-by-side ratios. It lives outside the package on purpose --
+rlscratch never imports torch -- and is imported only when a benchmark asks for the PyTorch comparison.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-
-from rlscratch.bench.nn import GAMMA, LR, MAX_GRAD_NORM, Case, make_batch
+from bench_nn import GAMMA, LR, MAX_GRAD_NORM, Case, make_batch
 
 
 def set_threads(threads: int) -> None:

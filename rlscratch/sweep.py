@@ -279,7 +279,7 @@ def collect(run_dir: Path) -> dict:
               "evals": [[int(s), float(m)] for s, m in evals], "updates": _updates_from_log(run_dir)}
     regret = scalars.get("charts/cumulative_regret")
     if regret is not None:
-        result["cumulative_regret"] = counters.get("regret")
+        result["cumulative_regret"] = counters.get("info_totals", {}).get("regret", counters.get("regret"))
         result["regret_curve"] = [[int(s), float(r)] for s, r in sorted(regret.items())]
     return result
 

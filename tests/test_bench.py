@@ -3,11 +3,15 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from rlscratch import nn
-from rlscratch.bench import nn as bench
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_nn as bench  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 
 
 def test_bench_nn_json_runs():
@@ -56,3 +60,73 @@ def test_remote_side_protocol():
         side.release("c")
     finally:
         side.close()
+
+
+WORKER_SCRIPT = """
+import os, sys
+from worker import serve
+
+def fail(x):
+    raise ValueError(f"no {x}")
+
+if sys.argv[1:] == ["--die"]:
+    sys.exit(7)
+sys.exit(serve({"pid": os.getpid(), "argv": sys.argv[1:]}, {"add": lambda a, b: a + b, "fail": fail}))
+"""
+
+
+def test_worker_protocol(tmp_path):
+    """benchmarks/worker.py, both ends: the first line is the worker's info, each call one reply, a
+    handler's exception comes back as a WorkerError naming it (the worker lives on), and closing stdin
+    ends the worker with status 0."""
+    from worker import Worker, WorkerError
+
+    script = tmp_path / "adder.py"
+    script.write_text(WORKER_SCRIPT)
+    side = Worker(sys.executable, [str(script), "--flag"], name="adder worker")
+    try:
+        assert side.info["argv"] == ["--flag"] and side.info["pid"] == side.process.pid
+        assert side.call("add", a=2, b=3) == 5
+        assert side.call("add", a=[1], b=[2, 3]) == [1, 2, 3]
+        with pytest.raises(WorkerError, match=r"adder worker .*: ValueError: no luck"):
+            side.call("fail", x="luck")
+        assert side.call("add", a=1, b=1) == 2
+    finally:
+        side.close()
+    assert side.process.returncode == 0
+
+
+def test_worker_that_dies_is_reported(tmp_path):
+    from worker import Worker, WorkerError
+
+    script = tmp_path / "adder.py"
+    script.write_text(WORKER_SCRIPT)
+    with pytest.raises(WorkerError, match=r"the adder worker .* exited with code 7"):
+        Worker(sys.executable, [str(script), "--die"], name="adder worker")
+
+
+def test_target_result_of_a_bandit_run(tmp_path):
+    """What the target benchmarks read from a finished bandit run (rlscratch.sweep.collect, then
+    seed_runs.as_result): the cumulative regret the run ended with, and its logged curve."""
+    from conftest import write_config
+    from seed_runs import as_result
+    from threadpoolctl import threadpool_limits
+
+    from rlscratch.config import load_config
+    from rlscratch.sweep import collect
+    from rlscratch.trainer import train
+
+    data = {"env": {"id": "rlscratch/MNISTBandit-v0", "num_envs": 2, "kwargs": {"split": "train"},
+                    "eval_kwargs": {"split": "test", "order": "sequential"}},
+            "agent": {"name": "epsilon_greedy_bandit", "batch_size": 16, "replay_size": 500},
+            "model": {"hidden": [16]}, "log": {"tensorboard": True},
+            "train": {"total_steps": 400, "eval_every": 0, "eval_episodes": 20, "checkpoint_every": 200,
+                      "log_every": 100}}
+    config, _ = load_config(str(write_config(tmp_path, data, "bandit.yaml")))
+    with threadpool_limits(1):
+        summary = train(config, tmp_path / "run")
+    trial = dict(collect(tmp_path / "run"), config="bandit", seed=0, attempt_cpu_seconds=1.0, attempts=1)
+    result = as_result(trial)
+    assert 0 < result["cumulative_regret"] == summary["cumulative_regret"] <= 400
+    assert [step for step, _ in result["regret_curve"]] == [100, 200, 300, 400]
+    assert result["regret_curve"][-1][1] == result["cumulative_regret"]

@@ -1,4 +1,5 @@
 """Benchmark: tree-search throughput of rlscratch.muzero.mcts, in simulations per second.
+(``python -m rlscratch.bench mcts`` runs this file; ``python benchmarks/bench_mcts.py`` does the same.)
 
     python -m rlscratch.bench mcts                         # 1 and 64 roots, 50 simulations, pUCT and Gumbel
     python -m rlscratch.bench mcts --roots 1,8,64 --simulations 50 --search puct

@@ -1,5 +1,6 @@
 """Benchmark: the time of one training step (forward, backward, Adam; float32) of a few small
 networks in rlscratch, beside the same networks in PyTorch CPU when torch can be had.
+(``python -m rlscratch.bench nn`` runs this file; ``python benchmarks/bench_nn.py`` does the same.)
 
     python -m rlscratch.bench nn                                    # + PyTorch if this python has it
     python -m rlscratch.bench nn --torch-python /path/to/python     # PyTorch timed in a subprocess
@@ -21,7 +22,7 @@ times a block of about ``--block`` seconds of single steps, one ``time.perf_coun
 each (``--clock cpu``: ``time.process_time``). A side's figure is the median over every step of
 every round, and the ratio is the median rlscratch step over the median PyTorch step (below 1:
 rlscratch is faster). A side that lives in a subprocess sits idle, blocked on its pipe, while the
-other side is timed.
+other side is timed (benchmarks/worker.py: the protocol every benchmark's worker speaks).
 
 Run it on an otherwise idle machine. When other processes compete for the cores, multi-threaded
 code (PyTorch, numpy's BLAS at 2 threads) waits at every parallel region for a thread that is not
@@ -44,9 +45,10 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+from worker import Worker
+from worker import serve as serve_requests
 
 LR = 1e-3
 GAMMA = 0.99
@@ -209,17 +211,11 @@ def rlscratch_step(case: Case) -> Callable[[], None]:
 
 # -- PyTorch ----------------------------------------------------------------------------------------
 def torch_reference():
-    """benchmarks/torch_reference.py, loaded by path: the package itself never imports torch, so the
-    comparison runs from a source checkout, with a Python that has torch."""
-    import importlib.util
+    """benchmarks/torch_reference.py, the same networks in PyTorch: imported only when a benchmark asks
+    for the comparison (rlscratch itself never imports torch), from a Python that has torch."""
+    import torch_reference
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "torch_reference.py"
-    if not path.is_file():
-        raise SystemExit("the PyTorch comparison needs a source checkout (benchmarks/torch_reference.py)")
-    spec = importlib.util.spec_from_file_location("rlscratch_torch_reference", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return torch_reference
 
 
 def torch_step(case: Case) -> Callable[[], None]:
@@ -307,62 +303,34 @@ class LocalSide:
 
 class RemoteSide:
     """Times one framework in a worker subprocess running another Python (one that has torch, say),
-    driven over its stdin/stdout one JSON line per request."""
+    over the benchmarks' one worker protocol (benchmarks/worker.py)."""
 
     def __init__(self, python: str, framework: str, threads: int | None = None, malloc: str = "tuned") -> None:
-        root = str(Path(__file__).resolve().parents[2])  # the checkout, so the worker imports this file
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
         self.python = python
-        self.process = subprocess.Popen(
-            [python, "-m", "rlscratch.bench.nn", "--worker", framework, "--worker-threads", str(threads or 0),
-             "--malloc", malloc],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        self._info = self._call("info")
-
-    def _call(self, command: str, **kwargs):
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(json.dumps({"command": command, **kwargs}) + "\n")
-        self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the benchmark worker ({self.python}) exited with code {self.process.wait()}")
-        reply = json.loads(line)
-        if "error" in reply:
-            raise RuntimeError(f"benchmark worker ({self.python}): {reply['error']}")
-        return reply["result"]
+        self.worker = Worker(python, [__file__, "--worker", framework, "--worker-threads", str(threads or 0),
+                                      "--malloc", malloc])
 
     def info(self) -> dict:
-        return dict(self._info, python=self.python)
+        return dict(self.worker.info, python=self.python)
 
     def setup(self, key: str, warmup: float) -> float:
-        return self._call("setup", key=key, warmup=warmup)
+        return self.worker.call("setup", key=key, warmup=warmup)
 
     def time(self, key: str, reps: int, clock: str = "wall") -> list[float]:
-        return self._call("time", key=key, reps=reps, clock=clock)
+        return self.worker.call("time", key=key, reps=reps, clock=clock)
 
     def release(self, key: str) -> None:
-        self._call("release", key=key)
+        self.worker.call("release", key=key)
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            assert self.process.stdin is not None
-            self.process.stdin.close()
-            self.process.wait(timeout=30)
+        self.worker.close(timeout=30)
 
 
 def serve(framework: str, threads: int | None, malloc: str) -> int:
-    """The worker end of RemoteSide: answer requests from stdin until it closes."""
+    """The worker end of RemoteSide: a LocalSide in this process, its methods answered over stdin/stdout."""
     set_malloc(malloc)
     side = LocalSide(framework, threads)
-    for line in sys.stdin:
-        request = json.loads(line)
-        command = request.pop("command")
-        try:
-            reply = {"result": getattr(side, command)(**request)}
-        except Exception as error:  # report it to the parent rather than dying silently
-            reply = {"error": f"{type(error).__name__}: {error}"}
-        print(json.dumps(reply), flush=True)
-    return 0
+    return serve_requests(side.info(), {"setup": side.setup, "time": side.time, "release": side.release})
 
 
 def set_malloc(mode: str) -> bool:
