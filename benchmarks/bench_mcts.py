@@ -5,7 +5,7 @@
     python -m rlscratch.bench mcts --roots 1,8,64 --simulations 50 --search puct
     python -m rlscratch.bench mcts --run-dir runs/muzero_cartpole-...   # a trained network's trees
     python -m rlscratch.bench mcts --json
-    python -m rlscratch.bench mcts --model conv            # a small conv model (rlscratch.bench.conv_search_model)
+    python -m rlscratch.bench mcts --model conv            # a small conv model (benchmarks/conv_search_model.py)
 
 The network is CartPole-sized, as configs/muzero_cartpole.yaml builds it: 4 observations, 2 actions,
 hidden layers [64], a 32-unit hidden state, value support 20 and reward support 5. Without
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.run_dir:
         net = trained_net(args.run_dir)
     elif args.model == "conv":
-        from rlscratch.bench.conv_search_model import ConvSearchModel
+        from conv_search_model import ConvSearchModel
 
         net = ConvSearchModel(np.random.default_rng(0))
     else:

@@ -1,17 +1,21 @@
-"""The batched search on a conv model (rlscratch.bench.conv_search_model, the ``--model conv`` case
+"""The batched search on a conv model (benchmarks/conv_search_model.py, the ``--model conv`` case
 of ``python -m rlscratch.bench mcts``): image-shaped hidden states go through the search's arrays,
 each root's tree is the one it gets searched alone, and the benchmark's conv case runs."""
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rlscratch.bench import mcts as bench_mcts
-from rlscratch.bench.conv_search_model import ConvSearchModel
 from rlscratch.muzero.mcts import MCTS, SearchConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_mcts  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+from conv_search_model import ConvSearchModel  # noqa: E402
 
 
 @pytest.mark.parametrize("gumbel", [False, True])
