@@ -436,7 +436,8 @@ def local_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[tuple[str,
         yield f"127.0.0.1:{port}", env
     finally:
         for node in reversed(started):
-            os.killpg(node.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # a node that died already must not hide the real error
+                os.killpg(node.pid, signal.SIGTERM)
         for node in reversed(started):
             try:
                 node.wait(timeout=10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,15 @@ import pytest
 import yaml
 
 GRAD_TOL = 1e-6  # relative error allowed between a hand-written backward pass and central differences (float64)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a pytest-xdist worker (the default: one per core), numpy's BLAS gets one thread, as
+    `python -m rlscratch.train` pins it: workers that each started a thread per core would fight over them."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1, user_api="blas")
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from rlscratch.trainer import Evaluator, load_trained_agent, train
 
 HALVED = "env.wrappers=[{ClipReward: {min_reward: 0.0, max_reward: 0.5}}]"  # CartPole's 1 per step -> 0.5
 QUICK = ["train.total_steps=600", "train.eval_every=300", "train.eval_episodes=3", "log.progress=false",
-         "agent.learning_starts=64", "agent.train_freq=4"]
+         "agent.learning_starts=64", "agent.train_freq=4", "agent.gradient_steps=8"]  # not the config's 128
 
 
 def test_reward_wrapper_changes_learning_not_logged_or_evaluated_returns(tmp_path: Path):
