@@ -43,7 +43,6 @@ import numpy as np
 
 from rlscratch import nn
 from rlscratch.on_policy import OnPolicyAgent, OnPolicyConfig
-from rlscratch.policy import entropy, policy_gradient_loss
 
 
 @dataclass
@@ -71,8 +70,9 @@ class A2C(OnPolicyAgent):
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
         # pi_t $ A_t * log(pi_t): descend -A_t log pi(a_t|s_t) - ent_coef * H(pi(.|s_t))
-        policy_loss, dlogits = policy_gradient_loss(logits, actions, advantages)
-        mean_entropy, dentropy = entropy(logits)
+        # (self.head: a categorical over logits, or a Gaussian over [mean | log_std] -- rlscratch.policy)
+        policy_loss, dlogits = self.head.policy_gradient_loss(logits, actions, advantages)
+        mean_entropy, dentropy = self.head.entropy(logits)
         dlogits -= self.ent_coef(self.env_steps, self.updates) * dentropy
         # V_t => A_t + V_t: vf_coef * mean (V_t - R_t)^2
         value_loss, dvalues = nn.mse(values, returns)
