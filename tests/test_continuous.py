@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 
 import rlscratch
 from rlscratch import nn
-from rlscratch.agent import EnvSpec, Step, agent_config
+from rlscratch.agent import EnvSpec, Step, agent_config, resolve_agent
 from rlscratch.cli import run_cli
 from rlscratch.config import ModelConfig, load_config
 from rlscratch.on_policy import ActorCritic
@@ -269,3 +269,23 @@ def test_ppo_learns_pendulum(tmp_path):
     with threadpool_limits(1):
         summary = train(config, tmp_path / "learn")
     assert summary["eval_mean"] >= -400
+
+
+@pytest.mark.parametrize("name", ["ppo_pendulum", "a2c_pendulum", "ppo_lunarlander_continuous"])
+def test_shipped_continuous_configs_validate(name):
+    config, _ = load_config(str(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"))
+    cfg = agent_config(resolve_agent(config.agent["name"]), config.agent)
+    assert cfg.normalize_reward and config.env.wrappers == ["normalize_observation"]
+
+
+def test_lunarlander_continuous_runs_with_the_box2d_extra(tmp_path):
+    """The box2d extra (in dev) works: two 2-d throttles, a short PPO run, greedy actions inside [-1, 1]."""
+    config, _ = load_config(str(write_config(tmp_path, {"name": "ppo", "n_steps": 32, "batch_size": 32},
+                                             env={"id": "LunarLanderContinuous-v3"},
+                                             train={"total_steps": 128, "checkpoint_every": 0})))
+    summary = train(config, tmp_path / "run")
+    assert summary["env_steps"] == 128
+    agent = rlscratch.load(tmp_path / "run")
+    obs = np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32) * 5
+    actions = agent.act(obs, deterministic=False)
+    assert actions.shape == (16, 2) and np.all(np.abs(actions) <= 1.0)
