@@ -17,7 +17,9 @@ As one loss to descend, averaged over the B = T*N transitions:
 A_t and R_t are numbers here (computed from the values before the step): no gradient flows through
 them. The gradients with respect to the policy's logits z are written out in rlscratch/policy.py
 (``policy_gradient_loss``, ``entropy``) and checked by finite differences in tests/test_policy.py; the
-networks then carry them back through their layers by hand like any other loss.
+networks then carry them back through their layers by hand like any other loss. Continuous (Box)
+actions change only pi: a diagonal Gaussian whose z is [mean | log_std] instead of logits (policy.py's
+heads: the same losses, their own d log pi / dz, checked in tests/test_continuous.py).
 
 Pseudocode, per vector step of N envs:
 

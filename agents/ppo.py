@@ -28,6 +28,9 @@ and the error of V_old + clip(V - V_old, -eps_v, eps_v). Options: advantage norm
 minibatch, schedules for the learning rate (``optim.lr``) and the clip range (``clip_range``), and a
 KL early stop that ends the update once the policy has moved more than ``target_kl`` from the old one.
 
+For Box actions "logits" below read "z = [mean | log_std] of a diagonal Gaussian" (rlscratch/policy.py):
+the ratio, the clipping and the value loss are unchanged.
+
 Pseudocode, once the rollout buffer holds n_steps steps of every env:
 
     logp_old, V_old = log pi(a|s), V(s) under the parameters that acted     (no gradient)
