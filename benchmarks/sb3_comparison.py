@@ -78,7 +78,8 @@ def sb3_continuous(case: str, seed: int, hyper: dict):
                          log_std_init=hyper["log_std_init"])
     common = dict(n_steps=hyper["n_steps"], gamma=hyper["gamma"], gae_lambda=hyper["gae_lambda"],
                   ent_coef=hyper["ent_coef"], vf_coef=hyper["vf_coef"], max_grad_norm=hyper["max_grad_norm"],
-                  learning_rate=hyper["lr"], normalize_advantage=hyper["normalize_advantage"], seed=seed,
+                  learning_rate=(lambda remaining: remaining * hyper["lr"]) if hyper["lr_linear"] else hyper["lr"],
+                  normalize_advantage=hyper["normalize_advantage"], seed=seed,
                   device="cpu", verbose=0, policy_kwargs=policy_kwargs)
     if case == "ppo_pendulum":
         model = PPO("MlpPolicy", env, batch_size=hyper["batch_size"], n_epochs=hyper["n_epochs"],
@@ -187,12 +188,16 @@ def continuous_hyperparameters(case: str) -> dict:
 
     config, _ = load_config(str(ROOT / "configs" / f"{case}.yaml"))
     agent = agent_config(resolve_agent(config.agent["name"]), config.agent)
-    if not (isinstance(agent.optim.lr, float) and config.env.wrappers == ["normalize_observation"]
+    lr = agent.optim.lr
+    # a number, or the zoo's lin_X (X -> 0 over the run, on the env-step clock; rlscratch_config sets its steps)
+    linear = not isinstance(lr, float) and lr.kind == "linear" and lr.end == 0.0 and lr.clock == "env_steps"
+    if not ((isinstance(lr, float) or linear) and config.env.wrappers == ["normalize_observation"]
             and agent.normalize_reward and not agent.squash_actions and config.model.hidden == [64, 64]):
         raise SystemExit(f"configs/{case}.yaml no longer matches what sb3_continuous builds; update one of them")
     hyper = {"num_envs": config.env.num_envs, "n_steps": agent.n_steps, "gamma": agent.gamma,
              "gae_lambda": agent.gae_lambda, "ent_coef": float(agent.ent_coef), "vf_coef": agent.vf_coef,
-             "max_grad_norm": agent.optim.max_grad_norm, "lr": agent.optim.lr, "eps": agent.optim.eps,
+             "max_grad_norm": agent.optim.max_grad_norm, "lr": lr if isinstance(lr, float) else lr.start,
+             "lr_linear": linear, "eps": agent.optim.eps,
              "optim": agent.optim.name, "normalize_advantage": agent.normalize_advantage,
              "log_std_init": agent.log_std_init}
     if case.startswith("ppo"):
@@ -217,6 +222,8 @@ def rlscratch_config(case: str, steps: int, seed: int, folder: Path):
         overrides, name = [], "dqn_cartpole"
     elif case in CONTINUOUS:
         overrides, name = [], case
+        if continuous_hyperparameters(case)["lr_linear"]:
+            overrides = [f"agent.optim.lr.steps={steps}"]
     else:
         # lin_ schedules run over the whole run, as in the zoo
         overrides = [f"agent.optim.lr.steps={steps}", f"agent.clip_range.steps={steps}"]
