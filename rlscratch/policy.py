@@ -172,10 +172,11 @@ class DiagGaussianHead:
 
     def sample(self, z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         mean, log_std = self.split(z)
-        return (mean + np.exp(log_std) * rng.standard_normal(mean.shape)).astype(np.float32)
+        u = mean + np.exp(log_std) * rng.standard_normal(mean.shape)
+        return u.astype(np.float32).reshape((len(z),) + self.action_shape)
 
     def mode(self, z: np.ndarray) -> np.ndarray:
-        return self.split(z)[0].astype(np.float32)
+        return self.split(z)[0].astype(np.float32).reshape((len(z),) + self.action_shape)
 
     def to_env(self, u: np.ndarray) -> np.ndarray:
         u = u.reshape(len(u), -1)

@@ -289,3 +289,18 @@ def test_lunarlander_continuous_runs_with_the_box2d_extra(tmp_path):
     obs = np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32) * 5
     actions = agent.act(obs, deterministic=False)
     assert actions.shape == (16, 2) and np.all(np.abs(actions) <= 1.0)
+
+
+def test_a_box_of_matrix_shape_acts_and_learns_through_the_same_path(rng):
+    """A (2, 2) Box: four Gaussian dimensions, actions shaped like the space, stored and learned from."""
+    space = gym.spaces.Box(-1.0, 1.0, (2, 2), np.float32)
+    spec = EnvSpec(gym.spaces.Box(-1.0, 1.0, (3,), np.float32), space, num_envs=2)
+    agent = PPO(agent_config(PPO, {"n_steps": 2, "batch_size": 4, "n_epochs": 1}), spec, ModelConfig(hidden=[4]), rng)
+    obs = np.zeros((2, 3), np.float32)
+    before = agent.net.flat_params.copy()
+    for _ in range(2):
+        acted = agent.act(obs)
+        assert acted.shape == (2, 2, 2) and space.contains(acted[0]) and space.contains(acted[1])
+        agent.observe(Step(obs, acted, np.ones(2), obs, np.zeros(2, bool), np.zeros(2, bool), {}))
+    assert agent.updates == 1 and not np.array_equal(agent.net.flat_params, before)
+    assert agent.act(obs, explore=False).shape == (2, 2, 2)
