@@ -149,8 +149,8 @@ class OnPolicyConfig:
     orthogonal_init: bool = True
     # Continuous (Box) actions only:
     log_std_init: float = bounded(0.0, help="Box actions: the Gaussian policy's initial log standard deviation")
-    squash_actions: bool = False  # Box actions: tanh-squash into the bounds instead of clipping
-    normalize_reward: bool = False  # divide rewards by a running std of the discounted return (SB3's VecNormalize)
+    squash_actions: bool = bounded(False, help="Box actions: tanh-squash draws into the bounds (default: clip them)")
+    normalize_reward: bool = bounded(False, help="rewards / running std of the discounted return, clipped to +-10")
 
     def __post_init__(self) -> None:
         finish_config(self)  # the agent's optimizer defaults; every schedule states its length
