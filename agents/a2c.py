@@ -17,7 +17,9 @@ As one loss to descend, averaged over the B = T*N transitions:
 A_t and R_t are numbers here (computed from the values before the step): no gradient flows through
 them. The gradients with respect to the policy's logits z are written out in rlscratch/policy.py
 (``policy_gradient_loss``, ``entropy``) and checked by finite differences in tests/test_policy.py; the
-networks then carry them back through their layers by hand like any other loss.
+networks then carry them back through their layers by hand like any other loss. Continuous (Box)
+actions change only pi: a diagonal Gaussian whose z is [mean | log_std] instead of logits (policy.py's
+heads: the same losses, their own d log pi / dz, checked in tests/test_continuous.py).
 
 Pseudocode, per vector step of N envs:
 
@@ -43,7 +45,6 @@ import numpy as np
 
 from rlscratch import nn
 from rlscratch.on_policy import OnPolicyAgent, OnPolicyConfig
-from rlscratch.policy import entropy, policy_gradient_loss
 
 
 @dataclass
@@ -71,8 +72,9 @@ class A2C(OnPolicyAgent):
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
         # pi_t $ A_t * log(pi_t): descend -A_t log pi(a_t|s_t) - ent_coef * H(pi(.|s_t))
-        policy_loss, dlogits = policy_gradient_loss(logits, actions, advantages)
-        mean_entropy, dentropy = entropy(logits)
+        # (self.head: a categorical over logits, or a Gaussian over [mean | log_std] -- rlscratch.policy)
+        policy_loss, dlogits = self.head.policy_gradient_loss(logits, actions, advantages)
+        mean_entropy, dentropy = self.head.entropy(logits)
         dlogits -= self.ent_coef(self.env_steps, self.updates) * dentropy
         # V_t => A_t + V_t: vf_coef * mean (V_t - R_t)^2
         value_loss, dvalues = nn.mse(values, returns)

@@ -28,6 +28,9 @@ and the error of V_old + clip(V - V_old, -eps_v, eps_v). Options: advantage norm
 minibatch, schedules for the learning rate (``optim.lr``) and the clip range (``clip_range``), and a
 KL early stop that ends the update once the policy has moved more than ``target_kl`` from the old one.
 
+For Box actions "logits" below read "z = [mean | log_std] of a diagonal Gaussian" (rlscratch/policy.py):
+the ratio, the clipping and the value loss are unchanged.
+
 Pseudocode, once the rollout buffer holds n_steps steps of every env:
 
     logp_old, V_old = log pi(a|s), V(s) under the parameters that acted     (no gradient)
@@ -50,25 +53,27 @@ from rlscratch.agent import EnvSpec
 from rlscratch.config import ModelConfig, bounded
 from rlscratch.on_policy import OnPolicyAgent, OnPolicyConfig
 from rlscratch.optim_config import OptimConfig, Schedule, ScheduleSpec, optim_field
-from rlscratch.policy import entropy, log_prob
+from rlscratch.policy import CategoricalHead, PolicyHead
 
 
 # -- the clipped objectives and their gradients --------------------------------------------------------
 def clipped_surrogate(logits: np.ndarray, actions: np.ndarray, old_log_probs: np.ndarray,
-                      advantages: np.ndarray, clip: float) -> tuple[float, np.ndarray, dict[str, float]]:
+                      advantages: np.ndarray, clip: float, head: PolicyHead | None = None
+                      ) -> tuple[float, np.ndarray, dict[str, float]]:
     """L = -1/B sum_t min(rho_t A_t, clip(rho_t, 1-eps, 1+eps) A_t),  rho_t = exp(log pi(a_t|s_t) - log pi_old),
     and dL/dz.
 
     Where the unclipped term is the minimum, d/dz of rho_t A_t = A_t rho_t d log pi(a_t|s_t)/dz
     = A_t rho_t (onehot(a_t) - pi_t); where the clipped one is, the gradient is 0 (a constant times A_t).
     So  dL/dz_t = -[rho_t A_t <= clipped_t A_t] A_t rho_t (onehot(a_t) - pi_t) / B.
+    ``head``: the policy's distribution (default categorical over logits z); a Gaussian's z is
+    [mean | log_std] and d log pi/dz its own (rlscratch.policy) -- the clipping is the same.
     Also returns the approximate KL(old || new) = mean (rho - 1) - log rho (Schulman's low-variance
     estimator) and the fraction of clipped ratios.
     """
+    head = head or CategoricalHead(logits.shape[1])
     B = len(actions)
-    rows = np.arange(B)
-    logp_all = nn.log_softmax(logits)
-    log_ratio = logp_all[rows, actions] - old_log_probs
+    log_ratio = head.log_prob(logits, actions) - old_log_probs
     ratio = np.exp(log_ratio)
     advantages = advantages.astype(logits.dtype, copy=False)
     unclipped = ratio * advantages
@@ -76,9 +81,7 @@ def clipped_surrogate(logits: np.ndarray, actions: np.ndarray, old_log_probs: np
     loss = -float(np.minimum(unclipped, clipped).mean())
     # dL/dlog pi(a_t|s_t): nonzero only where the unclipped term is the minimum
     dlogp = np.where(unclipped <= clipped, -unclipped / B, 0.0).astype(logits.dtype)
-    dlogits = np.exp(logp_all)  # pi
-    dlogits[rows, actions] -= 1.0  # pi - onehot(a) = -d log pi(a)/dz
-    dlogits *= -dlogp[:, None]
+    dlogits = head.log_prob_backward(logits, actions, dlogp)  # categorical: dlogp_t (onehot(a_t) - pi_t)
     stats = {"approx_kl": float(np.mean(ratio - 1.0 - log_ratio)),
              "clip_fraction": float(np.mean(np.abs(ratio - 1.0) > clip))}
     return loss, dlogits, stats
@@ -131,7 +134,7 @@ class PPO(OnPolicyAgent):
         # The "old" policy and values: the parameters that acted, one batched pass over the rollout.
         logits, values = self.net.infer(obs)
         buf.values[...] = values.reshape(buf.values.shape)
-        buf.log_probs[...] = log_prob(logits, actions).reshape(buf.log_probs.shape)
+        buf.log_probs[...] = self.head.log_prob(logits, actions).reshape(buf.log_probs.shape)
         # V_{t+1} * gamma + r_t - V_t -> TD_t;  TD_t + gamma * lam * A_{t+1} * (1 - d_t) -> A_t
         buf.compute_advantages(self.net.value(next_obs), cfg.gae_lambda)
         old_log_probs, old_values = buf.flat(buf.log_probs), buf.flat(buf.values)
@@ -153,12 +156,13 @@ class PPO(OnPolicyAgent):
                 if cfg.normalize_advantage and len(idx) > 1:
                     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
 
-                policy_loss, dlogits, stats = clipped_surrogate(logits, actions[idx], old_log_probs[idx], adv, clip)
+                policy_loss, dlogits, stats = clipped_surrogate(logits, actions[idx], old_log_probs[idx], adv, clip,
+                                                                self.head)
                 if cfg.target_kl is not None and stats["approx_kl"] > cfg.target_kl:
                     self.net.clear_saved()  # this forward pass will never be backpropagated
                     stopped = True
                     break
-                mean_entropy, dentropy = entropy(logits)
+                mean_entropy, dentropy = self.head.entropy(logits)
                 dlogits -= ent_coef * dentropy
                 if cfg.clip_range_vf is None:
                     value_loss, dvalues = nn.mse(values, returns[idx])

@@ -49,6 +49,14 @@ SUITES = {s.name: s for s in (
           "MNIST contextual bandit, policy gradient (A2C, gamma = 0): online accuracy and regret"),
     Suite("lunarlander-ppo", "ppo_lunarlander", (0, 1, 2), 200.0, 2,
           "LunarLander-v3, PPO: 20-episode greedy eval >= 200 (needs Box2D)"),
+    # continuous actions: a diagonal Gaussian policy, observations and rewards normalised
+    Suite("pendulum-ppo", "ppo_pendulum", (0, 1, 2, 3, 4), -200.0, 4,
+          "Pendulum-v1, PPO: 20-episode greedy eval >= -200 within 100,000 steps, 4 of 5 seeds"),
+    Suite("pendulum-a2c", "a2c_pendulum", (0, 1, 2), -200.0, 0,
+          "Pendulum-v1, A2C (no target of its own: where it lands, against PPO's -200)"),
+    Suite("lunarlander-continuous-ppo", "ppo_lunarlander_continuous", (0, 1, 2), 200.0, 2,
+          "LunarLanderContinuous-v3, PPO: 20-episode greedy eval >= 200 within 1,000,000 steps, 2 of 3 seeds "
+          "(needs Box2D)"),
 )}
 DEFAULT_SUITES = ("cartpole-a2c-gae", "cartpole-ppo", "acrobot", "mnist-bandit")
 

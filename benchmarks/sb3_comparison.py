@@ -20,6 +20,14 @@ Cases (CartPole-v1, both libraries training from scratch):
        20 epochs, gamma 0.98, lambda 0.8, ent_coef 0, lr lin_1e-3, clip_range lin_0.2 -- which is
        configs/ppo_cartpole.yaml. Figure: seconds for 100,000 steps. Target: rlscratch <= SB3 / 2.
 
+Continuous actions (Pendulum-v1, a diagonal Gaussian policy with a state-independent log-std starting
+at 0, separate [64, 64] tanh networks, observations and rewards normalised -- SB3's VecNormalize):
+
+  ppo_pendulum  configs/ppo_pendulum.yaml's hyperparameters on both sides (SB3 without gSDE, which
+       rlscratch does not have). Figure: seconds for ``--pendulum-steps`` (100,000) steps. Target:
+       rlscratch <= SB3 / 2.
+  a2c_pendulum  configs/a2c_pendulum.yaml's hyperparameters on both sides. Same figure and target.
+
 Method. SB3 runs in a worker subprocess of its own Python (a venv with torch and stable-baselines3:
 never a dependency of rlscratch), driven over stdin/stdout; while one side trains, the other sits idle
 blocked on its pipe. Rounds alternate between the sides, the order reversed every other round, so the
@@ -50,18 +58,49 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = ("dqn", "a2c", "ppo")
+CASES = ("dqn", "a2c", "ppo", "ppo_pendulum", "a2c_pendulum")
+# The continuous cases: configs/<name>.yaml, whose hyperparameters the SB3 side copies (sb3_continuous).
+CONTINUOUS = ("ppo_pendulum", "a2c_pendulum")
 
 
 # -- Stable-Baselines3 (the worker side) ----------------------------------------------------------------
-def sb3_train(case: str, steps: int, seed: int) -> float:
+def sb3_continuous(case: str, seed: int, hyper: dict):
+    """SB3's PPO or A2C on Pendulum-v1 with the hyperparameters of rlscratch's config (``hyper``, read from
+    it by the parent), VecNormalize for observations and rewards, no gSDE."""
+    import torch
+    from stable_baselines3 import A2C, PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=hyper["num_envs"], seed=seed), gamma=hyper["gamma"])
+    policy_kwargs = dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=torch.nn.Tanh, ortho_init=True,
+                         log_std_init=hyper["log_std_init"])
+    common = dict(n_steps=hyper["n_steps"], gamma=hyper["gamma"], gae_lambda=hyper["gae_lambda"],
+                  ent_coef=hyper["ent_coef"], vf_coef=hyper["vf_coef"], max_grad_norm=hyper["max_grad_norm"],
+                  learning_rate=(lambda remaining: remaining * hyper["lr"]) if hyper["lr_linear"] else hyper["lr"],
+                  normalize_advantage=hyper["normalize_advantage"], seed=seed,
+                  device="cpu", verbose=0, policy_kwargs=policy_kwargs)
+    if case == "ppo_pendulum":
+        model = PPO("MlpPolicy", env, batch_size=hyper["batch_size"], n_epochs=hyper["n_epochs"],
+                    clip_range=hyper["clip_range"], **common)
+    else:
+        model = A2C("MlpPolicy", env, use_rms_prop=hyper["optim"] == "rmsprop", rms_prop_eps=hyper["eps"], **common)
+    return model, env
+
+
+def sb3_train(case: str, steps: int, seed: int, hyper: dict | None = None) -> float:
     """Build SB3's model for ``case`` and return the seconds ``model.learn(steps)`` takes."""
     import torch
     from stable_baselines3 import A2C, DQN, PPO
     from stable_baselines3.common.env_util import make_vec_env
 
-    env = make_vec_env("CartPole-v1", n_envs=1 if case == "dqn" else 8, seed=seed)
-    if case == "dqn":
+    if case in CONTINUOUS:
+        model, env = sb3_continuous(case, seed, hyper or {})
+    else:
+        env = make_vec_env("CartPole-v1", n_envs=1 if case == "dqn" else 8, seed=seed)
+    if case in CONTINUOUS:
+        pass  # built above
+    elif case == "dqn":
         model = DQN("MlpPolicy", env, learning_rate=2.3e-3, batch_size=64, buffer_size=100_000,
                     learning_starts=1000, gamma=0.99, target_update_interval=10, train_freq=256,
                     gradient_steps=128, exploration_fraction=0.16, exploration_final_eps=0.04,
@@ -108,13 +147,38 @@ class SB3Side:
         self.info = self.worker.info
 
     def train(self, case: str, steps: int, seed: int) -> float:
-        return self.worker.call("train", case=case, steps=steps, seed=seed)
+        hyper = continuous_hyperparameters(case) if case in CONTINUOUS else None
+        return self.worker.call("train", case=case, steps=steps, seed=seed, hyper=hyper)
 
     def close(self) -> None:
         self.worker.close(timeout=60)
 
 
 # -- rlscratch (this process) ---------------------------------------------------------------------------
+def continuous_hyperparameters(case: str) -> dict:
+    """What the SB3 side needs from configs/<case>.yaml, so both train with the same numbers."""
+    from rlscratch.agent import agent_config, resolve_agent
+    from rlscratch.config import load_config
+
+    config, _ = load_config(str(ROOT / "configs" / f"{case}.yaml"))
+    agent = agent_config(resolve_agent(config.agent["name"]), config.agent)
+    lr = agent.optim.lr
+    # a number, or the zoo's lin_X (X -> 0 over the run, on the env-step clock; rlscratch_config sets its steps)
+    linear = not isinstance(lr, float) and lr.kind == "linear" and lr.end == 0.0 and lr.clock == "env_steps"
+    if not ((isinstance(lr, float) or linear) and config.env.wrappers == ["normalize_observation"]
+            and agent.normalize_reward and not agent.squash_actions and config.model.hidden == [64, 64]):
+        raise SystemExit(f"configs/{case}.yaml no longer matches what sb3_continuous builds; update one of them")
+    hyper = {"num_envs": config.env.num_envs, "n_steps": agent.n_steps, "gamma": agent.gamma,
+             "gae_lambda": agent.gae_lambda, "ent_coef": float(agent.ent_coef), "vf_coef": agent.vf_coef,
+             "max_grad_norm": agent.optim.max_grad_norm, "lr": lr if isinstance(lr, float) else lr.start,
+             "lr_linear": linear, "eps": agent.optim.eps,
+             "optim": agent.optim.name, "normalize_advantage": agent.normalize_advantage,
+             "log_std_init": agent.log_std_init}
+    if case.startswith("ppo"):
+        hyper.update(batch_size=agent.batch_size, n_epochs=agent.n_epochs, clip_range=float(agent.clip_range))
+    return hyper
+
+
 def rlscratch_config(case: str, steps: int, seed: int, folder: Path):
     from rlscratch.config import load_config
 
@@ -130,6 +194,10 @@ def rlscratch_config(case: str, steps: int, seed: int, folder: Path):
         name = "a2c_cartpole"
     elif case == "dqn":
         overrides, name = [], "dqn_cartpole"
+    elif case in CONTINUOUS:
+        overrides, name = [], case
+        if continuous_hyperparameters(case)["lr_linear"]:
+            overrides = [f"agent.optim.lr.steps={steps}"]
     else:
         # lin_ schedules run over the whole run, as in the zoo
         overrides = [f"agent.optim.lr.steps={steps}", f"agent.clip_range.steps={steps}"]
@@ -179,6 +247,7 @@ def rlscratch_profile(case: str, steps: int, seed: int, folder: Path) -> dict[st
                (gym.vector.SyncVectorEnv, "reset", "env step/reset"),
                (A2C, "act", "act (forward + sample)"), (A2C, "observe", "observe (store)"),
                (A2C, "learn", "learn (update)"), (PPO, "learn", "learn (update)"),
+               (PPO, "act", "act (forward + sample)"), (PPO, "observe", "observe (store)"),
                (DQN, "act", "act (forward + sample)"), (DQN, "observe", "observe (store)"),
                (DQN, "update", "learn (update)")]
     saved = []
@@ -222,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--a2c-steps", type=int, default=20_000, help="env steps per A2C round (default 20,000)")
     parser.add_argument("--dqn-steps", type=int, default=50_000, help="env steps per DQN round (default 50,000)")
     parser.add_argument("--ppo-steps", type=int, default=100_000, help="env steps per PPO round (default 100,000)")
+    parser.add_argument("--pendulum-steps", type=int, default=100_000,
+                        help="env steps per Pendulum round, both continuous cases (default 100,000)")
     parser.add_argument("--profile-only", action="store_true", help="rlscratch's time split only, no SB3")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
@@ -237,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     if threads is not None:
         threadpool_limits(threads)
     cases = args.cases.split(",")
-    steps = {"dqn": args.dqn_steps, "a2c": args.a2c_steps, "ppo": args.ppo_steps}
+    steps = {"dqn": args.dqn_steps, "a2c": args.a2c_steps, "ppo": args.ppo_steps,
+             "ppo_pendulum": args.pendulum_steps, "a2c_pendulum": args.pendulum_steps}
     folder = Path(tempfile.mkdtemp(prefix="rlscratch-throughput-"))
     results: dict = {"threads": args.threads, "cases": {}}
     sb3 = None
@@ -281,7 +353,9 @@ def main(argv: list[str] | None = None) -> int:
         if "speedup" in r:
             sps = r["steps_per_second"]
             target = {"dqn": ">= 2.5 (rlscratch time <= 0.4 x SB3's)", "a2c": ">= 1.5",
-                      "ppo": ">= 2.0 (rlscratch time <= half of SB3's)"}[case]
+                      "ppo": ">= 2.0 (rlscratch time <= half of SB3's)",
+                      "ppo_pendulum": ">= 2.0 (rlscratch time <= half of SB3's)",
+                      "a2c_pendulum": ">= 2.0 (rlscratch time <= half of SB3's)"}[case]
             median = r["median_seconds"]
             print(f"{case}: {r['steps']} steps, median over {args.rounds} rounds: "
                   f"rlscratch {median['rlscratch']:.2f} s ({sps['rlscratch']:.0f} steps/s), "

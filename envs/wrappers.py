@@ -1,8 +1,9 @@
 """Environment wrappers of our own.
 
 ``ObservationNormalizer`` works on the batch of observations of all parallel envs at once (so every
-env shares one estimate) and is saved in checkpoints; the others are ordinary gymnasium wrappers
-applied to each env.
+env shares one estimate) and is saved in checkpoints; ``RewardNormalizer`` is its counterpart for the
+rewards an on-policy agent learns from (the agent holds and checkpoints it); the others are ordinary
+gymnasium wrappers applied to each env.
 """
 
 from __future__ import annotations
@@ -24,13 +25,7 @@ class ObservationNormalizer:
         self.eps = eps
 
     def update(self, batch: np.ndarray) -> None:
-        n = batch.shape[0]
-        batch_mean, batch_var = batch.mean(axis=0), batch.var(axis=0)
-        total = self.count + n
-        delta = batch_mean - self.mean
-        self.mean = self.mean + delta * n / total
-        self.var = (self.var * self.count + batch_var * n + delta ** 2 * self.count * n / total) / total
-        self.count = np.array(total)
+        self.mean, self.var, self.count = merge_moments(self.mean, self.var, self.count, batch)
 
     def normalize(self, obs: np.ndarray) -> np.ndarray:
         scaled = (obs - self.mean) / np.sqrt(self.var + self.eps)
@@ -41,6 +36,54 @@ class ObservationNormalizer:
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         self.mean, self.var, self.count = state["mean"].copy(), state["var"].copy(), state["count"].copy()
+
+
+def merge_moments(mean: np.ndarray, var: np.ndarray, count: np.ndarray, batch: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Running (mean, var, count) merged with a batch's along axis 0 (Chan et al.'s parallel formula):
+    with delta = batch_mean - mean and total = count + n,
+        mean' = mean + delta n / total,   var' = (var count + batch_var n + delta^2 count n / total) / total."""
+    n = batch.shape[0]
+    batch_mean, batch_var = batch.mean(axis=0), batch.var(axis=0)
+    total = count + n
+    delta = batch_mean - mean
+    new_mean = mean + delta * n / total
+    new_var = (var * count + batch_var * n + delta ** 2 * count * n / total) / total
+    return new_mean, new_var, np.array(total)
+
+
+class RewardNormalizer:
+    """r -> clip(r / sqrt(Var[G] + eps), -clip, clip), where G is each env's running discounted return
+    G <- gamma G + r (reset to 0 when its episode ends) and Var[G] a running variance over every G seen --
+    the maths of SB3's VecNormalize and gymnasium's NormalizeReward. Dividing by the spread of returns
+    (not of rewards) keeps the value targets near unit scale whatever the env's reward scale; rewards are
+    not centred, so their sign (and what termination means) is kept. Only the learner sees these: logged
+    and evaluated returns are the env's own."""
+
+    def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, eps: float = 1e-8) -> None:
+        self.gamma, self.clip, self.eps = gamma, clip, eps
+        self.returns = np.zeros(num_envs, dtype=np.float64)  # G per env
+        self.mean = np.zeros((), dtype=np.float64)
+        self.var = np.ones((), dtype=np.float64)
+        self.count = np.array(1e-4)
+
+    def __call__(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
+        self.returns = self.returns * self.gamma + reward
+        self.mean, self.var, self.count = merge_moments(self.mean, self.var, self.count, self.returns)
+        scaled = np.clip(reward / np.sqrt(self.var + self.eps), -self.clip, self.clip)
+        self.returns[done] = 0.0
+        return scaled.astype(np.float32)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {"returns": self.returns.copy(), "mean": self.mean.copy(), "var": self.var.copy(),
+                "count": self.count.copy()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        if state["returns"].shape != self.returns.shape:
+            raise ValueError(f"reward normaliser has {state['returns'].shape} running returns, expected "
+                             f"{self.returns.shape}")
+        for key in ("returns", "mean", "var", "count"):
+            setattr(self, key, state[key].copy())
 
 
 class MaskObservation(gym.ObservationWrapper):

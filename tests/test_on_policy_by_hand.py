@@ -275,9 +275,9 @@ def test_ppo_normalizes_advantages_per_minibatch(monkeypatch):
     import rlscratch.agents.ppo as ppo
     seen, surrogate = [], ppo.clipped_surrogate
 
-    def record(logits, actions, old, adv, clip):
+    def record(logits, actions, old, adv, clip, head=None):
         seen.append(adv.copy())
-        return surrogate(logits, actions, old, adv, clip)
+        return surrogate(logits, actions, old, adv, clip, head)
     monkeypatch.setattr(ppo, "clipped_surrogate", record)
     agent = make_agent(PPO, n_steps=3, batch_size=3, n_epochs=1, normalize_advantage=True)
     for _ in range(3):
@@ -513,9 +513,9 @@ def test_ppo_normalizes_only_minibatches_of_two_or_more(monkeypatch, batch_size,
     import rlscratch.agents.ppo as ppo
     seen, surrogate = [], ppo.clipped_surrogate
 
-    def record(logits, actions, old, adv, clip):
+    def record(logits, actions, old, adv, clip, head=None):
         seen.append(adv.copy())
-        return surrogate(logits, actions, old, adv, clip)
+        return surrogate(logits, actions, old, adv, clip, head)
     monkeypatch.setattr(ppo, "clipped_surrogate", record)
     agent = make_agent(PPO, n_steps=1, gamma=0.5, batch_size=batch_size, n_epochs=1, normalize_advantage=True)
     values = agent.net.infer(OBS)[1].astype(np.float64)
