@@ -39,6 +39,7 @@ from rlscratch.muzero.model import MuZeroNet
 from rlscratch.muzero.replay import GameReplay
 from rlscratch.muzero.targets import make_targets
 from rlscratch.optim_config import OptimConfig, finish_config, make_optimizer, optim_field
+from rlscratch.policy import sample_categorical
 
 
 @dataclass
@@ -78,6 +79,18 @@ class MuZeroConfig:
     priority_beta: float = bounded(0.4, ge=0, le=1, help="annealed to 1 over priority_beta_steps")
     priority_beta_steps: int = bounded(25_000, ge=1, help="env steps")
     priority_eps: float = bounded(1e-6, gt=0)
+    # EfficientZero (Ye et al. 2021): each part a switch, all off by default -- these settings are MuZero
+    consistency_coef: float = bounded(0.0, ge=0, help="temporal-consistency loss weight (0: off; EfficientZero: 2)")
+    consistency_hidden: int = bounded(64, ge=1, help="projector/predictor hidden width")
+    consistency_dim: int = bounded(64, ge=1, help="projection size")
+    value_prefix: bool = bounded(False, help="an LSTM predicts the sum of rewards since its last reset")
+    lstm_hidden: int = bounded(32, ge=1)
+    lstm_horizon: int = bounded(5, ge=1, help="value prefix: the LSTM restarts every this many unroll/search steps")
+    offpolicy_age_unit: int = bounded(0, ge=0, help="off-policy correction: n shrinks by one per this many env "
+                                                     "steps of a sample's age, down to 1 (0: off)")
+    reanalyze_network: str = bounded("online", choices=("online", "target"),
+                                     help="the network a reanalysis searches with (EfficientZero: target)")
+    reanalyze_noise: bool = bounded(False, help="root exploration noise in reanalysis searches (EfficientZero: on)")
 
     def __post_init__(self) -> None:
         finish_config(self)  # the optim: section's defaults above; every schedule states its length
@@ -96,8 +109,13 @@ class MuZero(Agent):
         self.schedule = self._temperature_schedule(config.temperature_schedule)
         self.net = MuZeroNet(spec.obs_dim, spec.n_actions, rng, state_dim=config.state_dim, hidden=model.hidden,
                              value_support=config.value_support, reward_support=config.reward_support,
-                             activation=model.activation, init=model.init)
-        self.target = self.net.clone() if config.value_target == "target" else None
+                             activation=model.activation, init=model.init,
+                             value_prefix_hidden=config.lstm_hidden if config.value_prefix else 0,
+                             lstm_horizon=config.lstm_horizon,
+                             consistency=((config.consistency_hidden, config.consistency_dim)
+                                          if config.consistency_coef > 0 else None))
+        uses_target = config.value_target == "target" or config.reanalyze_network == "target"
+        self.target = self.net.clone() if uses_target else None
         self.optimizer = make_optimizer(config.optim, self.net, lambda: self.env_steps)
         self.search_config = SearchConfig(
             num_simulations=config.num_simulations, discount=config.discount, pb_c_init=config.pb_c_init,
@@ -155,7 +173,11 @@ class MuZero(Agent):
             self._last_search = result   # observe() stores its root values and policies
         if result.action is not None:     # Gumbel MuZero chose already (noise-free when evaluating)
             return result.action
-        return select_action(result.visit_counts, self.temperature() if explore else 0.0, rng)
+        temperature = self.temperature() if explore else 0.0
+        if temperature == 0.0:
+            return select_action(result.visit_counts, 0.0, rng)   # the most visited, ties at random
+        # a ~ N(a)^(1/T) / sum_b N(b)^(1/T): a categorical draw over the logits log N(a) / T
+        return sample_categorical(np.log(np.maximum(result.visit_counts, 1e-12)) / temperature, rng)
 
     # -- storing and training ---------------------------------------------------------------------------
     def observe(self, step: Step) -> dict[str, float]:
@@ -190,19 +212,22 @@ class MuZero(Agent):
         # (without prioritization every priority is equal, and so is every importance weight: 1)
         sample = self.replay.sample(c.batch_size, self.rng, self._beta())
         metrics = {}
+        td = self.td_steps(sample.env, sample.start)
         count = int(round(c.reanalyze_fraction * c.batch_size))
         if count:
-            metrics["train/reanalyzed_rows"] = float(self.reanalyze(sample.env, sample.start, count))
+            metrics["train/reanalyzed_rows"] = float(self.reanalyze(sample.env, sample.start, count, td))
         window = self.replay.window(sample.env, sample.start, self.window)
         values = None
-        if self.target is not None:
+        if c.value_target == "target":
             obs = window.obs.reshape(-1, *window.obs.shape[2:])
             values = self.target.initial_inference(obs)[2].reshape(window.status.shape)
-        batch = make_targets(window, c.unroll_steps, c.td_steps, c.discount, self.rng, values)
+        batch = make_targets(window, c.unroll_steps, td, c.discount, self.rng, values,
+                             lstm_horizon=c.lstm_horizon if c.value_prefix else 0, consistency=c.consistency_coef > 0)
         batch.weights = sample.weights
 
         self.net.zero_grad()
-        result = unrolled_loss(self.net, batch, value_coef=c.value_coef, state_grad_scale=c.state_grad_scale)
+        result = unrolled_loss(self.net, batch, value_coef=c.value_coef, state_grad_scale=c.state_grad_scale,
+                               consistency_coef=c.consistency_coef)
         max_norm = c.optim.max_grad_norm
         grad_norm = nn.clip_grad_norm(self.net.flat_grads, max_norm) if max_norm > 0 else 0.0
         self.optimizer.step()
@@ -218,18 +243,35 @@ class MuZero(Agent):
                         "loss/reward": result.reward_loss, "train/grad_norm": grad_norm,
                         "train/value_target": float(batch.target_value[:, 0].mean()),
                         "train/lr": self.optimizer.lr})
+        if c.consistency_coef > 0:
+            metrics["loss/consistency"] = result.consistency_loss
+        if c.offpolicy_age_unit:
+            metrics["train/td_steps"] = float(np.mean(td))
         return metrics
 
-    def reanalyze(self, env: np.ndarray, start: np.ndarray, count: int) -> int:
-        """Re-run the search (no noise) with the current model for ``count`` of these sampled windows,
-        chosen at random by the replay, at the rows whose targets are read, in one batched search;
-        overwrite their stored root values and policies. Returns the number of rows searched."""
+    def td_steps(self, env: np.ndarray, start: np.ndarray) -> int | np.ndarray:
+        """n of each sample's value targets. With EfficientZero's off-policy correction the older the
+        data, the less its (stale-policy) rewards are trusted: td = clip(n - age // age_unit, 1, n),
+        with the age counted in env steps over all envs (rows written since, times the number of envs)."""
         c = self.config
-        envs, slots = self.replay.reanalyze_rows(env, start, count, c.unroll_steps, c.td_steps, self.rng,
-                                                 stored_values=self.target is None)
+        if not c.offpolicy_age_unit:
+            return c.td_steps
+        age = (self.replay.head[env] - 1 - start) * self.replay.num_envs
+        return np.clip(c.td_steps - age // c.offpolicy_age_unit, 1, c.td_steps)
+
+    def reanalyze(self, env: np.ndarray, start: np.ndarray, count: int, td: int | np.ndarray | None = None) -> int:
+        """Re-run the search for ``count`` of these sampled windows, chosen at random by the replay,
+        at the rows whose targets are read, in one batched search; overwrite their stored root values
+        and policies. The current model without noise (MuZero), or -- EfficientZero -- the target
+        network with root noise (``reanalyze_network``, ``reanalyze_noise``). Returns the rows searched."""
+        c = self.config
+        td = c.td_steps if td is None else td
+        envs, slots = self.replay.reanalyze_rows(env, start, count, c.unroll_steps, td, self.rng,
+                                                 stored_values=c.value_target == "search")
         if len(envs) == 0:
             return 0
-        result = self._reanalyze_search.run(self.net, self.replay.obs[envs, slots], self.rng, explore=False)
+        net = self.target if c.reanalyze_network == "target" else self.net
+        result = self._reanalyze_search.run(net, self.replay.obs[envs, slots], self.rng, explore=c.reanalyze_noise)
         self.replay.refresh(envs, slots, result.root_value, result.policy)
         return len(envs)
 
