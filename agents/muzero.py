@@ -39,7 +39,6 @@ from rlscratch.muzero.model import MuZeroNet
 from rlscratch.muzero.replay import GameReplay
 from rlscratch.muzero.targets import make_targets
 from rlscratch.optim_config import OptimConfig, finish_config, make_optimizer, optim_field
-from rlscratch.policy import sample_categorical
 
 
 @dataclass
@@ -173,11 +172,7 @@ class MuZero(Agent):
             self._last_search = result   # observe() stores its root values and policies
         if result.action is not None:     # Gumbel MuZero chose already (noise-free when evaluating)
             return result.action
-        temperature = self.temperature() if explore else 0.0
-        if temperature == 0.0:
-            return select_action(result.visit_counts, 0.0, rng)   # the most visited, ties at random
-        # a ~ N(a)^(1/T) / sum_b N(b)^(1/T): a categorical draw over the logits log N(a) / T
-        return sample_categorical(np.log(np.maximum(result.visit_counts, 1e-12)) / temperature, rng)
+        return select_action(result.visit_counts, self.temperature() if explore else 0.0, rng)
 
     # -- storing and training ---------------------------------------------------------------------------
     def observe(self, step: Step) -> dict[str, float]:
