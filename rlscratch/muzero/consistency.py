@@ -49,15 +49,16 @@ class ConsistencyHeads(nn.Module):
                                        nn.Linear(hidden, proj_dim, rng, init=init))
 
     def online(self, state: np.ndarray) -> np.ndarray:
-        """p = Q(P(s)), keeping what backward needs."""
-        return self.predictor.forward(self.projector.forward(state))
+        """p = Q(P(s)), keeping what backward needs (a feature-map state is flattened first)."""
+        self._saved.append(state.shape)
+        return self.predictor.forward(self.projector.forward(state.reshape(len(state), -1)))
 
     def online_backward(self, dp: np.ndarray) -> np.ndarray:
-        return self.projector.backward(self.predictor.backward(dp))
+        return self.projector.backward(self.predictor.backward(dp)).reshape(self._saved.pop())
 
     def target(self, state: np.ndarray) -> np.ndarray:
         """t = P(s), keeping nothing: the stop-gradient branch."""
-        return self.projector.infer(state)
+        return self.projector.infer(state.reshape(len(state), -1))
 
     def forward(self, state: np.ndarray) -> np.ndarray:
         return self.online(state)

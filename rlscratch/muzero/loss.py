@@ -99,7 +99,7 @@ def unrolled_loss(net: MuZeroNet, batch: UnrollBatch, *, value_coef: float, stat
     if consistent and consistency_targets is None:
         # the target branch: t_k = P(h(o_{t+k})) with nothing kept -- no gradient ever reaches it
         flat = batch.target_obs.reshape(n * K, *batch.target_obs.shape[2:])
-        t = net.consistency.target(net.scale_initial.infer(net.representation.infer(flat.astype(dtype))))
+        t = net.consistency.target(net.infer_represent(flat))
         consistency_targets = [None] + list(t.reshape(n, K, -1).transpose(1, 0, 2))
 
     def cross_entropy(logits: np.ndarray, target: np.ndarray, mask: np.ndarray, scale: float, name: str) -> np.ndarray:

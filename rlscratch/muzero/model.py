@@ -30,7 +30,7 @@ from rlscratch import nn
 
 from .consistency import ConsistencyHeads
 from .fast import FastInference
-from .support import support_bins
+from .support import logits_to_scalar, support_bins
 from .value_prefix import PrefixInference, ValuePrefix
 
 
@@ -166,6 +166,19 @@ class MuZeroNet(nn.Module):
 
     def infer(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.initial_inference(obs)
+
+    # the same functions keeping nothing, readable (the value prefix's search calls use them)
+    def infer_represent(self, obs: np.ndarray) -> np.ndarray:
+        return self.scale_initial.infer(self.representation.infer(np.asarray(obs, dtype=self.dtype)))
+
+    def infer_next_state(self, state: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        out = self.dynamics_net.infer(np.concatenate([state, self.one_hot(actions)], axis=1))
+        return self.scale_next.infer(out[:, :self.state_dim])
+
+    def infer_predict(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """policy logits, value (a scalar)."""
+        out = self.prediction.infer(state)
+        return out[:, :self.n_actions], logits_to_scalar(out[:, self.n_actions:], self.value_support)
 
     # -- search: nothing kept, scalars out -------------------------------------------------------
     # The search calls these thousands of times per move; they run the same maths as represent /

@@ -58,12 +58,14 @@ def is_reset(depth: int | np.ndarray, horizon: int):
 
 
 class ValuePrefix(nn.Module):
-    """The LSTM and its head: (s_k, (h, c)) -> (prefix logits, (h_k, c_k))."""
+    """The LSTM and its head: (s_k, (h, c)) -> (prefix logits, (h_k, c_k)). ``features`` (optional)
+    turns a state into the LSTM's input first (the conv model's 1x1 conv to a few channels)."""
 
     def __init__(self, state_dim: int, hidden: int, bins: int, rng: np.random.Generator, init: str = "he",
-                 horizon: int = 5) -> None:
+                 horizon: int = 5, features: nn.Module | None = None) -> None:
         super().__init__()
         self.horizon, self.hidden = horizon, hidden
+        self.features = features
         self.lstm = nn.LSTMCell(state_dim, hidden, rng)
         self.relu = nn.ReLU()
         self.head = nn.Linear(hidden, bins, rng, init=init)
@@ -73,7 +75,8 @@ class ValuePrefix(nn.Module):
         return np.zeros((n, self.hidden), dtype=dtype), np.zeros((n, self.hidden), dtype=dtype)
 
     def forward(self, state: np.ndarray, lstm_state: tuple[np.ndarray, np.ndarray]):
-        h, c = self.lstm.forward(state, lstm_state)
+        x = state if self.features is None else self.features.forward(state)
+        h, c = self.lstm.forward(x, lstm_state)
         return self.head.forward(self.relu.forward(h)), (h, c)
 
     def backward(self, d_logits: np.ndarray, d_next: tuple[np.ndarray, np.ndarray] | None):
@@ -84,50 +87,49 @@ class ValuePrefix(nn.Module):
         if d_next is not None:
             dh = dh + d_next[0]
             dc = d_next[1]
-        return self.lstm.backward((dh, dc))
+        dx, d_prev = self.lstm.backward((dh, dc))
+        return (dx if self.features is None else self.features.backward(dx)), d_prev
 
     def infer(self, state: np.ndarray, lstm_state: tuple[np.ndarray, np.ndarray]):
-        h, c = self.lstm.infer(state, lstm_state)
+        x = state if self.features is None else self.features.infer(state)
+        h, c = self.lstm.infer(x, lstm_state)
         return self.head.infer(np.maximum(h, 0.0)), (h, c)
 
 
 class PrefixInference:
-    """The search's model calls for a MuZeroNet with a value prefix (see the module docstring): the
-    node state is [s (D) | h (H) | c (H) | prefix | depth]; the reward returned is the edge reward."""
+    """The search's model calls for a network with a value prefix (see the module docstring): a
+    node's state is the row [s (flattened) | h | c | prefix | depth]; the reward returned is the edge
+    reward. The network provides ``infer_represent``, ``infer_next_state`` and ``infer_predict``."""
 
     def __init__(self, net) -> None:
         self.net = net
-        self.D, self.H = net.state_dim, net.value_prefix.hidden
+        self.shape = tuple(getattr(net, "state_shape", (net.state_dim,)))
+        self.D, self.H = int(np.prod(self.shape)), net.value_prefix.hidden
 
     def _pack(self, state, h, c, prefix, depth) -> np.ndarray:
-        return np.concatenate([state, h, c, prefix[:, None], depth[:, None]], axis=1).astype(self.net.dtype)
+        return np.concatenate([state.reshape(len(state), -1), h, c, prefix[:, None], depth[:, None]],
+                              axis=1).astype(self.net.dtype)
 
     def initial_inference(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         net = self.net
-        state = net.scale_initial.infer(net.representation.infer(np.asarray(obs, dtype=net.dtype)))
-        policy_logits, value = self._predict(state)
+        state = net.infer_represent(obs)
+        policy_logits, value = net.infer_predict(state)
         h, c = net.value_prefix.zeros(len(state), net.dtype)
         zeros = np.zeros(len(state), dtype=net.dtype)
         return self._pack(state, h, c, zeros, zeros), policy_logits, value
 
-    def _predict(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        net = self.net
-        out = net.prediction.infer(state)
-        return out[:, :net.n_actions], logits_to_scalar(out[:, net.n_actions:], net.value_support)
-
     def recurrent_inference(self, node: np.ndarray, actions: np.ndarray,
                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         net, D, H = self.net, self.D, self.H
-        state, h, c = node[:, :D], node[:, D:D + H], node[:, D + H:D + 2 * H]
+        state, h, c = node[:, :D].reshape(len(node), *self.shape), node[:, D:D + H], node[:, D + H:D + 2 * H]
         parent_prefix, depth = node[:, -2], node[:, -1]
-        next_state = net.scale_next.infer(net.dynamics_net.infer(
-            np.concatenate([state, net.one_hot(actions)], axis=1)))
+        next_state = net.infer_next_state(state, actions)
         prefix_logits, (h, c) = net.value_prefix.infer(next_state, (h, c))
         prefix = logits_to_scalar(prefix_logits, net.reward_support)
-        reset_parent = is_reset(np.rint(depth).astype(np.int64), net.value_prefix.horizon)
-        reward = prefix - np.where(reset_parent, 0.0, parent_prefix)
+        horizon = net.value_prefix.horizon
+        reward = prefix - np.where(is_reset(np.rint(depth).astype(np.int64), horizon), 0.0, parent_prefix)
         depth = depth + 1
-        reset = is_reset(np.rint(depth).astype(np.int64), net.value_prefix.horizon)[:, None]
+        reset = is_reset(np.rint(depth).astype(np.int64), horizon)[:, None]
         h, c = np.where(reset, 0.0, h), np.where(reset, 0.0, c)
-        policy_logits, value = self._predict(next_state)
+        policy_logits, value = net.infer_predict(next_state)
         return self._pack(next_state, h, c, prefix, depth), reward, policy_logits, value
