@@ -33,6 +33,7 @@ from rlscratch import nn
 from rlscratch.agent import Agent, EnvSpec, Step
 from rlscratch.config import ModelConfig, bounded
 from rlscratch.errors import ConfigError
+from rlscratch.muzero.conv_model import ConvMuZeroNet
 from rlscratch.muzero.loss import unrolled_loss
 from rlscratch.muzero.mcts import MCTS, SearchConfig, SearchResult, select_action
 from rlscratch.muzero.model import MuZeroNet
@@ -56,6 +57,12 @@ class MuZeroConfig:
     temperature_schedule: list = bounded(default_factory=lambda: [[0, 1.0], [15000, 0.5], [25000, 0.25]],
                                          help="[[env_step, T], ...]: visit-count temperature from that step on")
     # model
+    network: str = bounded("mlp", choices=("mlp", "conv"),
+                           help="mlp: MLPs from model.hidden; conv: EfficientZero's conv nets on image observations")
+    conv_channels: int = bounded(32, ge=1, help="conv: channels of the hidden state")
+    conv_blocks: int = bounded(1, ge=1, help="conv: residual blocks in the representation and the dynamics")
+    reduced_channels: int = bounded(8, ge=1, help="conv: channels of the heads' 1x1 convolutions")
+    head_hidden: int = bounded(32, ge=1, help="conv: hidden width of the heads")
     state_dim: int = bounded(32, ge=1)
     value_support: int = bounded(20, ge=1, help="values on the support -S..S after h(x)")
     reward_support: int = bounded(5, ge=1)
@@ -106,13 +113,7 @@ class MuZero(Agent):
                               "prediction) from model.hidden; a notation program cannot replace them -- remove it")
         self.n_actions = spec.n_actions
         self.schedule = self._temperature_schedule(config.temperature_schedule)
-        self.net = MuZeroNet(spec.obs_dim, spec.n_actions, rng, state_dim=config.state_dim, hidden=model.hidden,
-                             value_support=config.value_support, reward_support=config.reward_support,
-                             activation=model.activation, init=model.init,
-                             value_prefix_hidden=config.lstm_hidden if config.value_prefix else 0,
-                             lstm_horizon=config.lstm_horizon,
-                             consistency=((config.consistency_hidden, config.consistency_dim)
-                                          if config.consistency_coef > 0 else None))
+        self.net = self._network(config, spec, model, rng)
         uses_target = config.value_target == "target" or config.reanalyze_network == "target"
         self.target = self.net.clone() if uses_target else None
         self.optimizer = make_optimizer(config.optim, self.net, lambda: self.env_steps)
@@ -125,8 +126,11 @@ class MuZero(Agent):
         # (which reallocates whenever its batch size changes)
         self._searches: dict[int, MCTS] = {}
         self._reanalyze_search = MCTS(self.search_config, self.n_actions)
+        # (0/1 boards are stored as bools: a quarter of the memory)
+        obs_dtype = np.bool_ if getattr(spec.observation_space, "dtype", None) == np.bool_ else np.float32
         self.replay = GameReplay(config.replay_capacity, spec.num_envs, (spec.obs_dim,), spec.n_actions,
-                                 alpha=config.priority_alpha if config.prioritized else 0.0, eps=config.priority_eps)
+                                 obs_dtype=obs_dtype, alpha=config.priority_alpha if config.prioritized else 0.0,
+                                 eps=config.priority_eps)
         self.window = config.unroll_steps + config.td_steps + 1
         self.env_steps = 0
         self.train_credit = 0.0
@@ -134,6 +138,25 @@ class MuZero(Agent):
         # evaluation's searches break ties with their own generator, so evaluating (how often, with
         # how many envs) never changes what training does
         self.eval_rng = np.random.default_rng(rng.integers(2**63))
+
+    @staticmethod
+    def _network(config: MuZeroConfig, spec: EnvSpec, model: ModelConfig, rng: np.random.Generator,
+                 ) -> MuZeroNet | ConvMuZeroNet:
+        prefix = config.lstm_hidden if config.value_prefix else 0
+        consistency = (config.consistency_hidden, config.consistency_dim) if config.consistency_coef > 0 else None
+        if config.network == "conv":
+            if len(spec.obs_shape) != 3:
+                raise ConfigError(f"agent.network: conv needs image observations (H, W, C); this env's are "
+                                  f"{spec.obs_shape} -- use network: mlp")
+            return ConvMuZeroNet(spec.obs_shape, spec.n_actions, rng, channels=config.conv_channels,
+                                 blocks=config.conv_blocks, reduced_channels=config.reduced_channels,
+                                 head_hidden=config.head_hidden, value_support=config.value_support,
+                                 reward_support=config.reward_support, init=model.init, value_prefix_hidden=prefix,
+                                 lstm_horizon=config.lstm_horizon, consistency=consistency)
+        return MuZeroNet(spec.obs_dim, spec.n_actions, rng, state_dim=config.state_dim, hidden=model.hidden,
+                         value_support=config.value_support, reward_support=config.reward_support,
+                         activation=model.activation, init=model.init, value_prefix_hidden=prefix,
+                         lstm_horizon=config.lstm_horizon, consistency=consistency)
 
     @staticmethod
     def _temperature_schedule(schedule: list) -> list[tuple[int, float]]:

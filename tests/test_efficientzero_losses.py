@@ -67,7 +67,7 @@ def assert_close_gradients(analytic: np.ndarray, numeric: np.ndarray) -> None:
     float64 loss at h = 1e-5 carry ~1e-10 of roundoff, which is a large *relative* error there --
     an error of the maths would be far larger than 1e-8 in absolute terms too.)"""
     large = np.abs(numeric) >= 1e-3
-    assert large.sum() > len(numeric) // 4
+    assert large.sum() > len(numeric) // 10   # the check covers a real share of the parameters
     assert_gradients_ok({"large entries": nn.relative_error(analytic[large], numeric[large])})
     assert np.abs(analytic - numeric).max() <= 1e-8
 
