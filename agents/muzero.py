@@ -313,3 +313,28 @@ class GumbelMuZero(MuZero):
     """MuZero with Gumbel MuZero's search: the same agent, other defaults (agent name gumbel_muzero)."""
 
     Config = GumbelMuZeroConfig
+
+
+@dataclass
+class EfficientZeroConfig(MuZeroConfig):
+    """MuZero's settings with EfficientZero's parts switched on (Ye et al. 2021): temporal consistency
+    (weight 2), the value prefix, the off-policy correction of the value horizon, reanalysis of part of
+    every batch with the target network and root noise, priorities with alpha 0.6."""
+
+    consistency_coef: float = bounded(2.0, ge=0, help="temporal-consistency loss weight (0: off; EfficientZero: 2)")
+    value_prefix: bool = bounded(True, help="an LSTM predicts the sum of rewards since its last reset")
+    offpolicy_age_unit: int = bounded(10_000, ge=0, help="off-policy correction: n shrinks by one per this many "
+                                                         "env steps of a sample's age, down to 1 (0: off)")
+    value_target: str = bounded("target", choices=("search", "target"),
+                                help="bootstrap n-step targets from stored search values or a target network")
+    reanalyze_fraction: float = bounded(0.1, ge=0, le=1, help="share of each batch whose targets are re-searched")
+    reanalyze_network: str = bounded("target", choices=("online", "target"),
+                                     help="the network a reanalysis searches with (EfficientZero: target)")
+    reanalyze_noise: bool = bounded(True, help="root exploration noise in reanalysis searches (EfficientZero: on)")
+    priority_alpha: float = bounded(0.6, ge=0)
+
+
+class EfficientZero(MuZero):
+    """MuZero with EfficientZero's parts on: the same agent, other defaults (agent name efficientzero)."""
+
+    Config = EfficientZeroConfig

@@ -128,6 +128,7 @@ AGENTS: dict[str, str | type[Agent]] = {
     "ppo": "rlscratch.agents.ppo:PPO",
     "muzero": "rlscratch.agents.muzero:MuZero",
     "gumbel_muzero": "rlscratch.agents.muzero:GumbelMuZero",
+    "efficientzero": "rlscratch.agents.muzero:EfficientZero",
 }
 
 
