@@ -1,4 +1,4 @@
-"""MuZero (Schrittwieser et al. 2020) and Gumbel MuZero (Danihelka et al. 2022) on vector observations.
+"""MuZero (Schrittwieser et al. 2020), Gumbel MuZero (Danihelka et al. 2022) and EfficientZero (Ye et al. 2021).
 
 The model, the search and the loss live in rlscratch.muzero; this file is the agent around them:
 
@@ -18,6 +18,13 @@ The model, the search and the loss live in rlscratch.muzero; this file is the ag
                   build K-step targets (n-step values bootstrapped from the stored search values, or
                   from a target network); unroll the model K steps and take an optimizer step on the
                   loss of rlscratch.muzero.loss; refresh the priorities.
+
+EfficientZero (Ye et al. 2021) is this agent with switches on (agent name ``efficientzero`` turns
+them all on): ``consistency_coef`` adds the temporal-consistency loss (rlscratch.muzero.consistency),
+``value_prefix`` predicts reward sums with an LSTM (rlscratch.muzero.value_prefix), ``offpolicy_age_unit``
+shortens the value horizon of old samples (``td_steps`` below), ``reanalyze_network``/``reanalyze_noise``
+re-search with the target network and root noise, and ``network: conv`` plays on images
+(rlscratch.muzero.conv_model). With every switch off the agent is MuZero, draw for draw.
 
 Everything the run needs to resume exactly (network, optimizer, target network, replay with its
 priorities, counters, the random generator) is in ``components()``/``counters``.
