@@ -20,6 +20,16 @@ representation receives stays bounded however long the unroll: the state s_k (k 
 next dynamics call as 0.5 s_k + 0.5 stopgrad(s_k) -- the same value, half the gradient. In backward
 that is one multiplication of dL/ds_k coming out of the dynamics by ``state_grad_scale``.
 
+**EfficientZero's terms** (each off unless the network has the part). With a value prefix
+(value_prefix.py) the reward logits r_k come from an LSTM over s_1..s_k, reset after every depth that
+is a multiple of H, and u_k is the value-prefix target; its backward runs through time alongside the
+dynamics'. With temporal consistency (consistency.py) every step k >= 1 adds
+
+    + consistency_coef / K * m_k * (-cos(Q(P(s_k)), P(h(o_{t+k}))))
+
+the second argument computed without keeping anything (a stop-gradient), m_k masking steps past the
+episode's final observation.
+
 The backward pass visits the calls in exactly the reverse of the forward order,
 
     forward:   h, f_0, g_0, f_1, g_1, ..., g_{K-1}, f_K
