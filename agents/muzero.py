@@ -104,6 +104,9 @@ class MuZeroConfig:
     reanalyze_network: str = bounded("online", choices=("online", "target"),
                                      help="the network a reanalysis searches with (EfficientZero: target)")
     reanalyze_noise: bool = bounded(False, help="root exploration noise in reanalysis searches (EfficientZero: on)")
+    search_value_age: int = bounded(0, ge=0, help="EfficientZero V2's mixed value target: samples at least this "
+                                                  "many env steps old train towards their stored (reanalysed) "
+                                                  "search values instead of n-step returns (0: off)")
 
     def __post_init__(self) -> None:
         finish_config(self)  # the optim: section's defaults above; every schedule states its length
@@ -247,7 +250,8 @@ class MuZero(Agent):
             obs = window.obs.reshape(-1, *window.obs.shape[2:])
             values = self.target.initial_inference(obs)[2].reshape(window.status.shape)
         batch = make_targets(window, c.unroll_steps, td, c.discount, self.rng, values,
-                             lstm_horizon=c.lstm_horizon if c.value_prefix else 0, consistency=c.consistency_coef > 0)
+                             lstm_horizon=c.lstm_horizon if c.value_prefix else 0, consistency=c.consistency_coef > 0,
+                             search_value=self._search_value(sample.env, sample.start))
         batch.weights = sample.weights
 
         self.net.zero_grad()
@@ -283,6 +287,13 @@ class MuZero(Agent):
             return c.td_steps
         age = (self.replay.head[env] - 1 - start) * self.replay.num_envs
         return np.clip(c.td_steps - age // c.offpolicy_age_unit, 1, c.td_steps)
+
+    def _search_value(self, env: np.ndarray, start: np.ndarray) -> np.ndarray | None:
+        """EfficientZero V2's mixed value target: which samples are old enough (in env steps over all
+        envs) to take the search's root values as their value targets."""
+        if not self.config.search_value_age:
+            return None
+        return (self.replay.head[env] - 1 - start) * self.replay.num_envs >= self.config.search_value_age
 
     def reanalyze(self, env: np.ndarray, start: np.ndarray, count: int, td: int | np.ndarray | None = None) -> int:
         """Re-run the search for ``count`` of these sampled windows, chosen at random by the replay,

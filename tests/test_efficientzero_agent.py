@@ -266,3 +266,23 @@ def test_conv_agent_state_round_trip():
     assert np.array_equal(fresh.net.flat_params, agent.net.flat_params)
     assert np.array_equal(fresh.target.flat_params, agent.target.flat_params)
     assert np.array_equal(fresh.replay.obs, agent.replay.obs)
+
+
+def test_mixed_value_target_uses_the_search_values_of_old_samples():
+    """search_value_age 20 (env steps over 2 envs): windows whose start is >= 10 rows back take z_k =
+    the stored search value of row t+k; newer ones keep the n-step return. By hand for env 1
+    (no episode end): windows starting at rows 25 (age 8) and 19 (age 20)."""
+    agent = ez_agent(search_value_age=20)
+    fill(agent)
+    env, start = np.array([1, 1]), np.array([25, 19])
+    flags = agent._search_value(env, start)
+    assert flags.tolist() == [False, True]
+    window = agent.replay.window(env, start, agent.window)
+    mixed = make_targets(window, 2, 3, 0.9, np.random.default_rng(0), search_value=flags)
+    plain = make_targets(window, 2, 3, 0.9, np.random.default_rng(0))
+    assert np.array_equal(mixed.target_value[0], plain.target_value[0])
+    assert mixed.target_value[1] == pytest.approx(agent.replay.values[1, 19:22].astype(np.float64), rel=1e-12)
+    r, v = agent.replay.rewards[1], agent.replay.values[1]
+    z0 = r[19] + 0.9 * r[20] + 0.81 * r[21] + 0.729 * v[22]       # what the n-step target would have been
+    assert plain.target_value[1, 0] == pytest.approx(z0, rel=1e-6) and abs(z0 - v[19]) > 1e-3
+    assert ez_agent()._search_value(env, start) is None

@@ -94,7 +94,7 @@ def test_conv_agent_acts_and_trains():
                     value_support=3, reward_support=1, unroll_steps=2, td_steps=2, batch_size=4, warmup_steps=4,
                     replay_capacity=64, consistency_coef=2.0, value_prefix=True, lstm_hidden=3, lstm_horizon=2,
                     offpolicy_age_unit=4, reanalyze_fraction=0.5, reanalyze_network="target", reanalyze_noise=True,
-                    value_target="target", target_update_interval=2)
+                    value_target="target", target_update_interval=2, search_value_age=4)
     agent = MuZero(MuZeroConfig(**with_optim(settings)), minatar_spec(), ModelConfig(hidden=[8]),
                    np.random.default_rng(0))
     assert agent.replay.obs.dtype == np.bool_

@@ -27,14 +27,17 @@ from .value_prefix import value_prefix_targets
 
 def make_targets(window: Window, unroll_steps: int, td_steps: int | np.ndarray, discount: float,
                  rng: np.random.Generator, values: np.ndarray | None = None, lstm_horizon: int = 0,
-                 consistency: bool = False) -> UnrollBatch:
+                 consistency: bool = False, search_value: np.ndarray | None = None) -> UnrollBatch:
     """The inputs and targets of ``unrolled_loss`` for windows of length >= K + n + 1 (module docstring).
 
     ``values`` (B, W) replaces the stored search values as the bootstrap (a target network's).
     Importance weights are left at 1 (the caller sets them). EfficientZero's options:
     ``td_steps`` may be one n per window (B,) (the off-policy correction shortens it for old data);
     ``lstm_horizon`` > 0 turns the reward targets into value prefixes (value_prefix.py);
-    ``consistency`` adds the observations o_{t+1..t+K} and where they exist (consistency.py)."""
+    ``consistency`` adds the observations o_{t+1..t+K} and where they exist (consistency.py);
+    ``search_value`` (B,) bool marks windows whose value targets are the stored search root values
+    themselves instead of n-step returns (EfficientZero V2's search-based value estimation, for data
+    too old for its rewards to reflect the current policy)."""
     K = unroll_steps
     n_each = np.broadcast_to(np.asarray(td_steps, dtype=np.int64), (len(window.status),))
     n = int(n_each.max())
@@ -64,6 +67,8 @@ def make_targets(window: Window, unroll_steps: int, td_steps: int | np.ndarray, 
                                        bootstrap[rows].T, discount, int(horizon)).T
 
     k = slice(0, K + 1)
+    if search_value is not None:   # z_k = V_search(t+k) for the marked windows
+        z = np.where(np.asarray(search_value)[:, None], window.values[:, :z.shape[1]], z)
     value_target = np.where(step[:, k], z[:, k], 0.0)
     value_target = np.where(final[:, k], bootstrap[:, k], value_target)    # 0 if terminated
     absorbing = terminated[:, None] & (final | (status == W_BEYOND))[:, k]
