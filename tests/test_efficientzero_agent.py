@@ -286,3 +286,33 @@ def test_mixed_value_target_uses_the_search_values_of_old_samples():
     z0 = r[19] + 0.9 * r[20] + 0.81 * r[21] + 0.729 * v[22]       # what the n-step target would have been
     assert plain.target_value[1, 0] == pytest.approx(z0, rel=1e-6) and abs(z0 - v[19]) > 1e-3
     assert ez_agent()._search_value(env, start) is None
+
+
+@pytest.mark.slow
+def test_efficientzero_learns_cartpole(tmp_path):
+    """A short seeded run with every EfficientZero switch on (consistency, value prefix, off-policy
+    correction, reanalysis with the target network and noise): the greedy policy of the searched
+    model beats random play (about 22) by a wide margin. The settings of MuZero's own learning test
+    (tests/test_muzero.py: 16 simulations, batch 64, K = 5, one update per env step, 2,000 steps)."""
+    from conftest import write_config
+    from threadpoolctl import threadpool_limits
+
+    from rlscratch.config import load_config
+    from rlscratch.trainer import train
+
+    data = {
+        "env": {"id": "CartPole-v1", "num_envs": 8},
+        "agent": {"name": "efficientzero", "num_simulations": 16, "state_dim": 32, "batch_size": 64,
+                  "warmup_steps": 400, "train_ratio": 1.0, "unroll_steps": 5, "td_steps": 10, "value_support": 20,
+                  "reward_support": 5, "reanalyze_fraction": 0.1, "offpolicy_age_unit": 1000,
+                  "target_update_interval": 100, "optim": {"lr": 3e-3}},
+        "model": {"hidden": [64]},
+        "train": {"total_steps": 2000, "eval_every": 0, "eval_episodes": 5, "checkpoint_every": 0, "log_every": 500},
+        "log": {"tensorboard": False},
+        "seed": 5,
+    }
+    config = load_config(str(write_config(tmp_path, data, "ez.yaml")))[0]
+    with threadpool_limits(1):
+        summary = train(config, tmp_path / "run")
+    print("efficientzero greedy evaluation after 2000 steps:", summary["eval_mean"])
+    assert summary["eval_mean"] > 100, summary["eval_mean"]
