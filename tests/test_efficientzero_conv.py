@@ -23,9 +23,9 @@ OBS_SHAPE = (4, 4, 2)   # (H, W, C) as MinAtar gives it
 
 
 def conv_net(rng, prefix: bool = True, consistency: bool = True) -> ConvMuZeroNet:
-    net = ConvMuZeroNet(OBS_SHAPE, 3, rng, channels=3, blocks=1, reduced_channels=2, head_hidden=4,
-                        value_support=2, reward_support=1, value_prefix_hidden=3 if prefix else 0, lstm_horizon=2,
-                        consistency=(4, 3) if consistency else None).astype(np.float64)
+    net = ConvMuZeroNet(OBS_SHAPE, 3, rng, channels=2, blocks=1, reduced_channels=1, head_hidden=3,
+                        value_support=2, reward_support=1, value_prefix_hidden=2 if prefix else 0, lstm_horizon=2,
+                        consistency=(3, 2) if consistency else None).astype(np.float64)
     net.flat_params[:] = rng.standard_normal(net.flat_params.size) * 0.4
     return net
 
@@ -38,13 +38,14 @@ def conv_batch(rng, n=2, K=3, A=3) -> UnrollBatch:
         target_value=rng.uniform(-3, 3, (n, K + 1)), value_mask=np.ones((n, K + 1)),
         target_reward=rng.uniform(-1, 1, (n, K + 1)), reward_mask=np.ones((n, K + 1)),
         weights=rng.uniform(0.5, 1.5, n), target_obs=(rng.random((n, K, obs_dim)) < 0.4) * 1.0,
-        consistency_mask=np.array([[1.0, 1, 1, 0], [1, 1, 1, 1]])[:n])
+        consistency_mask=np.array([[1.0, 1, 1, 0], [1, 1, 1, 1]])[:n, :K + 1])
 
 
 @pytest.mark.parametrize("prefix", [True, False])
 def test_conv_unrolled_loss_gradient_check(rng, prefix):
+    """K = 2, horizon 2 (BPTT across a reset is checked on the MLP model, test_efficientzero_losses)."""
     net = conv_net(rng, prefix=prefix)
-    batch = conv_batch(rng)
+    batch = conv_batch(rng, K=2)
     net.zero_grad()
     result = unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=0.5, consistency_coef=2.0)
     analytic = net.flat_grads.copy()
@@ -71,7 +72,7 @@ def test_conv_inference_matches_training_path(rng):
     train_logits, value_logits = net.predict(train_state)
     assert np.allclose(state, train_state) and np.allclose(logits, train_logits)
     assert np.allclose(value, logits_to_scalar(value_logits, net.value_support))
-    assert state.shape == (2, 3, 4, 4)
+    assert state.shape == (2, 2, 4, 4)
     assert np.allclose(state.reshape(2, -1).min(axis=1), 0) and np.allclose(state.reshape(2, -1).max(axis=1), 1,
                                                                             atol=1e-4)
     next_state, reward, logits, value = net.recurrent_inference(state, actions)
