@@ -1,4 +1,4 @@
-"""MuZero (Schrittwieser et al. 2020) and Gumbel MuZero (Danihelka et al. 2022) on vector observations.
+"""MuZero (Schrittwieser et al. 2020), Gumbel MuZero (Danihelka et al. 2022) and EfficientZero (Ye et al. 2021).
 
 The model, the search and the loss live in rlscratch.muzero; this file is the agent around them:
 
@@ -19,6 +19,13 @@ The model, the search and the loss live in rlscratch.muzero; this file is the ag
                   from a target network); unroll the model K steps and take an optimizer step on the
                   loss of rlscratch.muzero.loss; refresh the priorities.
 
+EfficientZero (Ye et al. 2021) is this agent with switches on (agent name ``efficientzero`` turns
+them all on): ``consistency_coef`` adds the temporal-consistency loss (rlscratch.muzero.consistency),
+``value_prefix`` predicts reward sums with an LSTM (rlscratch.muzero.value_prefix), ``offpolicy_age_unit``
+shortens the value horizon of old samples (``td_steps`` below), ``reanalyze_network``/``reanalyze_noise``
+re-search with the target network and root noise, and ``network: conv`` plays on images
+(rlscratch.muzero.conv_model). With every switch off the agent is MuZero, draw for draw.
+
 Everything the run needs to resume exactly (network, optimizer, target network, replay with its
 priorities, counters, the random generator) is in ``components()``/``counters``.
 """
@@ -33,6 +40,7 @@ from rlscratch import nn
 from rlscratch.agent import Agent, EnvSpec, Step
 from rlscratch.config import ModelConfig, bounded
 from rlscratch.errors import ConfigError
+from rlscratch.muzero.conv_model import ConvMuZeroNet
 from rlscratch.muzero.loss import unrolled_loss
 from rlscratch.muzero.mcts import MCTS, SearchConfig, SearchResult, select_action
 from rlscratch.muzero.model import MuZeroNet
@@ -61,6 +69,12 @@ class MuZeroConfig:
     temperature_schedule: list = bounded(default_factory=lambda: [[0, 1.0], [15000, 0.5], [25000, 0.25]],
                                          help="[[env_step, T], ...]: visit-count temperature from that step on")
     # model
+    network: str = bounded("mlp", choices=("mlp", "conv"),
+                           help="mlp: MLPs from model.hidden; conv: EfficientZero's conv nets on image observations")
+    conv_channels: int = bounded(32, ge=1, help="conv: channels of the hidden state")
+    conv_blocks: int = bounded(1, ge=1, help="conv: residual blocks in the representation and the dynamics")
+    reduced_channels: int = bounded(8, ge=1, help="conv: channels of the heads' 1x1 convolutions")
+    head_hidden: int = bounded(32, ge=1, help="conv: hidden width of the heads")
     state_dim: int = bounded(32, ge=1)
     value_support: int = bounded(20, ge=1, help="values on the support -S..S after h(x)")
     reward_support: int = bounded(5, ge=1)
@@ -83,6 +97,21 @@ class MuZeroConfig:
     priority_beta: float = bounded(0.4, ge=0, le=1, help="annealed to 1 over priority_beta_steps")
     priority_beta_steps: int = bounded(25_000, ge=1, help="env steps")
     priority_eps: float = bounded(1e-6, gt=0)
+    # EfficientZero (Ye et al. 2021): each part a switch, all off by default -- these settings are MuZero
+    consistency_coef: float = bounded(0.0, ge=0, help="temporal-consistency loss weight (0: off; EfficientZero: 2)")
+    consistency_hidden: int = bounded(64, ge=1, help="projector/predictor hidden width")
+    consistency_dim: int = bounded(64, ge=1, help="projection size")
+    value_prefix: bool = bounded(False, help="an LSTM predicts the sum of rewards since its last reset")
+    lstm_hidden: int = bounded(32, ge=1)
+    lstm_horizon: int = bounded(5, ge=1, help="value prefix: the LSTM restarts every this many unroll/search steps")
+    offpolicy_age_unit: int = bounded(0, ge=0, help="off-policy correction: n shrinks by one per this many env "
+                                                     "steps of a sample's age, down to 1 (0: off)")
+    reanalyze_network: str = bounded("online", choices=("online", "target"),
+                                     help="the network a reanalysis searches with (EfficientZero: target)")
+    reanalyze_noise: bool = bounded(False, help="root exploration noise in reanalysis searches (EfficientZero: on)")
+    search_value_age: int = bounded(0, ge=0, help="EfficientZero V2's mixed value target: samples at least this "
+                                                  "many env steps old train towards their stored (reanalysed) "
+                                                  "search values instead of n-step returns (0: off)")
 
     def __post_init__(self) -> None:
         finish_config(self)  # the optim: section's defaults above; every schedule states its length
@@ -99,10 +128,9 @@ class MuZero(Agent):
                               "prediction) from model.hidden; a notation program cannot replace them -- remove it")
         self.n_actions = spec.n_actions
         self.schedule = self._temperature_schedule(config.temperature_schedule)
-        self.net = MuZeroNet(spec.obs_dim, spec.n_actions, rng, state_dim=config.state_dim, hidden=model.hidden,
-                             value_support=config.value_support, reward_support=config.reward_support,
-                             activation=model.activation, init=model.init)
-        self.target = self.net.clone() if config.value_target == "target" else None
+        self.net = self._network(config, spec, model, rng)
+        uses_target = config.value_target == "target" or config.reanalyze_network == "target"
+        self.target = self.net.clone() if uses_target else None
         self.optimizer = make_optimizer(config.optim, self.net, lambda: self.env_steps)
         self.search_config = SearchConfig(
             num_simulations=config.num_simulations, discount=config.discount, pb_c_init=config.pb_c_init,
@@ -114,8 +142,11 @@ class MuZero(Agent):
         # (which reallocates whenever its batch size changes)
         self._searches: dict[int, MCTS] = {}
         self._reanalyze_search = MCTS(self.search_config, self.n_actions)
+        # (0/1 boards are stored as bools: a quarter of the memory)
+        obs_dtype = np.bool_ if getattr(spec.observation_space, "dtype", None) == np.bool_ else np.float32
         self.replay = GameReplay(config.replay_capacity, spec.num_envs, (spec.obs_dim,), spec.n_actions,
-                                 alpha=config.priority_alpha if config.prioritized else 0.0, eps=config.priority_eps)
+                                 obs_dtype=obs_dtype, alpha=config.priority_alpha if config.prioritized else 0.0,
+                                 eps=config.priority_eps)
         self.window = config.unroll_steps + config.td_steps + 1
         self.env_steps = 0
         self.train_credit = 0.0
@@ -123,6 +154,25 @@ class MuZero(Agent):
         # evaluation's searches break ties with their own generator, so evaluating (how often, with
         # how many envs) never changes what training does
         self.eval_rng = np.random.default_rng(rng.integers(2**63))
+
+    @staticmethod
+    def _network(config: MuZeroConfig, spec: EnvSpec, model: ModelConfig, rng: np.random.Generator,
+                 ) -> MuZeroNet | ConvMuZeroNet:
+        prefix = config.lstm_hidden if config.value_prefix else 0
+        consistency = (config.consistency_hidden, config.consistency_dim) if config.consistency_coef > 0 else None
+        if config.network == "conv":
+            if len(spec.obs_shape) != 3:
+                raise ConfigError(f"agent.network: conv needs image observations (H, W, C); this env's are "
+                                  f"{spec.obs_shape} -- use network: mlp")
+            return ConvMuZeroNet(spec.obs_shape, spec.n_actions, rng, channels=config.conv_channels,
+                                 blocks=config.conv_blocks, reduced_channels=config.reduced_channels,
+                                 head_hidden=config.head_hidden, value_support=config.value_support,
+                                 reward_support=config.reward_support, init=model.init, value_prefix_hidden=prefix,
+                                 lstm_horizon=config.lstm_horizon, consistency=consistency)
+        return MuZeroNet(spec.obs_dim, spec.n_actions, rng, state_dim=config.state_dim, hidden=model.hidden,
+                         value_support=config.value_support, reward_support=config.reward_support,
+                         activation=model.activation, init=model.init, value_prefix_hidden=prefix,
+                         lstm_horizon=config.lstm_horizon, consistency=consistency)
 
     @staticmethod
     def _temperature_schedule(schedule: list) -> list[tuple[int, float]]:
@@ -196,19 +246,23 @@ class MuZero(Agent):
         # (without prioritization every priority is equal, and so is every importance weight: 1)
         sample = self.replay.sample(c.batch_size, self.rng, self._beta())
         metrics = {}
+        td = self.td_steps(sample.env, sample.start)
         count = int(round(c.reanalyze_fraction * c.batch_size))
         if count:
-            metrics["train/reanalyzed_rows"] = float(self.reanalyze(sample.env, sample.start, count))
+            metrics["train/reanalyzed_rows"] = float(self.reanalyze(sample.env, sample.start, count, td))
         window = self.replay.window(sample.env, sample.start, self.window)
         values = None
-        if self.target is not None:
+        if c.value_target == "target":
             obs = window.obs.reshape(-1, *window.obs.shape[2:])
             values = self.target.initial_inference(obs)[2].reshape(window.status.shape)
-        batch = make_targets(window, c.unroll_steps, c.td_steps, c.discount, self.rng, values)
+        batch = make_targets(window, c.unroll_steps, td, c.discount, self.rng, values,
+                             lstm_horizon=c.lstm_horizon if c.value_prefix else 0, consistency=c.consistency_coef > 0,
+                             search_value=self._search_value(sample.env, sample.start))
         batch.weights = sample.weights
 
         self.net.zero_grad()
-        result = unrolled_loss(self.net, batch, value_coef=c.value_coef, state_grad_scale=c.state_grad_scale)
+        result = unrolled_loss(self.net, batch, value_coef=c.value_coef, state_grad_scale=c.state_grad_scale,
+                               consistency_coef=c.consistency_coef)
         max_norm = c.optim.max_grad_norm
         grad_norm = nn.clip_grad_norm(self.net.flat_grads, max_norm) if max_norm > 0 else 0.0
         self.optimizer.step()
@@ -224,18 +278,42 @@ class MuZero(Agent):
                         "loss/reward": result.reward_loss, "train/grad_norm": grad_norm,
                         "train/value_target": float(batch.target_value[:, 0].mean()),
                         "train/lr": self.optimizer.lr})
+        if c.consistency_coef > 0:
+            metrics["loss/consistency"] = result.consistency_loss
+        if c.offpolicy_age_unit:
+            metrics["train/td_steps"] = float(np.mean(td))
         return metrics
 
-    def reanalyze(self, env: np.ndarray, start: np.ndarray, count: int) -> int:
-        """Re-run the search (no noise) with the current model for ``count`` of these sampled windows,
-        chosen at random by the replay, at the rows whose targets are read, in one batched search;
-        overwrite their stored root values and policies. Returns the number of rows searched."""
+    def td_steps(self, env: np.ndarray, start: np.ndarray) -> int | np.ndarray:
+        """n of each sample's value targets. With EfficientZero's off-policy correction the older the
+        data, the less its (stale-policy) rewards are trusted: td = clip(n - age // age_unit, 1, n),
+        with the age counted in env steps over all envs (rows written since, times the number of envs)."""
         c = self.config
-        envs, slots = self.replay.reanalyze_rows(env, start, count, c.unroll_steps, c.td_steps, self.rng,
-                                                 stored_values=self.target is None)
+        if not c.offpolicy_age_unit:
+            return c.td_steps
+        age = (self.replay.head[env] - 1 - start) * self.replay.num_envs
+        return np.clip(c.td_steps - age // c.offpolicy_age_unit, 1, c.td_steps)
+
+    def _search_value(self, env: np.ndarray, start: np.ndarray) -> np.ndarray | None:
+        """EfficientZero V2's mixed value target: which samples are old enough (in env steps over all
+        envs) to take the search's root values as their value targets."""
+        if not self.config.search_value_age:
+            return None
+        return (self.replay.head[env] - 1 - start) * self.replay.num_envs >= self.config.search_value_age
+
+    def reanalyze(self, env: np.ndarray, start: np.ndarray, count: int, td: int | np.ndarray | None = None) -> int:
+        """Re-run the search for ``count`` of these sampled windows, chosen at random by the replay,
+        at the rows whose targets are read, in one batched search; overwrite their stored root values
+        and policies. The current model without noise (MuZero), or -- EfficientZero -- the target
+        network with root noise (``reanalyze_network``, ``reanalyze_noise``). Returns the rows searched."""
+        c = self.config
+        td = c.td_steps if td is None else td
+        envs, slots = self.replay.reanalyze_rows(env, start, count, c.unroll_steps, td, self.rng,
+                                                 stored_values=c.value_target == "search")
         if len(envs) == 0:
             return 0
-        result = self._reanalyze_search.run(self.net, self.replay.obs[envs, slots], self.rng, explore=False)
+        net = self.target if c.reanalyze_network == "target" else self.net
+        result = self._reanalyze_search.run(net, self.replay.obs[envs, slots], self.rng, explore=c.reanalyze_noise)
         self.replay.refresh(envs, slots, result.root_value, result.policy)
         return len(envs)
 
@@ -259,3 +337,28 @@ class GumbelMuZero(MuZero):
     """MuZero with Gumbel MuZero's search: the same agent, other defaults (agent name gumbel_muzero)."""
 
     Config = GumbelMuZeroConfig
+
+
+@dataclass
+class EfficientZeroConfig(MuZeroConfig):
+    """MuZero's settings with EfficientZero's parts switched on (Ye et al. 2021): temporal consistency
+    (weight 2), the value prefix, the off-policy correction of the value horizon, reanalysis of part of
+    every batch with the target network and root noise, priorities with alpha 0.6."""
+
+    consistency_coef: float = bounded(2.0, ge=0, help="temporal-consistency loss weight (0: off; EfficientZero: 2)")
+    value_prefix: bool = bounded(True, help="an LSTM predicts the sum of rewards since its last reset")
+    offpolicy_age_unit: int = bounded(10_000, ge=0, help="off-policy correction: n shrinks by one per this many "
+                                                         "env steps of a sample's age, down to 1 (0: off)")
+    value_target: str = bounded("target", choices=("search", "target"),
+                                help="bootstrap n-step targets from stored search values or a target network")
+    reanalyze_fraction: float = bounded(0.1, ge=0, le=1, help="share of each batch whose targets are re-searched")
+    reanalyze_network: str = bounded("target", choices=("online", "target"),
+                                     help="the network a reanalysis searches with (EfficientZero: target)")
+    reanalyze_noise: bool = bounded(True, help="root exploration noise in reanalysis searches (EfficientZero: on)")
+    priority_alpha: float = bounded(0.6, ge=0)
+
+
+class EfficientZero(MuZero):
+    """MuZero with EfficientZero's parts on: the same agent, other defaults (agent name efficientzero)."""
+
+    Config = EfficientZeroConfig

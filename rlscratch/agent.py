@@ -129,6 +129,7 @@ AGENTS: dict[str, str | type[Agent]] = {
     "muzero": "rlscratch.agents.muzero:MuZero",
     "gumbel_muzero": "rlscratch.agents.muzero:GumbelMuZero",
     "notation": "rlscratch.agents.notation:NotationAgent",
+    "efficientzero": "rlscratch.agents.muzero:EfficientZero",
 }
 
 

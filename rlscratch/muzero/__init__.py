@@ -6,4 +6,8 @@ loss.py (the K-step unrolled loss, backward by hand), mcts.py (one batched searc
 Gumbel MuZero's selection as separate functions), replay.py (game segments, prioritized sampling,
 the rows a reanalysis searches), targets.py (the K-step targets read from the replay). fast.py holds
 the speed paths (the model's search-time inference, a one-root search on Python numbers), each
-tested equal to the readable code."""
+tested equal to the readable code.
+
+EfficientZero's parts, each switched on from the agent's config: consistency.py (self-supervised
+temporal consistency), value_prefix.py (the LSTM value prefix, in training and in the search),
+conv_model.py (the conv networks for image observations)."""

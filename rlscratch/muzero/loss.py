@@ -20,6 +20,16 @@ representation receives stays bounded however long the unroll: the state s_k (k 
 next dynamics call as 0.5 s_k + 0.5 stopgrad(s_k) -- the same value, half the gradient. In backward
 that is one multiplication of dL/ds_k coming out of the dynamics by ``state_grad_scale``.
 
+**EfficientZero's terms** (each off unless the network has the part). With a value prefix
+(value_prefix.py) the reward logits r_k come from an LSTM over s_1..s_k, reset after every depth that
+is a multiple of H, and u_k is the value-prefix target; its backward runs through time alongside the
+dynamics'. With temporal consistency (consistency.py) every step k >= 1 adds
+
+    + consistency_coef / K * m_k * (-cos(Q(P(s_k)), P(h(o_{t+k}))))
+
+the second argument computed without keeping anything (a stop-gradient), m_k masking steps past the
+episode's final observation.
+
 The backward pass visits the calls in exactly the reverse of the forward order,
 
     forward:   h, f_0, g_0, f_1, g_1, ..., g_{K-1}, f_K
@@ -37,6 +47,7 @@ import numpy as np
 
 from rlscratch import nn
 
+from .consistency import negative_cosine
 from .model import MuZeroNet
 from .support import logits_to_scalar, scalar_to_support
 
@@ -54,6 +65,9 @@ class UnrollBatch:
     target_reward: np.ndarray   # (N, K+1)       scalar rewards u_k; column 0 unused
     reward_mask: np.ndarray     # (N, K+1)       column 0 unused
     weights: np.ndarray         # (N,)           importance-sampling weights
+    # EfficientZero's temporal consistency (consistency.py); None without it
+    target_obs: np.ndarray | None = None        # (N, K, obs_dim)  observations o_{t+1}..o_{t+K}
+    consistency_mask: np.ndarray | None = None  # (N, K+1)         1 where o_{t+k} exists; column 0 unused
 
 
 @dataclass
@@ -64,10 +78,13 @@ class UnrollResult:
     reward_loss: float
     initial_value: np.ndarray   # (N,) predicted v_0, for prioritized replay's |v_0 - z_0|
     states: list[np.ndarray]    # s_0..s_K of this forward pass (the gradient check detaches them)
+    consistency_loss: float = 0.0             # logged without its coefficient
+    consistency_targets: list | None = None   # t_1..t_K (the gradient check holds them fixed)
 
 
 def unrolled_loss(net: MuZeroNet, batch: UnrollBatch, *, value_coef: float, state_grad_scale: float,
-                  backward: bool = True, detached_states: list[np.ndarray] | None = None) -> UnrollResult:
+                  backward: bool = True, detached_states: list[np.ndarray] | None = None,
+                  consistency_coef: float = 0.0, consistency_targets: list | None = None) -> UnrollResult:
     """The loss above; with ``backward`` its gradient is *added* into ``net``'s gradients.
 
     ``detached_states`` exists for the gradient check only: the states s_0..s_K of an earlier
@@ -83,8 +100,17 @@ def unrolled_loss(net: MuZeroNet, batch: UnrollBatch, *, value_coef: float, stat
     value_targets = scalar_to_support(batch.target_value, net.value_support)     # (N, K+1, 2S+1)
     reward_targets = scalar_to_support(batch.target_reward, net.reward_support)
 
-    parts = {"policy": 0.0, "value": 0.0, "reward": 0.0}
+    parts = {"policy": 0.0, "value": 0.0, "reward": 0.0, "consistency": 0.0}
     grads_policy, grads_value, grads_reward = [], [], []
+    prefix = net.value_prefix
+    lstm = prefix.zeros(n, dtype) if prefix is not None else None
+    consistent = net.consistency is not None and batch.target_obs is not None and consistency_coef > 0
+    grads_consistency: list = [None] * (K + 1)
+    if consistent and consistency_targets is None:
+        # the target branch: t_k = P(h(o_{t+k})) with nothing kept -- no gradient ever reaches it
+        flat = batch.target_obs.reshape(n * K, *batch.target_obs.shape[2:])
+        t = net.consistency.target(net.infer_represent(flat))
+        consistency_targets = [None] + list(t.reshape(n, K, -1).transpose(1, 0, 2))
 
     def cross_entropy(logits: np.ndarray, target: np.ndarray, mask: np.ndarray, scale: float, name: str) -> np.ndarray:
         # nn's softmax cross-entropy divides by N itself: L = sum_n weight_n l_n / N
@@ -111,17 +137,35 @@ def unrolled_loss(net: MuZeroNet, batch: UnrollBatch, *, value_coef: float, stat
             state_in = c * state + (1.0 - c) * detached_states[k]
         state, reward_logits = net.dynamics(state_in, batch.actions[:, k])
         states.append(state)
+        if prefix is not None:
+            reward_logits, lstm = prefix.forward(state, lstm)
+            if (k + 1) % prefix.horizon == 0:   # a new sum starts after depth H, 2H, ...
+                lstm = prefix.zeros(n, dtype)
+        if consistent:
+            weight = base * batch.consistency_mask[:, k + 1] * (consistency_coef / K)
+            losses, d_online = negative_cosine(net.consistency.online(state), consistency_targets[k + 1])
+            parts["consistency"] += float((weight * losses).sum()) / n
+            grads_consistency[k + 1] = (d_online * (weight / n)[:, None]).astype(dtype)
         grads_reward.append(cross_entropy(reward_logits, reward_targets[:, k + 1], batch.reward_mask[:, k + 1],
                                           1.0 / K, "reward"))
 
     if backward:
-        d_from_dynamics = None
+        d_from_dynamics = d_lstm = None
         for k in range(K, -1, -1):
             d_state = net.predict_backward(grads_policy[k], grads_value[k])
             if d_from_dynamics is not None:
                 d_state += d_from_dynamics
+            if grads_consistency[k] is not None:
+                d_state += net.consistency.online_backward(grads_consistency[k])
             if k > 0:
-                d_input = net.dynamics_backward(d_state, grads_reward[k - 1])
+                d_reward = grads_reward[k - 1]
+                if prefix is not None:
+                    # BPTT: step k+1 read this step's LSTM state unless depth k was a reset
+                    d_next = d_lstm if k < K and k % prefix.horizon != 0 else None
+                    d_from_prefix, d_lstm = prefix.backward(d_reward, d_next)
+                    d_state += d_from_prefix
+                    d_reward = d_reward[:, :0]
+                d_input = net.dynamics_backward(d_state, d_reward)
                 # the state s_{k-1} entered this dynamics call through scale_gradient(., c) unless
                 # it is s_0 (the paper scales only the states the dynamics itself produced)
                 d_from_dynamics = d_input * c if k - 1 > 0 else d_input
@@ -129,7 +173,8 @@ def unrolled_loss(net: MuZeroNet, batch: UnrollBatch, *, value_coef: float, stat
     else:
         net.clear_saved()
 
-    loss = parts["policy"] + parts["value"] + parts["reward"]
+    loss = parts["policy"] + parts["value"] + parts["reward"] + parts["consistency"]
     raw_value_loss = parts["value"] / value_coef if value_coef else 0.0  # logged without its coefficient
+    raw_consistency = parts["consistency"] / consistency_coef if consistency_coef else 0.0
     return UnrollResult(float(loss), parts["policy"], raw_value_loss, parts["reward"], initial_value.astype(dtype),
-                        states)
+                        states, raw_consistency, consistency_targets)

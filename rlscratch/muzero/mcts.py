@@ -102,6 +102,8 @@ from typing import Protocol
 
 import numpy as np
 
+from rlscratch.policy import sample_categorical
+
 from .fast import simulate_one_root
 
 # Reductions as direct ufunc calls: ndarray.max/min/sum first pass through a Python wrapper, which
@@ -583,6 +585,4 @@ def select_action(visit_counts: np.ndarray, temperature: float, rng: np.random.G
     if temperature == 0.0:
         noisy = visit_counts + rng.random(visit_counts.shape) * 1e-6
         return noisy.argmax(axis=-1)
-    logits = np.log(np.maximum(visit_counts, 1e-12)) / temperature
-    probs = softmax(logits)
-    return (probs.cumsum(axis=-1) > rng.random((len(probs), 1))).argmax(axis=-1)
+    return sample_categorical(np.log(np.maximum(visit_counts, 1e-12)) / temperature, rng)   # rlscratch.policy

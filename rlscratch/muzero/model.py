@@ -28,8 +28,10 @@ import numpy as np
 
 from rlscratch import nn
 
+from .consistency import ConsistencyHeads
 from .fast import FastInference
-from .support import support_bins
+from .support import logits_to_scalar, support_bins
+from .value_prefix import PrefixInference, ValuePrefix
 
 
 class MinMaxScale(nn.Module):
@@ -94,7 +96,8 @@ class MuZeroNet(nn.Module):
 
     def __init__(self, obs_dim: int, n_actions: int, rng: np.random.Generator, state_dim: int = 32,
                  hidden: list[int] | tuple[int, ...] = (64,), value_support: int = 10, reward_support: int = 5,
-                 activation: str = "relu", init: str = "he", dtype=np.float32) -> None:
+                 activation: str = "relu", init: str = "he", dtype=np.float32, value_prefix_hidden: int = 0,
+                 lstm_horizon: int = 5, consistency: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.obs_dim, self.n_actions, self.state_dim = obs_dim, n_actions, state_dim
         self.value_support, self.reward_support = value_support, reward_support
@@ -102,8 +105,10 @@ class MuZeroNet(nn.Module):
         hidden = list(hidden)
         self.representation = nn.Sequential(*_mlp([obs_dim, *hidden, state_dim], activation, rng, init))
         self.representation.layers[0].input_grad = False  # its input is the observation
+        # with a value prefix the rewards come from the LSTM over the next states (value_prefix.py)
+        reward_out = 0 if value_prefix_hidden else self.reward_bins
         self.dynamics_net = nn.Sequential(
-            *_mlp([state_dim + n_actions, *hidden, state_dim + self.reward_bins], activation, rng, init))
+            *_mlp([state_dim + n_actions, *hidden, state_dim + reward_out], activation, rng, init))
         self.prediction = nn.Sequential(
             *_mlp([state_dim, *hidden, n_actions + self.value_bins], activation, rng, init))
         self.scale_initial = MinMaxScale()
@@ -112,6 +117,10 @@ class MuZeroNet(nn.Module):
         # targets then pull predictions from a neutral start instead of from random logits.
         self.dynamics_net.layers[-1].params["W"][state_dim:] = 0.0
         self.prediction.layers[-1].params["W"][...] = 0.0
+        # EfficientZero's parts, each optional (built after MuZero's, so all-off draws the same weights)
+        self.value_prefix = (ValuePrefix(state_dim, value_prefix_hidden, self.reward_bins, rng, init, lstm_horizon)
+                             if value_prefix_hidden else None)
+        self.consistency = ConsistencyHeads(state_dim, *consistency, rng, init) if consistency else None
         self.flatten(dtype)
 
     def flatten(self, dtype: np.dtype | type | None = None) -> MuZeroNet:
@@ -158,14 +167,28 @@ class MuZeroNet(nn.Module):
     def infer(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.initial_inference(obs)
 
+    # the same functions keeping nothing, readable (the value prefix's search calls use them)
+    def infer_represent(self, obs: np.ndarray) -> np.ndarray:
+        return self.scale_initial.infer(self.representation.infer(np.asarray(obs, dtype=self.dtype)))
+
+    def infer_next_state(self, state: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        out = self.dynamics_net.infer(np.concatenate([state, self.one_hot(actions)], axis=1))
+        return self.scale_next.infer(out[:, :self.state_dim])
+
+    def infer_predict(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """policy logits, value (a scalar)."""
+        out = self.prediction.infer(state)
+        return out[:, :self.n_actions], logits_to_scalar(out[:, self.n_actions:], self.value_support)
+
     # -- search: nothing kept, scalars out -------------------------------------------------------
     # The search calls these thousands of times per move; they run the same maths as represent /
     # dynamics / predict through the faster code of rlscratch.muzero.fast (tests compare them).
-    _fast: FastInference | None = None
+    _fast: FastInference | PrefixInference | None = None
 
-    def _inference(self) -> FastInference:
+    def _inference(self) -> FastInference | PrefixInference:
         if self._fast is None:
-            self._fast = FastInference(self)
+            # a value prefix changes what a node's state holds (value_prefix.py); MuZero's MLPs run fast
+            self._fast = PrefixInference(self) if self.value_prefix is not None else FastInference(self)
         return self._fast
 
     def initial_inference(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -178,8 +201,14 @@ class MuZeroNet(nn.Module):
         ``predict``, keeping nothing."""
         return self._inference().recurrent_inference(state, actions)
 
-    def recurrent_inference_one(self, state: np.ndarray, action: int, next_state_out: np.ndarray,
-                                ) -> tuple[float, np.ndarray, float]:
+    @property
+    def recurrent_inference_one(self):
+        """``recurrent_inference`` for ONE (state (D,), action), as a search over a single root calls
+        it (None with a value prefix: the search then uses the batched call)."""
+        return None if self.value_prefix is not None else self._recurrent_inference_one
+
+    def _recurrent_inference_one(self, state: np.ndarray, action: int, next_state_out: np.ndarray,
+                                 ) -> tuple[float, np.ndarray, float]:
         """``recurrent_inference`` for ONE (state (D,), action), as a search over a single root calls
         it: s_{k+1} written into ``next_state_out``; returns (reward, policy logits (A,), value)."""
         return self._inference().recurrent_inference_one(state, action, next_state_out)

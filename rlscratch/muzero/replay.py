@@ -158,15 +158,20 @@ class GameReplay:
         self.tree.update(leaf, priority ** self.alpha)
 
     # -- reanalyze ---------------------------------------------------------------------------------------
-    def reanalyze_rows(self, env: np.ndarray, start: np.ndarray, count: int, unroll_steps: int, td_steps: int,
-                       rng: np.random.Generator, *, stored_values: bool) -> tuple[np.ndarray, np.ndarray]:
+    def reanalyze_rows(self, env: np.ndarray, start: np.ndarray, count: int, unroll_steps: int,
+                       td_steps: int | np.ndarray, rng: np.random.Generator, *, stored_values: bool,
+                       ) -> tuple[np.ndarray, np.ndarray]:
         """The rows to re-search for ``count`` of the sampled windows (env, start), chosen at random:
         the distinct (env, slot) pairs of their ``rows_read``. ``stored_values``: the value targets
-        bootstrap from the stored search values (else from a target network: only policies are read)."""
+        bootstrap from the stored search values (else from a target network: only policies are read).
+        ``td_steps``: one n for all, or one per window (the off-policy correction's)."""
         chosen = rng.choice(len(env), size=min(count, len(env)), replace=False)
         env, start = env[chosen], start[chosen]
-        window = self.window(env, start, unroll_steps + td_steps + 1)
-        read = rows_read(window, unroll_steps, td_steps, stored_values)
+        td = np.asarray(td_steps, dtype=np.int64)
+        if td.ndim:
+            td = td[chosen]
+        window = self.window(env, start, unroll_steps + int(td.max()) + 1)
+        read = rows_read(window, unroll_steps, td, stored_values)
         envs = np.broadcast_to(env[:, None], read.shape)[read]
         key = np.unique(envs * self.per_env + window.slots[read])
         return np.divmod(key, self.per_env)
@@ -196,7 +201,7 @@ class GameReplay:
         self.max_priority = float(state["max_priority"])
 
 
-def rows_read(window: Window, unroll_steps: int, td_steps: int, stored_values: bool) -> np.ndarray:
+def rows_read(window: Window, unroll_steps: int, td_steps: int | np.ndarray, stored_values: bool) -> np.ndarray:
     """(B, W) mask of the rows whose stored search results ``make_targets`` reads (targets.py):
 
     * the policy rows: columns k = 0..K that are STEP rows;
@@ -204,6 +209,7 @@ def rows_read(window: Window, unroll_steps: int, td_steps: int, stored_values: b
       column min(k + n, e), where e is the first column after 0 that ends the n-step sums -- the
       final row, or a STEP row whose successor is not written yet -- if that row has a value (a
       STEP row, or the final row of a truncation; a terminated episode's final row is worth 0).
+      (``td_steps`` may be one n per window.)
     """
     K, n = unroll_steps, td_steps
     status, terminated = window.status, window.terminated
@@ -217,7 +223,7 @@ def rows_read(window: Window, unroll_steps: int, td_steps: int, stored_values: b
         ends[:, 0] = False
         end = np.where(ends.any(axis=1), ends.argmax(axis=1), W)
         # (for k >= e the column is e itself, which k = e - 1 reaches already)
-        column = np.minimum(np.arange(K + 1)[None, :] + n, end[:, None])
+        column = np.minimum(np.arange(K + 1)[None, :] + np.asarray(n).reshape(-1, 1), end[:, None])
         bootstrap = np.zeros((B, W), dtype=bool)
         np.put_along_axis(bootstrap, column, True, axis=1)
         has_value = step | ((status == W_FINAL) & ~terminated[:, None])

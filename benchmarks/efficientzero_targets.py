@@ -1,0 +1,92 @@
+"""Multi-seed target runs for EfficientZero (MuZero's agent with EfficientZero's switches on).
+
+    python benchmarks/efficientzero_targets.py                        # CartPole, seeds 0-4
+    python benchmarks/efficientzero_targets.py --suites breakout --seeds 0 --jobs 1
+    python benchmarks/efficientzero_targets.py --set agent.reanalyze_fraction=0.25 --json out.json
+
+Targets (issue 15): CartPole-v1 -- a 20-episode greedy evaluation mean >= 475 within 10,000 env
+steps in at least 4 of 5 seeds (configs/efficientzero_cartpole.yaml, MLP networks); MinAtar Breakout,
+Space Invaders and Freeway at 100,000 env steps over 3 seeds (configs/efficientzero_minatar_*.yaml,
+the conv networks): the table shows the greedy evaluations (the bar is the issue's: Breakout 9,
+Space Invaders 33, Freeway 40).
+
+Each (suite, seed) trains the shipped config through rlscratch's own training loop in a subprocess
+(benchmarks/seed_runs.py). Per seed: env steps to the threshold (the first evaluation whose mean
+reaches it; "-" if none did within the budget), the final and best evaluations, wall-clock and CPU
+seconds of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+import seed_runs
+from seed_runs import steps_to
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    config: str
+    seeds: tuple[int, ...]
+    need: int
+    threshold: float
+    budget: int
+    title: str
+
+
+SUITES = {s.name: s for s in (
+    Suite("cartpole", "efficientzero_cartpole", (0, 1, 2, 3, 4), 4, 475.0, 10_000,
+          "CartPole-v1, EfficientZero (MLP): 20-episode greedy eval >= 475 within 10,000 steps, 4 of 5 seeds"),
+    Suite("breakout", "efficientzero_minatar_breakout", (0, 1, 2), 2, 9.0, 100_000,
+          "MinAtar Breakout, EfficientZero (conv): greedy eval >= 9 within 100,000 steps"),
+    Suite("space_invaders", "efficientzero_minatar_space_invaders", (0, 1, 2), 2, 33.0, 100_000,
+          "MinAtar Space Invaders, EfficientZero (conv): greedy eval >= 33 within 100,000 steps"),
+    Suite("freeway", "efficientzero_minatar_freeway", (0, 1, 2), 2, 40.0, 100_000,
+          "MinAtar Freeway, EfficientZero (conv): greedy eval >= 40 within 100,000 steps"),
+)}
+
+
+def format_suite(suite: Suite, results: list[dict]) -> str:
+    bar = f"steps to {suite.threshold:g}"
+    lines = [suite.title, "",
+             f"{'seed':>4}  {bar:>14}  {'final eval':>15}  {'best eval':>9}  {'steps':>7}  "
+             f"{'updates':>7}  {'wall s':>7}  {'CPU s':>6}"]
+    reached = 0
+    for r in results:
+        if "error" in r:
+            lines.append(f"{r['seed']:>4}  error: {r['error']}")
+            continue
+        hit = steps_to(r["evals"], suite.threshold)
+        reached += hit is not None and hit <= suite.budget
+        best = max((m for _, m in r["evals"]), default=float("nan"))
+        final = f"{r['final_eval']:.1f} ± {r['final_eval_std']:.1f}"
+        lines.append(f"{r['seed']:>4}  {'-' if hit is None else hit:>14}  {final:>15}  {best:>9.1f}  "
+                     f"{r['env_steps']:>7}  {r['updates']:>7}  {r['seconds']:>7.0f}  {r['cpu_seconds']:>6.0f}")
+    need = seed_runs.passes_needed(suite.need, len(suite.seeds), len(results))
+    verdict = "PASS" if reached >= need else "FAIL"
+    lines.append(f"reached {suite.threshold:g} within {suite.budget:,} steps: {reached}/{len(results)} seeds "
+                 f"(need {need}) -> {verdict}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suites", default="cartpole", help=f"comma list from: {', '.join(SUITES)}")
+    seed_runs.add_run_arguments(parser, "efficientzero_targets")
+    args = parser.parse_args(argv)
+    suites = [SUITES[name] for name in seed_runs.choose(parser, args.suites, SUITES, "suite")]
+    jobs = [(suite.config, seed) for suite in suites for seed in seed_runs.seeds_from(args, suite.seeds)]
+    results = seed_runs.launch_from_args(args, jobs)
+    report = [format_suite(suite, [r for r in results if r["config"] == suite.config]) for suite in suites]
+    print("\n\n".join(report))
+    print(f"\nat the end: {seed_runs.load_note()}")
+    seed_runs.write_json(args, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
