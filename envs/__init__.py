@@ -1,5 +1,8 @@
 """Environments and wrappers: rlscratch's own envs (registered with gymnasium on import) and the
-factory that builds any env from a config."""
+factory that builds any env from a config.
+
+This folder sits at the top of the source tree (the project's layout) but installs as
+``rlscratch.envs`` (pyproject.toml's [tool.setuptools.package-dir]); import it from there."""
 
 import gymnasium as gym
 
