@@ -242,12 +242,11 @@ class EnvLoop:
     def run(self, stop_at: int | None = None) -> dict:
         try:
             if self.eval_pending and self.env_steps < self.train_cfg.total_steps:
-                self.last_eval = self._evaluate()  # the one an interrupt cut short (the final one: below)
-                if self.last_eval is not None:
-                    # Done and logged: the checkpoint on disk (same step, eval pending, the agent's
-                    # generators before it) no longer describes this run; a later resume from it would
-                    # evaluate -- and log -- that step again.
-                    self._save()
+                # The one an interrupt cut short (the final one: below). Once done, the checkpoint on disk
+                # (same step, eval pending, the agent's generators before it) no longer describes this run,
+                # so a new one is written -- before the result is logged: a kill during that write must
+                # not leave this step's evaluation in TensorBoard for the next resume to log again.
+                self.last_eval = self._evaluate(checkpoint_before_logging=True)
             while self.env_steps < self.train_cfg.total_steps and self.solved is None:
                 if self.session.should_stop() or (stop_at is not None and self.env_steps >= stop_at):
                     return self._interrupted()
@@ -297,10 +296,12 @@ class EnvLoop:
             postfix["return"] = float(np.mean(self.recent_returns))
         self.logger.progress(self.env_steps, **postfix)
 
-    def _evaluate(self) -> EvalResult | None:
+    def _evaluate(self, checkpoint_before_logging: bool = False) -> EvalResult | None:
         """Greedy episodes; None if a stop was requested meanwhile. An interrupted evaluation is undone
         (the agent's random generators -- an evaluation may draw from them -- are put back) and marked
-        pending in the checkpoint: the resumed run evaluates at the same step, with the same draws."""
+        pending in the checkpoint: the resumed run evaluates at the same step, with the same draws.
+        ``checkpoint_before_logging``: write a resume checkpoint after the evaluation, before its result
+        is logged (the pending evaluation of a resumed run)."""
         assert self.evaluator is not None
         generators = [obj for obj in self.agent.components().values() if isinstance(obj, np.random.Generator)]
         states = [g.bit_generator.state for g in generators]
@@ -310,16 +311,23 @@ class EnvLoop:
             for generator, state in zip(generators, states):
                 generator.bit_generator.state = state
             return None
-        self.logger.scalars({"eval/mean_return": result.mean, "eval/std_return": result.std}, self.env_steps)
-        self.logger.line(f"step {self.env_steps}: eval return {result.mean:.2f} ± {result.std:.2f} "
-                         f"over {self.train_cfg.eval_episodes} episodes")
+        if not checkpoint_before_logging:
+            self._log_evaluation(result)
         if self.best_return is None or result.mean > self.best_return:
             self.best_return = result.mean
             self._save(best=True)
         target = self.train_cfg.stop_at_return
         if target is not None and result.mean >= target:
             self.solved = result
+        if checkpoint_before_logging:
+            self._save()
+            self._log_evaluation(result)
         return result
+
+    def _log_evaluation(self, result: EvalResult) -> None:
+        self.logger.scalars({"eval/mean_return": result.mean, "eval/std_return": result.std}, self.env_steps)
+        self.logger.line(f"step {self.env_steps}: eval return {result.mean:.2f} ± {result.std:.2f} "
+                         f"over {self.train_cfg.eval_episodes} episodes")
 
     def _save(self, finished: bool = False, best: bool = False) -> Path:
         """A checkpoint of the run at this step; ``best``: as checkpoints/best.npz (no resume point)."""
