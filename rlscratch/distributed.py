@@ -37,7 +37,6 @@ import hashlib
 import json
 import os
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +46,6 @@ from rlscratch.agent import Agent, EnvSpec, agent_config, resolve_agent
 from rlscratch.config import RunConfig, bounded, from_dict
 from rlscratch.errors import CheckpointError, ConfigError
 from rlscratch.lifecycle import DivergenceError, RunSession
-from rlscratch.logger import MetricAverager
 from rlscratch.state import from_json_array, json_array, rng_state, set_rng_state, sub_state
 from rlscratch.trainer import EnvLoop, Evaluator, crossed
 
@@ -226,11 +224,7 @@ class DistributedLoop(EnvLoop):
         except BaseException:
             self.close()
             raise
-        self.averager = MetricAverager()
-        self.recent_returns: deque[float] = deque(maxlen=20)
-        self.saved_at = self.env_steps if session.resumed else -1
-        self.last_eval = None
-        self.solved = None
+        self._start_bookkeeping()
         self.rounds_log = (session.run_dir / "distributed.jsonl").open("a")
 
     def _start_ray(self, workers: int) -> None:

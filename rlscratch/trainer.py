@@ -212,9 +212,13 @@ class EnvLoop:
         except BaseException:
             self.close()
             raise
+        self._start_bookkeeping()
+
+    def _start_bookkeeping(self) -> None:
+        """What the loop tracks between units of work, from the step it goes on from."""
         self.averager = MetricAverager()
         self.recent_returns: deque[float] = deque(maxlen=20)
-        self.saved_at = self.env_steps if session.resumed else -1
+        self.saved_at = self.env_steps if self.session.resumed else -1
         self.last_eval: EvalResult | None = None
         self.solved: EvalResult | None = None  # the evaluation that reached train.stop_at_return
 
