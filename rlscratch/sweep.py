@@ -304,9 +304,28 @@ def _keep_loopback(address: str | None) -> None:
             constants.ENABLE_RAY_CLUSTER = False
 
 
+def _private_auth_token() -> None:
+    """A Ray started in this process authenticates with a token. Left to itself, Ray writes one to
+    ~/.ray/auth_token when none is there -- and two runs starting at once on a fresh machine each write
+    their own, so one cluster's workers read the other's token and are refused. A private cluster gets
+    its own token in this process's environment instead (its workers inherit it); a token the user
+    set up (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or the file) is left to Ray."""
+    import secrets
+
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        return
+    if "RAY_AUTH_TOKEN" in os.environ or "RAY_AUTH_TOKEN_PATH" in os.environ:
+        return
+    if (Path.home() / ".ray" / "auth_token").is_file():
+        return
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+
+
 def start_ray(address: str | None, cpus: int | None) -> float:
     """Start Ray in this process (address None) or join a cluster; returns the seconds it took."""
     _keep_loopback(address)
+    if address is None:
+        _private_auth_token()
     import ray
 
     begin = time.perf_counter()
@@ -318,6 +337,10 @@ def start_ray(address: str | None, cpus: int | None) -> float:
         kwargs.update(num_cpus=cpus or os.cpu_count(), object_store_memory=100 * 2**20)
     else:
         kwargs["address"] = address
+    with contextlib.suppress(ImportError, AttributeError):  # Ray keeps the token of the last cluster it joined
+        from ray._raylet import AuthenticationTokenLoader
+
+        AuthenticationTokenLoader.instance().reset_cache()
     try:
         ray.init(**kwargs)
     except ConnectionError as err:
@@ -405,7 +428,10 @@ main()
 def local_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[tuple[str, dict]]:
     """Start ``nodes`` Ray nodes on 127.0.0.1 (`ray start --head`, then `ray start --address`), yield
     (address, environment for drivers) and stop them all, whatever happens: each `ray start --block`
-    leads its own process group, which is what is signalled."""
+    leads its own process group, which is what is signalled. The cluster has a token of its own, in
+    that environment (RAY_AUTH_TOKEN): not the shared ~/.ray/auth_token, which another cluster
+    starting at the same moment could overwrite between this one's start and its drivers joining."""
+    import secrets
     import socket
     import tempfile
 
@@ -417,6 +443,7 @@ def local_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[tuple[str,
     temp = Path(tempfile.mkdtemp(prefix="rlray", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     port = free_port()
     env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0",
+               RAY_AUTH_TOKEN=secrets.token_hex(32),
                PYTHONPATH=os.pathsep.join([str(PACKAGE_PARENT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     common = ["--num-cpus", str(cpus_per_node), "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
               "--object-store-memory", str(80 * 2**20), "--block"]

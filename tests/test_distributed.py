@@ -26,13 +26,15 @@ def cluster():
     """Two Ray nodes on 127.0.0.1, two (logical) CPUs each: two self-play actors and a reanalyze worker."""
     from rlscratch import sweep
 
-    # This process is the driver: it needs the cluster's auth mode and loopback switch before Ray is
-    # imported (Ray reads them then).
-    saved = {key: os.environ.get(key) for key in ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    # This process is the driver: it needs the cluster's auth mode, token and loopback switch before Ray
+    # is imported (Ray reads them then).
+    keys = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    saved = {key: os.environ.get(key) for key in keys}
     os.environ.update(RAY_AUTH_MODE="token", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     try:
         pytest.importorskip("ray")
-        with sweep.local_cluster(nodes=2, cpus_per_node=2) as (address, _):
+        with sweep.local_cluster(nodes=2, cpus_per_node=2) as (address, env):
+            os.environ["RAY_AUTH_TOKEN"] = env["RAY_AUTH_TOKEN"]
             yield address
     finally:
         for key, value in saved.items():

@@ -142,11 +142,22 @@ SMALL = ["--config", "ppo_cartpole", "--seeds", "0-1", "--set", "train.total_ste
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """Two Ray nodes with one CPU each on 127.0.0.1 (sweep.local_cluster stops them, whatever happens)."""
+def cluster(tmp_path_factory):
+    """Two Ray nodes with one CPU each on 127.0.0.1 (sweep.local_cluster stops them, whatever happens).
+    Their home has no ~/.ray/auth_token, as on a fresh machine; once they are up, another Ray writes
+    a token of its own there -- the race two clusters starting at once ran on CI. Drivers must still
+    join with the cluster's own token."""
     pytest.importorskip("ray")
-    with sweep.local_cluster(nodes=2, cpus_per_node=1) as (address, env):
-        yield address, dict(env, OPENBLAS_NUM_THREADS="1")
+    home = tmp_path_factory.mktemp("home")
+    saved = os.environ.get("HOME")
+    os.environ["HOME"] = str(home)
+    try:
+        with sweep.local_cluster(nodes=2, cpus_per_node=1) as (address, env):
+            (home / ".ray").mkdir(exist_ok=True)
+            (home / ".ray" / "auth_token").write_text("0" * 64)
+            yield address, dict(env, OPENBLAS_NUM_THREADS="1")
+    finally:
+        os.environ["HOME"] = saved or ""
 
 
 def run_sweep(address: str, env: dict, out: Path) -> subprocess.Popen:
