@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     config, _ = load_config(args.config, args.set)
     print(f"{args.config} {args.set}, chunk {args.chunk}; {os.cpu_count()} cores; load {os.getloadavg()}", flush=True)
 
-    from rlscratch.sweep import start_ray
+    from rlscratch.ray_cluster import start_ray
 
     start_ray(None, 3)
     import ray

@@ -7,7 +7,7 @@ same sweep with one worker killed mid-run (the figures of issue 16).
 Phases, in this order, side by side in one invocation (compare only ratios from one run: the machine
 is shared):
 
-* ``sweep``: two Ray nodes with one CPU each on 127.0.0.1 (rlscratch.sweep.local_cluster), then
+* ``sweep``: two Ray nodes with one CPU each on 127.0.0.1 (rlscratch.ray_cluster.local_cluster), then
   ``python -m rlscratch.sweep --address ...`` over the seeds; its wall-clock, Ray's start-up inside it,
   and the overhead per trial: sweep wall-clock x 2 slots - the trials' own wall-clock, over the trials;
 * ``sequential``: ``python -m rlscratch.train`` for each seed, one after another;
@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rlscratch import sweep  # noqa: E402
+from rlscratch import ray_cluster, sweep  # noqa: E402
 from rlscratch.checkpoint import CheckpointManager, read_checkpoint  # noqa: E402
 
 
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
     if "sweep" in phases or "killed" in phases:
         begin = time.perf_counter()
-        with sweep.local_cluster(nodes=2, cpus_per_node=1) as (address, env):
+        with ray_cluster.local_cluster(nodes=2, cpus_per_node=1) as (address, env):
             print(f"two-node cluster at {address} up in {time.perf_counter() - begin:.1f} s", flush=True)
             env = dict(env, OPENBLAS_NUM_THREADS="1")
             if "sweep" in phases:

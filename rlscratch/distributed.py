@@ -230,7 +230,7 @@ class DistributedLoop(EnvLoop):
     def _start_ray(self, workers: int) -> None:
         import ray
 
-        from rlscratch.sweep import start_ray
+        from rlscratch.ray_cluster import start_ray
 
         if ray.is_initialized():  # a caller's Ray (a test's, a notebook's): use it, leave it running
             return

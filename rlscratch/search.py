@@ -26,7 +26,8 @@ from ray.tune.logger import JsonLoggerCallback
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from rlscratch.sweep import PACKAGE_PARENT, Search, Trial, _absolute_if_file, run_trial, start_ray, tune_domain
+from rlscratch.ray_cluster import start_ray
+from rlscratch.sweep import PACKAGE_PARENT, Search, Trial, _absolute_if_file, run_trial, tune_domain
 
 
 class NumberedOptunaSearch(OptunaSearch):

@@ -1,5 +1,5 @@
 """train.distributed: MuZero's self-play actors and reanalyze workers on a real two-node Ray cluster on
-loopback (rlscratch.sweep.local_cluster), the learner in this process. Tiny runs: what is checked is
+loopback (rlscratch.ray_cluster.local_cluster), the learner in this process. Tiny runs: what is checked is
 the machinery -- the replay-ratio throttle, the weight-sync interval, reanalysis by the workers, and
 an interrupted run resuming to exactly the parameters of an uninterrupted one."""
 
@@ -24,7 +24,7 @@ ROUND = CHUNK * ENVS * ACTORS  # env steps per round: 16
 @pytest.fixture(scope="module")
 def cluster():
     """Two Ray nodes on 127.0.0.1, two (logical) CPUs each: two self-play actors and a reanalyze worker."""
-    from rlscratch import sweep
+    from rlscratch import ray_cluster
 
     # This process is the driver: it needs the cluster's auth mode, token and loopback switch before Ray
     # is imported (Ray reads them then).
@@ -33,7 +33,7 @@ def cluster():
     os.environ.update(RAY_AUTH_MODE="token", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     try:
         pytest.importorskip("ray")
-        with sweep.local_cluster(nodes=2, cpus_per_node=2) as (address, env):
+        with ray_cluster.local_cluster(nodes=2, cpus_per_node=2) as (address, env):
             os.environ["RAY_AUTH_TOKEN"] = env["RAY_AUTH_TOKEN"]
             yield address
     finally:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from rlscratch import sweep
+from rlscratch import ray_cluster, sweep
 from rlscratch.cli import run_cli
 from rlscratch.errors import ConfigError
 
@@ -143,7 +143,7 @@ SMALL = ["--config", "ppo_cartpole", "--seeds", "0-1", "--set", "train.total_ste
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """Two Ray nodes with one CPU each on 127.0.0.1 (sweep.local_cluster stops them, whatever happens).
+    """Two Ray nodes with one CPU each on 127.0.0.1 (ray_cluster.local_cluster stops them, whatever happens).
     Their home has no ~/.ray/auth_token, as on a fresh machine; once they are up, another Ray writes
     a token of its own there -- the race two clusters starting at once ran on CI. Drivers must still
     join with the cluster's own token."""
@@ -152,7 +152,7 @@ def cluster(tmp_path_factory):
     saved = os.environ.get("HOME")
     os.environ["HOME"] = str(home)
     try:
-        with sweep.local_cluster(nodes=2, cpus_per_node=1) as (address, env):
+        with ray_cluster.local_cluster(nodes=2, cpus_per_node=1) as (address, env):
             (home / ".ray").mkdir(exist_ok=True)
             (home / ".ray" / "auth_token").write_text("0" * 64)
             yield address, dict(env, OPENBLAS_NUM_THREADS="1")
