@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import signal
 import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium.vector import AutoresetMode
 
 pytest.importorskip("minatar")
 
@@ -25,6 +28,7 @@ import fault_injection as fi  # noqa: E402
 from rlscratch.envs.factory import make_env, register_minatar  # noqa: E402
 from rlscratch.envs.minatar_env import ENTRY_POINT, MINATAR_OWN_ENTRY_POINT, MinAtarEnv  # noqa: E402
 
+from rlscratch.collector import Collector  # noqa: E402
 from rlscratch.config import EnvConfig, load_config  # noqa: E402
 from rlscratch.trainer import train  # noqa: E402
 
@@ -117,6 +121,35 @@ def test_a_seeded_reset_starts_as_a_new_env():
     new = minatar(sticky=0.5)
     new.reset(seed=7)
     assert all(np.array_equal(x, y) for x, y in zip(play(used, actions), play(new, actions)))
+
+
+def collector_past_episodes(make: Callable[[], gym.Env]) -> tuple[Collector, dict[str, np.ndarray]]:
+    """A collector on Asterix stopped 30 steps into a later episode; its checkpoint state."""
+    collector = Collector(gym.vector.SyncVectorEnv([make], autoreset_mode=AutoresetMode.DISABLED), seeds=[8])
+    rng = np.random.default_rng(9)
+    while collector.episodes < 2 or collector.episode_length[0] < 30:
+        collector.step(rng.integers(6, size=1))
+    return collector, collector.state_dict()
+
+
+def test_a_resume_that_does_not_replay_exactly_says_so():
+    """minatar's own class (no get_state): the replayed episode drifts from the saved observation, and the
+    collector warns; with MinAtarEnv it arrives there, silently."""
+    from minatar.gym import BaseEnv
+
+    _, state = collector_past_episodes(lambda: BaseEnv("asterix"))
+    with pytest.warns(RuntimeWarning, match=r"env\(s\) \[0\] did not replay to the checkpoint's observation"):
+        Collector(gym.vector.SyncVectorEnv([lambda: BaseEnv("asterix")], autoreset_mode=AutoresetMode.DISABLED),
+                  seeds=[8]).load_state_dict(state)
+
+    collector, state = collector_past_episodes(lambda: MinAtarEnv("asterix"))
+    fresh = Collector(gym.vector.SyncVectorEnv([lambda: MinAtarEnv("asterix")], autoreset_mode=AutoresetMode.DISABLED),
+                      seeds=[8])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fresh.load_state_dict(state)
+    action = np.array([3])
+    assert np.array_equal(fresh.step(action)[0].next_obs, collector.step(action)[0].next_obs)
 
 
 # -- real processes, a real SIGTERM, --resume, and the final checkpoints compared -------------------
