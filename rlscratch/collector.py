@@ -12,6 +12,8 @@ random-generator state just before its reset (plus ``get_state()`` for envs of o
 across episodes) -- and the actions taken since. Restoring replays exactly that, so a resumed run
 continues the same episodes as an uninterrupted one. (Sync vector envs only: async envs live in
 other processes, so a resumed async run starts fresh episodes.)
+An env whose replay does not arrive at the checkpoint's observation keeps state that this record
+lacks; the resume warns (MinAtar's own generator did: envs/minatar_env.py now hands it over).
 
 Env-specific running totals: every floating-point entry of a step's ``info`` (one number per env,
 e.g. the MNIST bandit's ``regret``) is summed into ``info_totals`` -- the trainer logs each as
