@@ -301,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {signum.name:7} {moment:10} landed in {trial.landed:16} exit {trial.exit_code:>4} "
                       f"resumes {trial.resumes} exact {trial.exact} orphans {trial.orphans} "
                       f"dup {trial.duplicates} {'; '.join(trial.notes)}", flush=True)
-    print(f"\n{'agent':<11}{'signal':<9}{'trials':>7}{'delivered':>10}{'exact':>7}{'unresumable':>12}"
+    width = max([11] + [len(agent) + 1 for agent, _ in table])  # the agent column fits the longest name
+    print(f"\n{'agent':<{width}}{'signal':<9}{'trials':>7}{'delivered':>10}{'exact':>7}{'unresumable':>12}"
           f"{'orphans':>8}{'dup steps':>10}  landed in")
     ok = True
     for (agent, name), trials in table.items():
@@ -313,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in trials:
             landed[t.landed] += 1
         where = ", ".join(f"{k} {v}" for k, v in sorted(landed.items()))
-        print(f"{agent:<11}{name:<9}{len(trials):>7}{sum(t.delivered for t in trials):>10}{exact:>7}"
+        print(f"{agent:<{width}}{name:<9}{len(trials):>7}{sum(t.delivered for t in trials):>10}{exact:>7}"
               f"{unresumable:>12}{orphan_files:>8}{dups:>10}  {where}")
         ok &= exact == len(trials) and unresumable == 0 and orphan_files == 0 and dups == 0
     print(f"\n{'PASS' if ok else 'FAIL'}: {sum(len(v) for v in table.values())} trials in "
