@@ -68,10 +68,26 @@ CASES: dict[str, tuple[str, list[str]]] = {
         "train.total_steps=300", "train.eval_every=100", "train.eval_episodes=100", "train.checkpoint_every=75",
         "train.log_every=50", "agent.replay_size=200", "agent.batch_size=16", "agent.optim.lr.steps=600",
         "agent.epsilon.steps=150"]),
+    # MinAtar: image observations, and an env whose random generator is its own (envs/minatar_env.py)
+    "dqn_minatar": ("dqn_minatar_breakout", [
+        "env.eval_num_envs=2", "train.total_steps=600", "train.eval_every=300", "train.eval_episodes=2",
+        "train.checkpoint_every=300", "train.log_every=100", "agent.learning_starts=100", "agent.train_freq=8",
+        "agent.batch_size=16", "agent.buffer_size=1000", "agent.epsilon.steps=300",
+        "agent.target_update_interval=100"]),
+    "ppo_minatar": ("ppo_minatar_breakout", [
+        "env.num_envs=2", "env.eval_num_envs=2", "train.total_steps=384", "train.eval_every=192",
+        "train.eval_episodes=2", "train.checkpoint_every=192", "train.log_every=64", "agent.n_steps=32",
+        "agent.batch_size=32", "agent.n_epochs=2", "agent.optim.lr.steps=384"]),
+    "efficientzero_minatar": ("efficientzero_minatar_breakout", [
+        "env.num_envs=2", "env.eval_num_envs=1", "train.total_steps=128", "train.eval_every=64",
+        "train.eval_episodes=1", "train.checkpoint_every=64", "train.log_every=32", "agent.conv_channels=4",
+        "agent.reduced_channels=2", "agent.head_hidden=8", "agent.lstm_hidden=8", "agent.num_simulations=2",
+        "agent.batch_size=4", "agent.warmup_steps=32", "agent.optim.lr.steps=64"]),
 }
 # Stop checks of training that every run of the case has (vector env steps, rounds, minibatches): a
 # "train" signal lands at a random one below this, so always before the run ends.
-MAX_UNITS = {"dqn": 1200, "ppo": 192, "a2c": 200, "muzero": 24, "supervised": 120, "bandit": 300}
+MAX_UNITS = {"dqn": 1200, "ppo": 192, "a2c": 200, "muzero": 24, "supervised": 120, "bandit": 300,
+             "dqn_minatar": 600, "ppo_minatar": 192, "efficientzero_minatar": 64}
 EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}
 TIMEOUT = 300.0
 
@@ -285,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {signum.name:7} {moment:10} landed in {trial.landed:16} exit {trial.exit_code:>4} "
                       f"resumes {trial.resumes} exact {trial.exact} orphans {trial.orphans} "
                       f"dup {trial.duplicates} {'; '.join(trial.notes)}", flush=True)
-    print(f"\n{'agent':<11}{'signal':<9}{'trials':>7}{'delivered':>10}{'exact':>7}{'unresumable':>12}"
+    width = max([11] + [len(agent) + 1 for agent, _ in table])  # the agent column fits the longest name
+    print(f"\n{'agent':<{width}}{'signal':<9}{'trials':>7}{'delivered':>10}{'exact':>7}{'unresumable':>12}"
           f"{'orphans':>8}{'dup steps':>10}  landed in")
     ok = True
     for (agent, name), trials in table.items():
@@ -297,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in trials:
             landed[t.landed] += 1
         where = ", ".join(f"{k} {v}" for k, v in sorted(landed.items()))
-        print(f"{agent:<11}{name:<9}{len(trials):>7}{sum(t.delivered for t in trials):>10}{exact:>7}"
+        print(f"{agent:<{width}}{name:<9}{len(trials):>7}{sum(t.delivered for t in trials):>10}{exact:>7}"
               f"{unresumable:>12}{orphan_files:>8}{dups:>10}  {where}")
         ok &= exact == len(trials) and unresumable == 0 and orphan_files == 0 and dups == 0
     print(f"\n{'PASS' if ok else 'FAIL'}: {sum(len(v) for v in table.values())} trials in "

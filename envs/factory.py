@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import logging
 from typing import Any
 
 import gymnasium as gym
@@ -31,21 +30,13 @@ MINATAR_PREFIX = "MinAtar/"
 
 
 def register_minatar() -> None:
-    """Register MinAtar's gymnasium ids (MinAtar/Breakout-v1, ...): the minatar package defines them but
-    registers them only when asked."""
-    if any(env_id.startswith(MINATAR_PREFIX) for env_id in gym.registry):
-        return
+    """Register MinAtar's gymnasium ids (MinAtar/Breakout-v1, ...) with envs/minatar_env.py's class: MinAtar's
+    own env plus the state (its generator, its last action) that exact resume needs."""
     try:
-        logger = logging.getLogger()
-        level = logger.level
-        logger.setLevel(logging.ERROR)  # minatar.gym warns that seaborn (only for rgb rendering) is missing
-        try:
-            from minatar.gym import register_envs
-        finally:
-            logger.setLevel(level)
+        from .minatar_env import register
     except ImportError:
         raise ConfigError("env.id: MinAtar games need the minatar package: pip install -e '.[minatar]'") from None
-    register_envs()
+    register()
 
 
 def _wrapper_specs(config: EnvConfig) -> list[tuple[str, dict]]:

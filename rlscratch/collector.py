@@ -12,6 +12,8 @@ random-generator state just before its reset (plus ``get_state()`` for envs of o
 across episodes) -- and the actions taken since. Restoring replays exactly that, so a resumed run
 continues the same episodes as an uninterrupted one. (Sync vector envs only: async envs live in
 other processes, so a resumed async run starts fresh episodes.)
+An env whose replay does not arrive at the checkpoint's observation keeps state that this record
+lacks; the resume warns (MinAtar's own generator did: envs/minatar_env.py now hands it over).
 
 Env-specific running totals: every floating-point entry of a step's ``info`` (one number per env,
 e.g. the MNIST bandit's ``regret``) is summed into ``info_totals`` -- the trainer logs each as
@@ -20,6 +22,7 @@ e.g. the MNIST bandit's ``regret``) is summed into ``info_totals`` -- the traine
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -146,24 +149,33 @@ class Collector:
             self.episode_return[:] = 0.0
             self.episode_length[:] = 0
             return
-        for i in range(self.num_envs):
-            self._replay(i, starts[i], state[f"actions_{i}"])
+        # A replay that does not arrive at the saved observation means the env keeps state across
+        # episodes that its start record lacks: say so, rather than let the run drift silently.
+        drifted = [i for i in range(self.num_envs)
+                   if not np.array_equal(self._replay(i, starts[i], state[f"actions_{i}"]), state["raw_obs"][i])]
+        if drifted:
+            warnings.warn(f"resume: env(s) {drifted} did not replay to the checkpoint's observation -- the env keeps "
+                          "state across episodes that checkpoints do not hold (give its class get_state/set_state, "
+                          "as envs/minatar_env.py does); the run goes on, but not exactly as an uninterrupted one",
+                          RuntimeWarning, stacklevel=2)
         self._starts = starts
         self._actions = [list(state[f"actions_{i}"]) for i in range(self.num_envs)]
         self.raw_obs, self.obs = state["raw_obs"].copy(), state["obs"].copy()
 
-    def _replay(self, i: int, start: dict, actions: np.ndarray) -> None:
+    def _replay(self, i: int, start: dict, actions: np.ndarray) -> np.ndarray:
+        """Env i brought back to where the checkpoint left it; its observation there."""
         env = self._sub_env(i)
         if "seed" in start:
-            env.reset(seed=start["seed"])
+            obs, _ = env.reset(seed=start["seed"])
         else:
             unwrapped = env.unwrapped
             if "env_state" in start:
                 unwrapped.set_state(start["env_state"])
             unwrapped.np_random.bit_generator.state = start["rng"]
-            env.reset()
+            obs, _ = env.reset()
         for action in actions:
-            env.step(action)
+            obs = env.step(action)[0]
+        return obs
 
 
 def _jsonable(value):

@@ -236,8 +236,8 @@ def test_efficientzero_resume_is_exact(tmp_path):
 def test_conv_agent_state_round_trip():
     """The conv agent's whole state (conv network with LSTM and consistency heads, optimizer, target
     network, bool replay, generators) packed and unpacked into a fresh agent: both then take the same
-    update. (The trainer resumes from exactly this; MinAtar's envs themselves do not replay exactly
-    on resume -- plain MuZero shows the same -- so the end-to-end check runs on CartPole above.)"""
+    update. (The trainer resumes from exactly this; the end-to-end check on MinAtar, a real SIGTERM and
+    --resume, is tests/test_resume_minatar.py.)"""
     from test_efficientzero_conv import minatar_spec
 
     from rlscratch.agent import Step
