@@ -28,6 +28,34 @@ def test_activations(rng, activation):
     assert_gradients_ok(nn.check_module(activation(), away_from_zero(rng, (4, 6)), rng=rng))
 
 
+@pytest.mark.parametrize("shape, dtype", [((7,), np.float32), ((5, 6), np.float32), ((3, 2, 4, 4), np.float64),
+                                          ((4, 3), np.int64)])
+def test_relu_fast_path_is_max_with_zero(rng, shape, dtype):
+    """nn.relu (a zero array broadcast along the batch, numpy's vectorised loop) against the plain
+    definition, entry for entry: NaN stays NaN, the dtype is kept, out= writes in place."""
+    x = (rng.standard_normal(shape) * 5).astype(dtype)
+    if x.dtype.kind == "f":
+        x.flat[0], x.flat[1] = np.nan, 0.0
+    expected = np.maximum(x, 0)
+    y = nn.activations.relu(x)
+    assert y.dtype == x.dtype and y.shape == x.shape
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(nn.ReLU().infer(x), expected)
+    same = nn.activations.relu(x, out=x)
+    assert same is x
+    np.testing.assert_array_equal(x, expected)
+
+
+def test_relu_backward_is_the_mask_of_positive_inputs(rng):
+    x, dy = rng.standard_normal((5, 8)).astype(np.float32), rng.standard_normal((5, 8)).astype(np.float32)
+    x[0, :3] = 0.0  # the kink: no gradient
+    layer = nn.ReLU()
+    layer.forward(x)
+    dx = layer.backward(dy)
+    assert dx.dtype == np.float32
+    np.testing.assert_array_equal(dx, np.where(x > 0, dy, 0.0))
+
+
 def test_softmax_is_stable_for_huge_logits():
     x = np.array([[1000.0, 0.0, -1000.0]])
     assert np.allclose(nn.softmax(x), [[1.0, 0.0, 0.0]])

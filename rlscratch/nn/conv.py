@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .activations import relu
 from .init import get_initialiser
 from .module import Module
 from .winograd import WinogradConv3x3
@@ -355,10 +356,10 @@ class ResidualBlock(Module):
     @staticmethod
     def _block(x: np.ndarray, conv1, conv2) -> tuple[np.ndarray, np.ndarray]:
         a = conv1(x)
-        np.maximum(a, 0.0, out=a)
+        relu(a, out=a)
         y = conv2(a)
         y += x
-        return a, np.maximum(y, 0.0, out=y)
+        return a, relu(y, out=y)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         return self._block(x, self.conv1.infer, self.conv2.infer)[1]
