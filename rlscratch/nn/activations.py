@@ -29,18 +29,26 @@ def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 class ReLU(Module):
     """Forward: y = max(x, 0).   Backward: dL/dx = dL/dy * [x > 0]   (0 at the kink).
 
-    forward keeps the mask [x > 0] itself (one byte an entry), not y: backward is then one product."""
+    forward keeps the mask [x > 0] itself (one byte an entry), not y: backward is then one product.
+    ``overwrite=True`` writes y into x (backward: dL/dx into dL/dy) instead of a new array; Sequential
+    asks for it when the array is a fresh one nobody else holds (a Linear's or Conv2d's output, or the
+    gradient their backward returned). Measured on bench case (e) (a 64x16x28x28 map): 6% off the whole
+    step, not from the arithmetic but from the memory -- the array just written is still in cache, and
+    no second one of 3 MB is brought in."""
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        return relu(x)
+    returns_fresh = True  # a new array, or (overwrite=True) the input it was allowed to overwrite
+    can_overwrite = True
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        y = relu(x)
+    def infer(self, x: np.ndarray, overwrite: bool = False) -> np.ndarray:
+        return relu(x, out=x if overwrite else None)
+
+    def forward(self, x: np.ndarray, overwrite: bool = False) -> np.ndarray:
+        y = relu(x, out=x if overwrite else None)
         self._saved.append(y > 0)
         return y
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        return dy * self._saved.pop()
+    def backward(self, dy: np.ndarray, overwrite: bool = False) -> np.ndarray:
+        return np.multiply(dy, self._saved.pop(), out=dy if overwrite else None)
 
 
 class LeakyReLU(Module):

@@ -96,6 +96,8 @@ class Conv2d(Module):
     1.2x faster again. So layers with at most ``PER_SAMPLE_MAX_ROWS`` rows use it.
     """
 
+    returns_fresh = True  # y and dL/dx are new arrays (it keeps the patch matrix, not y)
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  rng: np.random.Generator, stride: int | tuple[int, int] = 1,
                  padding: int | tuple[int, int] = 0, init: str = "he", bias: bool = True,
