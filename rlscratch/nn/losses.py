@@ -63,7 +63,8 @@ def huber(pred: np.ndarray, target: np.ndarray, delta: float = 1.0, weights: np.
     per_sample_size = diff.size // diff.shape[0]
     scale = _sample_scale(diff.shape[0], pred.dtype, weights, mask)
     loss = float(scale @ _per_sample_mean(elementwise))
-    grad = np.clip(diff, -delta, delta) * _broadcast(scale / per_sample_size, diff)
+    grad = np.copysign(quadratic, diff)  # = clip(d, -delta, delta): min(|d|, delta) with d's sign
+    grad *= _broadcast(scale / per_sample_size, diff)
     return loss, grad
 
 

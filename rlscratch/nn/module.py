@@ -20,6 +20,10 @@ and three methods:
 * ``infer(*xs)``    the same function in evaluation mode, keeping nothing. Acting and tree search
   call this millions of times, so it must not grow memory.
 
+None of the three writes into the arrays it is given, unless it is called with ``overwrite=True``
+(only layers with ``can_overwrite``, and only by a caller that knows the array is its to give away:
+Sequential, from the flags ``returns_fresh`` / ``returns_view`` of the layer before).
+
 The first time anyone asks for ``flat_params`` / ``flat_grads`` (optimizers do), the root module
 copies every parameter of its tree into one contiguous vector and replaces each ``params[name]`` by a
 *view* into it (gradients likewise). An optimizer step, weight decay, global gradient-norm clipping
@@ -41,6 +45,15 @@ class Module:
 
     # False: backward may return None instead of dL/dx (the caller promises not to need it).
     input_grad: bool = True
+    # Who may overwrite the arrays a layer returns (Sequential's in-place ReLU, see Sequential):
+    #   returns_fresh  forward/infer and backward always return new arrays the layer keeps no reference to
+    #                  (Linear, Conv2d, ReLU): the receiver may overwrite them;
+    #   returns_view   they are views of the layer's input or incoming gradient (Flatten, Reshape): as free
+    #                  to overwrite as that input was.
+    #   can_overwrite  forward/infer/backward take ``overwrite=True``: write the result into the input itself.
+    returns_fresh: bool = False
+    returns_view: bool = False
+    can_overwrite: bool = False
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
