@@ -45,7 +45,7 @@ from rlscratch.muzero.conv_model import ConvMuZeroNet
 from rlscratch.muzero.loss import unrolled_loss
 from rlscratch.muzero.mcts import MCTS, SearchConfig, SearchResult, select_action
 from rlscratch.muzero.model import MuZeroNet
-from rlscratch.muzero.replay import GameReplay
+from rlscratch.muzero.replay import GameReplay, Window, rows_read
 from rlscratch.muzero.targets import make_targets
 from rlscratch.optim_config import OptimConfig, finish_config, make_optimizer, optim_field
 
@@ -271,10 +271,7 @@ class MuZero(Agent):
         if count:
             metrics["train/reanalyzed_rows"] = float(self.reanalyze(sample.env, sample.start, count, td))
         window = self.replay.window(sample.env, sample.start, self.window)
-        values = None
-        if c.value_target == "target":
-            obs = window.obs.reshape(-1, *window.obs.shape[2:])
-            values = self.target.initial_inference(obs)[2].reshape(window.status.shape)
+        values = self._target_values(window, td) if c.value_target == "target" else None
         batch = make_targets(window, c.unroll_steps, td, c.discount, self.rng, values,
                              lstm_horizon=c.lstm_horizon if c.value_prefix else 0, consistency=c.consistency_coef > 0,
                              search_value=self._search_value(sample.env, sample.start))
@@ -303,6 +300,16 @@ class MuZero(Agent):
         if c.offpolicy_age_unit:
             metrics["train/td_steps"] = float(np.mean(td))
         return metrics
+
+    def _target_values(self, window: Window, td: int | np.ndarray) -> np.ndarray:
+        """The target network's values of a window's rows, as make_targets bootstraps from them: only
+        at the rows it reads (replay.rows_read's, a truncated episode's final row among them) -- about
+        half of the K + n + 1 -- the others are never read and stay 0."""
+        c = self.config
+        rows = rows_read(window, c.unroll_steps, td, stored_values=True)
+        values = np.zeros(window.status.shape, dtype=self.target.dtype)
+        values[rows] = self.target.initial_inference(window.obs[rows])[2]
+        return values
 
     def td_steps(self, env: np.ndarray, start: np.ndarray) -> int | np.ndarray:
         """n of each sample's value targets. With EfficientZero's off-policy correction the older the

@@ -86,6 +86,37 @@ def test_targets_with_one_n_per_window_match_separate_calls(rng):
     assert sorted(s.tolist()) == [3, 4, 5, 6, 7, 8]
 
 
+def test_target_values_only_at_the_rows_read_give_the_same_targets():
+    """The agent runs the target network only on the rows make_targets bootstraps from (replay.rows_read,
+    a truncation's final row among them): on every window of a replay with terminations AND truncations, with one n per
+    window, the value targets and masks are those of target values for every row -- while fewer than
+    two thirds of the rows were evaluated."""
+    agent = ez_agent(value_target="target", offpolicy_age_unit=10)
+    rng = np.random.default_rng(3)
+    E, A = 2, agent.n_actions
+    for t in range(40):
+        terminated, truncated = np.array([t % 11 == 10, False]), np.array([False, t % 9 == 8])
+        agent.replay.add(rng.standard_normal((E, 3)).astype(np.float32), rng.integers(0, A, E), rng.uniform(0, 1, E),
+                         rng.uniform(-2, 2, E), rng.dirichlet(np.ones(A), E), rng.standard_normal((E, 3)),
+                         terminated, truncated, rng.uniform(-2, 2, E))
+    agent.target.flat_params[:] = rng.standard_normal(agent.target.flat_params.size) * 0.5   # values not flat
+    env = np.repeat([0, 1], 36)
+    start = np.concatenate([np.arange(36), np.arange(36)])
+    start = np.where(agent.replay.kind[env, start % agent.replay.per_env] == 0, start, start - 1)   # STEP rows
+    td = agent.td_steps(env, start)
+    window = agent.replay.window(env, start, agent.window)
+    every = agent.target.initial_inference(window.obs.reshape(-1, 3))[2].reshape(window.status.shape)
+    some = agent._target_values(window, td)
+    assert 0 < np.count_nonzero(some) < 2 / 3 * some.size
+    want = make_targets(window, 2, td, 0.9, np.random.default_rng(0), every)
+    got = make_targets(window, 2, td, 0.9, np.random.default_rng(0), some)
+    assert np.array_equal(got.value_mask, want.value_mask)
+    assert np.allclose(got.target_value, want.target_value, rtol=1e-6, atol=1e-6)
+    assert (window.status == 1).any() and window.terminated.any() and (~window.terminated & (window.status == 1).any(
+        axis=1)).any()   # both kinds of episode end are in there
+    assert len(np.unique(td)) > 1
+
+
 def test_agent_trains_on_value_prefix_and_consistency_targets(monkeypatch):
     """The batch the loss sees: value-prefix reward targets (horizon 2: u_1, u_1 + u_2) and the
     observations o_{t+1}, o_{t+2} with their mask; per-window n from the off-policy correction."""
