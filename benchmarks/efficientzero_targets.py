@@ -17,7 +17,7 @@ return of the last 100 episodes (the MinAtar paper's measure), wall-clock and CP
 Under each table, the run's own CPU split (the agent's cpu/* timers, CPU ms per env step averaged
 over the logged windows: search, reanalyze, train, env) and what it projects to per 100,000 env steps.
 
-    python benchmarks/efficientzero_targets.py --split RUN_DIR ...   # the split of finished runs only
+    python benchmarks/efficientzero_targets.py --split RUN_DIR ... [--after STEP]   # finished runs' splits only
 """
 
 from __future__ import annotations
@@ -57,14 +57,19 @@ SUITES = {s.name: s for s in (
 PARTS = ("search", "reanalyze", "train", "env")
 
 
-def run_log(run_dir: str | Path) -> dict:
+def run_log(run_dir: str | Path, after: int = 0) -> dict:
     """From a run's TensorBoard scalars: the mean return of its last 100 training episodes and its CPU
-    split (mean CPU ms per env step of each part over the logged windows, which are equally long)."""
+    split (mean CPU ms per env step of each part over the logged windows, which are equally long;
+    only the windows ending after env step ``after``, e.g. past the warm-up of a short profiling run)."""
     from rlscratch.events import read_scalars
 
     scalars = read_scalars(run_dir)
     returns = scalars.get("charts/episodic_return", (None, []))[1]
-    split = {part: float(scalars[f"cpu/{part}_ms"][1].mean()) for part in PARTS if f"cpu/{part}_ms" in scalars}
+    split = {}
+    for part in PARTS:
+        if f"cpu/{part}_ms" in scalars:
+            steps, values = scalars[f"cpu/{part}_ms"]
+            split[part] = float(values[steps > after].mean())
     return {"last100": float(returns[-100:].mean()) if len(returns) else float("nan"), "split": split}
 
 
@@ -107,11 +112,13 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suites", default="cartpole", help=f"comma list from: {', '.join(SUITES)}")
     parser.add_argument("--split", nargs="+", metavar="RUN_DIR", help="only print these runs' CPU split")
+    parser.add_argument("--after", type=int, default=0, help="--split: only the logged windows after this env step "
+                                                             "(e.g. a short run's warm-up)")
     seed_runs.add_run_arguments(parser, "efficientzero_targets")
     args = parser.parse_args(argv)
     if args.split:
         for run_dir in args.split:
-            log = run_log(run_dir)
+            log = run_log(run_dir, args.after)
             print(format_split(run_dir, log["split"]) + f"; last-100 training return {log['last100']:.2f}")
         return 0
     suites = [SUITES[name] for name in seed_runs.choose(parser, args.suites, SUITES, "suite")]
