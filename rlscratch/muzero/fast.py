@@ -168,9 +168,9 @@ class FastPrefixInference:
     dynamics / predict run on FastInference's plans; a conv network's on its own ``infer_*`` (the
     conv core's fast paths). What is saved over the readable path: the new rows are written into one
     preallocated block (no concatenation, no dtype copy), the LSTM step and the head are inlined on
-    views of the parameters, and the prefix's and the value's support means come out of one product
-    with the support moments looked up once. Built lazily by the network and dropped whenever its
-    parameters move to a new buffer (``flatten``)."""
+    views of the parameters, and the support moments of the prefix's and the value's means are built
+    once (logits_to_scalar builds them on every call). Built lazily by the network and dropped
+    whenever its parameters move to a new buffer (``flatten``)."""
 
     def __init__(self, net, fast: FastInference | None = None) -> None:
         prefix = net.value_prefix
