@@ -18,7 +18,7 @@ import yaml
 from conftest import with_optim
 from rlscratch.agents.muzero import MuZero, MuZeroConfig
 
-from rlscratch.agent import EnvSpec
+from rlscratch.agent import EnvSpec, Step
 from rlscratch.config import ModelConfig
 from rlscratch.muzero.loss import unrolled_loss
 from rlscratch.muzero.mcts import MCTS
@@ -347,3 +347,36 @@ def test_efficientzero_learns_cartpole(tmp_path):
         summary = train(config, tmp_path / "run")
     print("efficientzero greedy evaluation after 2000 steps:", summary["eval_mean"])
     assert summary["eval_mean"] > 100, summary["eval_mean"]
+
+
+def test_cpu_split_per_env_step(monkeypatch):
+    """The agent's cpu/*_ms metrics on a fake CPU clock: each acting search takes 1 s, each reanalysis
+    search 2 s, each loss 3 s, and the envs 0.5 s between act and observe; with 2 envs and one update
+    per observe that is, per env step, search 500 ms, reanalyze 1000, train 1500 (the loss, not the
+    reanalysis inside the update), env 250 -- and nothing carried into the next observe."""
+    clock = [0.0]
+    monkeypatch.setattr(muzero_agent.time, "process_time", lambda: clock[0])
+    agent = ez_agent(reanalyze_fraction=0.5, warmup_steps=4, train_ratio=0.5)
+
+    def costs(seconds, call):
+        def timed(*args, **kwargs):
+            clock[0] += seconds
+            return call(*args, **kwargs)
+        return timed
+
+    monkeypatch.setattr(agent, "_reanalyze_search", copy.copy(agent._reanalyze_search))
+    agent._reanalyze_search.run = costs(2.0, MCTS.run.__get__(agent._reanalyze_search))
+    monkeypatch.setattr(MCTS, "run", costs(1.0, MCTS.run))
+    monkeypatch.setattr(muzero_agent, "unrolled_loss", costs(3.0, unrolled_loss))
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        obs = rng.standard_normal((2, 3)).astype(np.float32)
+        action = agent.act(obs)
+        clock[0] += 0.5
+        metrics = agent.observe(Step(obs=obs, action=action, reward=np.ones(2), next_obs=obs,
+                                     terminated=np.zeros(2, bool), truncated=np.zeros(2, bool), info={}))
+        trained = agent.env_steps >= 4
+        assert metrics["cpu/search_ms"] == 500.0 and metrics["cpu/env_ms"] == 250.0
+        assert metrics["cpu/reanalyze_ms"] == (1000.0 if trained else 0.0)
+        assert metrics["cpu/train_ms"] == (1500.0 if trained else 0.0)
+    assert agent.updates == 3
