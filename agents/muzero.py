@@ -32,6 +32,7 @@ priorities, counters, the random generator) is in ``components()``/``counters``.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +45,7 @@ from rlscratch.muzero.conv_model import ConvMuZeroNet
 from rlscratch.muzero.loss import unrolled_loss
 from rlscratch.muzero.mcts import MCTS, SearchConfig, SearchResult, select_action
 from rlscratch.muzero.model import MuZeroNet
-from rlscratch.muzero.replay import GameReplay
+from rlscratch.muzero.replay import GameReplay, Window, rows_read
 from rlscratch.muzero.targets import make_targets
 from rlscratch.optim_config import OptimConfig, finish_config, make_optimizer, optim_field
 
@@ -154,6 +155,10 @@ class MuZero(Agent):
         # evaluation's searches break ties with their own generator, so evaluating (how often, with
         # how many envs) never changes what training does
         self.eval_rng = np.random.default_rng(rng.integers(2**63))
+        # CPU seconds by part since the last observe() (reported per env step as cpu/*_ms: the
+        # cost split of a run; measurement only, nothing here changes what the agent computes)
+        self._cpu = {"search": 0.0, "reanalyze": 0.0, "train": 0.0, "env": 0.0}
+        self._acted_at: float | None = None
 
     @staticmethod
     def _network(config: MuZeroConfig, spec: EnvSpec, model: ModelConfig, rng: np.random.Generator,
@@ -204,20 +209,26 @@ class MuZero(Agent):
 
     # -- acting -----------------------------------------------------------------------------------
     def act(self, obs: np.ndarray, explore: bool = True) -> np.ndarray:
+        started = time.process_time()
         obs = self._obs(obs)
         rng = self.rng if explore else self.eval_rng
         result = self._search(len(obs)).run(self.net, obs, rng, explore)
         if explore:
             self._last_search = result   # observe() stores its root values and policies
+            self._acted_at = time.process_time()
+            self._cpu["search"] += self._acted_at - started
         if result.action is not None:     # Gumbel MuZero chose already (noise-free when evaluating)
             return result.action
         return select_action(result.visit_counts, self.temperature() if explore else 0.0, rng)
 
     # -- storing and training ---------------------------------------------------------------------------
     def observe(self, step: Step) -> dict[str, float]:
+        started = time.process_time()
         search = self._last_search
         if search is None:
             raise RuntimeError("observe() without a preceding act(explore=True)")
+        if self._acted_at is not None:   # between act() and observe(): the envs stepping
+            self._cpu["env"] += started - self._acted_at
         final_values = None
         truncated = np.asarray(step.truncated) & ~np.asarray(step.terminated)
         if truncated.any():
@@ -229,12 +240,21 @@ class MuZero(Agent):
         n = len(step.reward)
         self.env_steps += n
         metrics: dict[str, float] = {"search/root_value": float(search.root_value.mean())}
-        if self.env_steps < self.config.warmup_steps:
-            return metrics
-        self.train_credit += n * self.config.train_ratio
-        while self.train_credit >= 1.0:
-            self.train_credit -= 1.0
-            metrics.update(self.train_step())
+        if self.env_steps >= self.config.warmup_steps:
+            self.train_credit += n * self.config.train_ratio
+            while self.train_credit >= 1.0:
+                self.train_credit -= 1.0
+                metrics.update(self.train_step())
+        self._cpu["train"] += time.process_time() - started
+        metrics.update(self._cpu_metrics(n))
+        return metrics
+
+    def _cpu_metrics(self, n: int) -> dict[str, float]:
+        """CPU milliseconds per env step of each part since the last call: search (acting), reanalyze,
+        train (the rest of storing and updating) and env (between act and observe). The log's means
+        over a window are the window's cost per env step; benchmarks/efficientzero_targets.py reads them."""
+        metrics = {f"cpu/{part}_ms": 1000.0 * seconds / n for part, seconds in self._cpu.items()}
+        self._cpu = dict.fromkeys(self._cpu, 0.0)
         return metrics
 
     def _beta(self) -> float:
@@ -251,10 +271,7 @@ class MuZero(Agent):
         if count:
             metrics["train/reanalyzed_rows"] = float(self.reanalyze(sample.env, sample.start, count, td))
         window = self.replay.window(sample.env, sample.start, self.window)
-        values = None
-        if c.value_target == "target":
-            obs = window.obs.reshape(-1, *window.obs.shape[2:])
-            values = self.target.initial_inference(obs)[2].reshape(window.status.shape)
+        values = self._target_values(window, td) if c.value_target == "target" else None
         batch = make_targets(window, c.unroll_steps, td, c.discount, self.rng, values,
                              lstm_horizon=c.lstm_horizon if c.value_prefix else 0, consistency=c.consistency_coef > 0,
                              search_value=self._search_value(sample.env, sample.start))
@@ -284,6 +301,16 @@ class MuZero(Agent):
             metrics["train/td_steps"] = float(np.mean(td))
         return metrics
 
+    def _target_values(self, window: Window, td: int | np.ndarray) -> np.ndarray:
+        """The target network's values of a window's rows, as make_targets bootstraps from them: only
+        at the rows it reads (replay.rows_read's, a truncated episode's final row among them) -- about
+        half of the K + n + 1 -- the others are never read and stay 0."""
+        c = self.config
+        rows = rows_read(window, c.unroll_steps, td, stored_values=True)
+        values = np.zeros(window.status.shape, dtype=self.target.dtype)
+        values[rows] = self.target.initial_inference(window.obs[rows])[2]
+        return values
+
     def td_steps(self, env: np.ndarray, start: np.ndarray) -> int | np.ndarray:
         """n of each sample's value targets. With EfficientZero's off-policy correction the older the
         data, the less its (stale-policy) rewards are trusted: td = clip(n - age // age_unit, 1, n),
@@ -308,13 +335,17 @@ class MuZero(Agent):
         network with root noise (``reanalyze_network``, ``reanalyze_noise``). Returns the rows searched."""
         c = self.config
         td = c.td_steps if td is None else td
+        started = time.process_time()
         envs, slots = self.replay.reanalyze_rows(env, start, count, c.unroll_steps, td, self.rng,
                                                  stored_values=c.value_target == "search")
-        if len(envs) == 0:
-            return 0
-        net = self.target if c.reanalyze_network == "target" else self.net
-        result = self._reanalyze_search.run(net, self.replay.obs[envs, slots], self.rng, explore=c.reanalyze_noise)
-        self.replay.refresh(envs, slots, result.root_value, result.policy)
+        if len(envs):
+            net = self.target if c.reanalyze_network == "target" else self.net
+            result = self._reanalyze_search.run(net, self.replay.obs[envs, slots], self.rng,
+                                                explore=c.reanalyze_noise)
+            self.replay.refresh(envs, slots, result.root_value, result.policy)
+        spent = time.process_time() - started
+        self._cpu["reanalyze"] += spent
+        self._cpu["train"] -= spent   # counted inside the update that called it
         return len(envs)
 
     def components(self) -> dict:

@@ -12,8 +12,12 @@ Space Invaders 33, Freeway 40).
 
 Each (suite, seed) trains the shipped config through rlscratch's own training loop in a subprocess
 (benchmarks/seed_runs.py). Per seed: env steps to the threshold (the first evaluation whose mean
-reaches it; "-" if none did within the budget), the final and best evaluations, wall-clock and CPU
-seconds of the run.
+reaches it; "-" if none did within the budget), the final and best evaluations, the mean training
+return of the last 100 episodes (the MinAtar paper's measure), wall-clock and CPU seconds of the run.
+Under each table, the run's own CPU split (the agent's cpu/* timers, CPU ms per env step averaged
+over the logged windows: search, reanalyze, train, env) and what it projects to per 100,000 env steps.
+
+    python benchmarks/efficientzero_targets.py --split RUN_DIR ... [--after STEP]   # finished runs' splits only
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import seed_runs
 from seed_runs import steps_to
@@ -49,10 +54,38 @@ SUITES = {s.name: s for s in (
 )}
 
 
+PARTS = ("search", "reanalyze", "train", "env")
+
+
+def run_log(run_dir: str | Path, after: int = 0) -> dict:
+    """From a run's TensorBoard scalars: the mean return of its last 100 training episodes and its CPU
+    split (mean CPU ms per env step of each part over the logged windows, which are equally long;
+    only the windows ending after env step ``after``, e.g. past the warm-up of a short profiling run)."""
+    from rlscratch.events import read_scalars
+
+    scalars = read_scalars(run_dir)
+    returns = scalars.get("charts/episodic_return", (None, []))[1]
+    split = {}
+    for part in PARTS:
+        if f"cpu/{part}_ms" in scalars:
+            steps, values = scalars[f"cpu/{part}_ms"]
+            split[part] = float(values[steps > after].mean())
+    return {"last100": float(returns[-100:].mean()) if len(returns) else float("nan"), "split": split}
+
+
+def format_split(name: str, split: dict) -> str:
+    """One line: each part's CPU ms per env step and share, and the CPU minutes per 100,000 env steps."""
+    if not split:
+        return f"{name}: no cpu/* timers in its log"
+    total = sum(split.values())
+    parts = "  ".join(f"{part} {ms:.2f} ({ms / total:.0%})" for part, ms in split.items())
+    return f"{name}: CPU ms per env step: {parts}; total {total:.2f} -> {total * 100_000 / 60_000:.1f} CPU-min per 100k"
+
+
 def format_suite(suite: Suite, results: list[dict]) -> str:
     bar = f"steps to {suite.threshold:g}"
     lines = [suite.title, "",
-             f"{'seed':>4}  {bar:>14}  {'final eval':>15}  {'best eval':>9}  {'steps':>7}  "
+             f"{'seed':>4}  {bar:>14}  {'final eval':>15}  {'best eval':>9}  {'last 100':>8}  {'steps':>7}  "
              f"{'updates':>7}  {'wall s':>7}  {'CPU s':>6}"]
     reached = 0
     for r in results:
@@ -63,12 +96,14 @@ def format_suite(suite: Suite, results: list[dict]) -> str:
         reached += hit is not None and hit <= suite.budget
         best = max((m for _, m in r["evals"]), default=float("nan"))
         final = f"{r['final_eval']:.1f} ± {r['final_eval_std']:.1f}"
-        lines.append(f"{r['seed']:>4}  {'-' if hit is None else hit:>14}  {final:>15}  {best:>9.1f}  "
+        last100 = r.get("last100", float("nan"))
+        lines.append(f"{r['seed']:>4}  {'-' if hit is None else hit:>14}  {final:>15}  {best:>9.1f}  {last100:>8.2f}  "
                      f"{r['env_steps']:>7}  {r['updates']:>7}  {r['seconds']:>7.0f}  {r['cpu_seconds']:>6.0f}")
     need = seed_runs.passes_needed(suite.need, len(suite.seeds), len(results))
     verdict = "PASS" if reached >= need else "FAIL"
     lines.append(f"reached {suite.threshold:g} within {suite.budget:,} steps: {reached}/{len(results)} seeds "
                  f"(need {need}) -> {verdict}")
+    lines += [format_split(f"seed {r['seed']}", r["split"]) for r in results if "split" in r]
     return "\n".join(lines)
 
 
@@ -76,11 +111,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suites", default="cartpole", help=f"comma list from: {', '.join(SUITES)}")
+    parser.add_argument("--split", nargs="+", metavar="RUN_DIR", help="only print these runs' CPU split")
+    parser.add_argument("--after", type=int, default=0, help="--split: only the logged windows after this env step "
+                                                             "(e.g. a short run's warm-up)")
     seed_runs.add_run_arguments(parser, "efficientzero_targets")
     args = parser.parse_args(argv)
+    if args.split:
+        for run_dir in args.split:
+            log = run_log(run_dir, args.after)
+            print(format_split(run_dir, log["split"]) + f"; last-100 training return {log['last100']:.2f}")
+        return 0
     suites = [SUITES[name] for name in seed_runs.choose(parser, args.suites, SUITES, "suite")]
     jobs = [(suite.config, seed) for suite in suites for seed in seed_runs.seeds_from(args, suite.seeds)]
     results = seed_runs.launch_from_args(args, jobs)
+    for r in results:
+        if "run_dir" in r:
+            r.update(run_log(r["run_dir"]))
     report = [format_suite(suite, [r for r in results if r["config"] == suite.config]) for suite in suites]
     print("\n\n".join(report))
     print(f"\nat the end: {seed_runs.load_note()}")

@@ -18,7 +18,7 @@ import yaml
 from conftest import with_optim
 from rlscratch.agents.muzero import MuZero, MuZeroConfig
 
-from rlscratch.agent import EnvSpec
+from rlscratch.agent import EnvSpec, Step
 from rlscratch.config import ModelConfig
 from rlscratch.muzero.loss import unrolled_loss
 from rlscratch.muzero.mcts import MCTS
@@ -84,6 +84,37 @@ def test_targets_with_one_n_per_window_match_separate_calls(rng):
     e, s = agent.replay.reanalyze_rows(env[:1], start[:1], 1, 2, np.array([3]), np.random.default_rng(0),
                                        stored_values=True)
     assert sorted(s.tolist()) == [3, 4, 5, 6, 7, 8]
+
+
+def test_target_values_only_at_the_rows_read_give_the_same_targets():
+    """The agent runs the target network only on the rows make_targets bootstraps from (replay.rows_read,
+    a truncation's final row among them): on every window of a replay with terminations AND truncations, with one n per
+    window, the value targets and masks are those of target values for every row -- while fewer than
+    two thirds of the rows were evaluated."""
+    agent = ez_agent(value_target="target", offpolicy_age_unit=10)
+    rng = np.random.default_rng(3)
+    E, A = 2, agent.n_actions
+    for t in range(40):
+        terminated, truncated = np.array([t % 11 == 10, False]), np.array([False, t % 9 == 8])
+        agent.replay.add(rng.standard_normal((E, 3)).astype(np.float32), rng.integers(0, A, E), rng.uniform(0, 1, E),
+                         rng.uniform(-2, 2, E), rng.dirichlet(np.ones(A), E), rng.standard_normal((E, 3)),
+                         terminated, truncated, rng.uniform(-2, 2, E))
+    agent.target.flat_params[:] = rng.standard_normal(agent.target.flat_params.size) * 0.5   # values not flat
+    env = np.repeat([0, 1], 36)
+    start = np.concatenate([np.arange(36), np.arange(36)])
+    start = np.where(agent.replay.kind[env, start % agent.replay.per_env] == 0, start, start - 1)   # STEP rows
+    td = agent.td_steps(env, start)
+    window = agent.replay.window(env, start, agent.window)
+    every = agent.target.initial_inference(window.obs.reshape(-1, 3))[2].reshape(window.status.shape)
+    some = agent._target_values(window, td)
+    assert 0 < np.count_nonzero(some) < 2 / 3 * some.size
+    want = make_targets(window, 2, td, 0.9, np.random.default_rng(0), every)
+    got = make_targets(window, 2, td, 0.9, np.random.default_rng(0), some)
+    assert np.array_equal(got.value_mask, want.value_mask)
+    assert np.allclose(got.target_value, want.target_value, rtol=1e-6, atol=1e-6)
+    assert (window.status == 1).any() and window.terminated.any() and (~window.terminated & (window.status == 1).any(
+        axis=1)).any()   # both kinds of episode end are in there
+    assert len(np.unique(td)) > 1
 
 
 def test_agent_trains_on_value_prefix_and_consistency_targets(monkeypatch):
@@ -316,3 +347,36 @@ def test_efficientzero_learns_cartpole(tmp_path):
         summary = train(config, tmp_path / "run")
     print("efficientzero greedy evaluation after 2000 steps:", summary["eval_mean"])
     assert summary["eval_mean"] > 100, summary["eval_mean"]
+
+
+def test_cpu_split_per_env_step(monkeypatch):
+    """The agent's cpu/*_ms metrics on a fake CPU clock: each acting search takes 1 s, each reanalysis
+    search 2 s, each loss 3 s, and the envs 0.5 s between act and observe; with 2 envs and one update
+    per observe that is, per env step, search 500 ms, reanalyze 1000, train 1500 (the loss, not the
+    reanalysis inside the update), env 250 -- and nothing carried into the next observe."""
+    clock = [0.0]
+    monkeypatch.setattr(muzero_agent.time, "process_time", lambda: clock[0])
+    agent = ez_agent(reanalyze_fraction=0.5, warmup_steps=4, train_ratio=0.5)
+
+    def costs(seconds, call):
+        def timed(*args, **kwargs):
+            clock[0] += seconds
+            return call(*args, **kwargs)
+        return timed
+
+    monkeypatch.setattr(agent, "_reanalyze_search", copy.copy(agent._reanalyze_search))
+    agent._reanalyze_search.run = costs(2.0, MCTS.run.__get__(agent._reanalyze_search))
+    monkeypatch.setattr(MCTS, "run", costs(1.0, MCTS.run))
+    monkeypatch.setattr(muzero_agent, "unrolled_loss", costs(3.0, unrolled_loss))
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        obs = rng.standard_normal((2, 3)).astype(np.float32)
+        action = agent.act(obs)
+        clock[0] += 0.5
+        metrics = agent.observe(Step(obs=obs, action=action, reward=np.ones(2), next_obs=obs,
+                                     terminated=np.zeros(2, bool), truncated=np.zeros(2, bool), info={}))
+        trained = agent.env_steps >= 4
+        assert metrics["cpu/search_ms"] == 500.0 and metrics["cpu/env_ms"] == 250.0
+        assert metrics["cpu/reanalyze_ms"] == (1000.0 if trained else 0.0)
+        assert metrics["cpu/train_ms"] == (1500.0 if trained else 0.0)
+    assert agent.updates == 3

@@ -2,7 +2,9 @@
 array they leave behind: the one-root search on Python lists against the batched search (the whole
 tree: statistics, rewards, network values, links, the min-max bounds), with a table model and with a
 real network through recurrent_inference_one; FastInference against the training path for every
-activation, two hidden layers and different min-max eps for the first and later states. Mutation
+activation, two hidden layers and different min-max eps for the first and later states; the value
+prefix's fast calls (FastPrefixInference, MLP and conv) against value_prefix.PrefixInference, call by
+call and as whole pUCT, Gumbel and one-root searches. Mutation
 testing (benchmarks/mutation.sh rlscratch/muzero/fast.py) asks each of these to notice a one-line slip."""
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import numpy as np
 import pytest
 from test_muzero import TableModel, random_table  # tests/ is on sys.path (pytest prepend import mode)
 
+from rlscratch.muzero.conv_model import ConvMuZeroNet
 from rlscratch.muzero.fast import one_at_a_time
-from rlscratch.muzero.mcts import MCTS, SearchConfig
+from rlscratch.muzero.mcts import MCTS, SearchConfig, select_action
 from rlscratch.muzero.model import MuZeroNet
 from rlscratch.muzero.support import logits_to_scalar
+from rlscratch.muzero.value_prefix import PrefixInference
 
 NODE_ARRAYS = ("visits", "value_sum", "reward", "raw_value", "depth")
 EDGE_ARRAYS = ("prior", "edge_visits", "edge_q")
@@ -270,3 +274,114 @@ def test_one_root_ties_go_the_way_of_the_tie_noise():
                    explore=False)
         order = np.argsort(-search.tie_noise[0, 0])
         assert search.in_edge[0, 1] == order[0] and search.in_edge[0, 2] == order[1]
+
+
+# -- the value prefix's search calls (fast.FastPrefixInference) against value_prefix.PrefixInference --------
+def prefix_net(rng, network: str):
+    """A float64 network with a value prefix (LSTM horizon 2, so the searches below cross resets),
+    every head non-zero: an MLP MuZeroNet or a small conv net."""
+    if network == "mlp":
+        net = MuZeroNet(3, 3, rng, state_dim=5, hidden=[6], value_support=3, reward_support=2,
+                        value_prefix_hidden=4, lstm_horizon=2).astype(np.float64)
+        obs = rng.standard_normal((3, 3))
+    else:
+        net = ConvMuZeroNet((4, 4, 2), 3, rng, channels=2, blocks=1, reduced_channels=1, head_hidden=3,
+                            value_support=3, reward_support=2, value_prefix_hidden=4,
+                            lstm_horizon=2).astype(np.float64)
+        obs = (rng.random((3, 32)) < 0.4) * 1.0
+    net.flat_params[:] = rng.standard_normal(net.flat_params.size) * 0.6
+    return net, obs
+
+
+class ReadablePrefix:
+    """A value-prefix network seen through the readable search calls only (value_prefix.PrefixInference),
+    with no one-row call: a one-root search then goes one_at_a_time through them."""
+
+    def __init__(self, net) -> None:
+        self.calls = PrefixInference(net)
+
+    def initial_inference(self, obs):
+        return self.calls.initial_inference(obs)
+
+    def recurrent_inference(self, state, actions):
+        return self.calls.recurrent_inference(state, actions)
+
+
+@pytest.mark.parametrize("network", ["mlp", "conv"])
+def test_fast_prefix_calls_are_the_readable_ones(rng, network):
+    """Five model steps from three roots (horizon 2: resets after depths 2 and 4): the fast calls give
+    the readable calls' node rows [s | h | c | prefix | depth], edge rewards, logits and values, and the
+    one-row call the same row, reward, logits and value."""
+    net, obs = prefix_net(rng, network)
+    readable = ReadablePrefix(net)
+    node, logits, value = net.initial_inference(obs)
+    ref_node, ref_logits, ref_value = readable.initial_inference(obs)
+    assert np.allclose(node, ref_node, rtol=1e-12) and np.allclose(logits, ref_logits, rtol=1e-12)
+    assert np.allclose(value, ref_value, rtol=1e-12)
+    rewards = []
+    for d in range(5):
+        actions = rng.integers(0, 3, 3)
+        slots = np.full_like(node, np.nan)
+        one = [net.recurrent_inference_one(node[i], int(actions[i]), slots[i]) for i in range(3)]
+        node, reward, logits, value = net.recurrent_inference(node, actions)
+        ref_node, ref_reward, ref_logits, ref_value = readable.recurrent_inference(ref_node, actions)
+        for got, want in ((node, ref_node), (reward, ref_reward), (logits, ref_logits), (value, ref_value),
+                          (slots, ref_node)):
+            assert np.allclose(got, want, rtol=1e-10, atol=1e-13), (d, got, want)
+        assert np.allclose([r for r, _, _ in one], ref_reward, rtol=1e-10, atol=1e-13)
+        assert np.allclose([v for _, _, v in one], ref_value, rtol=1e-10, atol=1e-13)
+        assert np.allclose([lg for _, lg, _ in one], ref_logits, rtol=1e-10, atol=1e-13)
+        assert np.all(node[:, -1] == d + 1)
+        rewards.append(reward)
+    H = net.value_prefix.hidden
+    assert np.all(node[:, -2 - 2 * H:-2] != 0.0)          # depth 5: the LSTM state is carried
+    assert np.ptp(rewards) > 1e-3                          # the prefix head is not flat
+
+
+@pytest.mark.parametrize("network", ["mlp", "conv"])
+@pytest.mark.parametrize("gumbel", [False, True], ids=["puct", "gumbel"])
+def test_value_prefix_search_on_the_fast_path_is_the_readable_search(rng, network, gumbel):
+    """The batched search over three roots, with exploration noise, on the fast calls and on the
+    readable ones (the same generator seed): the same visit counts, root values, Q-values, policies and
+    chosen actions, and the same tree (statistics, edge rewards, node rows) -- deep enough to cross
+    the LSTM's resets."""
+    net, obs = prefix_net(rng, network)
+    config = SearchConfig(num_simulations=24, discount=0.95, gumbel=gumbel, max_considered_actions=3)
+    fast, readable = MCTS(config, 3), MCTS(config, 3)
+    got = fast.run(net, obs, np.random.default_rng(4), explore=True)
+    want = readable.run(ReadablePrefix(net), obs, np.random.default_rng(4), explore=True)
+    assert np.array_equal(got.visit_counts, want.visit_counts)
+    assert np.allclose(got.root_value, want.root_value, rtol=1e-10)
+    assert np.allclose(got.q_values, want.q_values, rtol=1e-10)
+    assert np.allclose(got.policy, want.policy, rtol=1e-10)
+    if gumbel:
+        assert np.array_equal(got.action, want.action)
+    else:
+        assert got.action is None and want.action is None
+        chosen = [select_action(r.visit_counts, 1.0, np.random.default_rng(7)) for r in (got, want)]
+        assert np.array_equal(*chosen)
+    for name in NODE_ARRAYS + EDGE_ARRAYS + ("states",):
+        assert np.allclose(getattr(fast, name), getattr(readable, name), rtol=1e-10, atol=1e-13), name
+    for name in ("children", "in_edge"):
+        assert np.array_equal(getattr(fast, name), getattr(readable, name)), name
+    assert fast.depth.max() > 2 and np.ptp(fast.reward[:, 1:-1]) > 1e-3
+
+
+@pytest.mark.parametrize("network", ["mlp", "conv"])
+def test_one_root_value_prefix_search_is_the_readable_search(rng, network):
+    """A pUCT search over ONE root runs on Python lists (simulate_one_root) through the fast one-row
+    call: it leaves the tree the readable calls leave one leaf at a time, and the tree of the batched
+    readable search over several roots."""
+    net, obs = prefix_net(rng, network)
+    config = SearchConfig(num_simulations=25, discount=0.97)
+    batched = MCTS(config, 3)
+    many = batched.run(ReadablePrefix(net), obs, np.random.default_rng(0), explore=False)
+    for i in range(3):
+        single, reference = MCTS(config, 3), MCTS(config, 3)
+        one = single.run(net, obs[i:i + 1], np.random.default_rng(1), explore=False)
+        reference.run(ReadablePrefix(net), obs[i:i + 1], np.random.default_rng(1), explore=False)
+        for other, j in ((reference, 0), (batched, i)):
+            assert_same_tree(single, other, j, rtol=1e-9, atol=1e-12)
+            assert np.allclose(single.states[0, :-1], other.states[j, :-1], rtol=1e-9, atol=1e-12)
+        same_answer(one, many, i, rtol=1e-9)
+        assert single.depth[0].max() > 2

@@ -26,9 +26,10 @@ from rlscratch import nn
 from rlscratch.encoders import image_layout
 
 from .consistency import ConsistencyHeads
+from .fast import FastPrefixInference
 from .model import MinMaxScale
 from .support import logits_to_scalar, support_bins
-from .value_prefix import PrefixInference, ValuePrefix
+from .value_prefix import ValuePrefix
 
 
 class FlatMinMax(nn.Module):
@@ -94,7 +95,21 @@ class ConvMuZeroNet(nn.Module):
                                          lstm_horizon, features=features) if value_prefix_hidden else None)
         self.consistency = ConsistencyHeads(self.state_dim, *consistency, rng, init) if consistency else None
         self.flatten(dtype)
-        self._prefix_inference = PrefixInference(self) if value_prefix_hidden else None
+
+    def flatten(self, dtype: np.dtype | type | None = None) -> ConvMuZeroNet:
+        super().flatten(dtype)
+        self._fast_prefix = None   # its parameter views are stale now
+        return self
+
+    @property
+    def _prefix_inference(self) -> FastPrefixInference | None:
+        """The value prefix's search calls (fast.FastPrefixInference on this net's own inference;
+        value_prefix.PrefixInference is their readable form), or None without a value prefix."""
+        if self.value_prefix is None:
+            return None
+        if self._fast_prefix is None:
+            self._fast_prefix = FastPrefixInference(self)
+        return self._fast_prefix
 
     # -- pieces both paths share ------------------------------------------------------------------
     def image(self, obs: np.ndarray) -> np.ndarray:
@@ -169,6 +184,13 @@ class ConvMuZeroNet(nn.Module):
         next_state = self.infer_next_state(state, actions)
         reward = logits_to_scalar(self.reward_head.infer(next_state), self.reward_support)
         return (next_state, reward, *self.infer_predict(next_state))
+
+    @property
+    def recurrent_inference_one(self):
+        """The one-row call of a one-root search (fast.FastPrefixInference) with a value prefix; None
+        without one (the search then makes the batched call one row at a time)."""
+        calls = self._prefix_inference
+        return None if calls is None else calls.recurrent_inference_one
 
     def infer(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.initial_inference(obs)

@@ -8,6 +8,11 @@ is tested equal to its readable counterpart (tests/test_muzero.py):
   path's represent / dynamics / predict, keeping nothing, scalars out) from per-layer "plans" of
   parameter views, the one-hot product as a row lookup and both support means in one product; and
   ``recurrent_inference_one``, the same for ONE (state, action) on 1-D vectors with reused buffers;
+* ``FastPrefixInference`` -- the value prefix's search calls (value_prefix.PrefixInference: a
+  node's row [s | h | c | prefix | depth], the edge reward the prefix's increment) on those plans
+  (or on a conv net's own inference), written into one preallocated row block instead of packed by
+  a concatenation, the LSTM step and both support means inline; ``recurrent_inference_one`` the
+  same for ONE node row, so a one-root pUCT search with a value prefix runs on the fast path too;
 * ``simulate_one_root`` -- a pUCT search over ONE root (rlscratch.muzero.mcts) on Python lists,
   computing each node's scores as the descent passes it instead of rescoring the whole tree: it
   leaves exactly the tree the batched search leaves.
@@ -23,6 +28,7 @@ import numpy as np
 from rlscratch import nn
 
 from .support import inverse_transform, inverse_transform_scalar, logits_to_mean, support_moments
+from .value_prefix import is_reset
 
 if TYPE_CHECKING:
     from .mcts import MCTS, SearchModel
@@ -139,6 +145,123 @@ class FastInference:
         reward = _support_mean_one(x[D:], plans["reward_moments"])
         value = _support_mean_one(out[A:], plans["value_moments"])
         return inverse_transform_scalar(reward), out[:A], inverse_transform_scalar(value)
+
+
+    def next_state(self, state: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """s_{k+1} alone (a value-prefix network's dynamics has no reward head)."""
+        weight_state, weight_action, bias, activation = self.plans["dynamics_first"]
+        x = state @ weight_state
+        x += bias
+        x += weight_action.take(actions, axis=0)
+        return _scale(_run(self.plans["dynamics_rest"], _activate(x, activation)), self.eps_next)
+
+    def predict(self, state: np.ndarray) -> np.ndarray:
+        """The prediction net's raw output [policy logits | value logits]."""
+        return _run(self.plans["prediction"], state)
+
+
+class FastPrefixInference:
+    """value_prefix.PrefixInference's ``initial_inference`` / ``recurrent_inference`` (the same maths,
+    tested equal: tests/test_muzero_fast.py), plus ``recurrent_inference_one`` for one-root searches.
+
+    A node's row is [s (flattened) | h | c | prefix | depth], as there. The MLP network's represent /
+    dynamics / predict run on FastInference's plans; a conv network's on its own ``infer_*`` (the
+    conv core's fast paths). What is saved over the readable path: the new rows are written into one
+    preallocated block (no concatenation, no dtype copy), the LSTM step and the head are inlined on
+    views of the parameters, and the support moments of the prefix's and the value's means are built
+    once (logits_to_scalar builds them on every call). Built lazily by the network and dropped
+    whenever its parameters move to a new buffer (``flatten``)."""
+
+    def __init__(self, net, fast: FastInference | None = None) -> None:
+        prefix = net.value_prefix
+        self.net, self.fast, self.features = net, fast, prefix.features
+        self.shape = tuple(getattr(net, "state_shape", (net.state_dim,)))
+        self.D, self.H, self.horizon = int(np.prod(self.shape)), prefix.hidden, prefix.horizon
+        self.A, self.dtype = net.n_actions, net.dtype
+        lstm = prefix.lstm.params
+        self.lstm_x_t, self.lstm_h_t, self.lstm_b = lstm["W_x"].T, lstm["W_h"].T, lstm["b"]
+        self.head_t, self.head_b = prefix.head.params["W"].T, prefix.head.params["b"]
+        self.reward_moments = support_moments(net.reward_support, net.dtype)
+        self.value_moments = support_moments(net.value_support, net.dtype)
+        self.row = self.D + 2 * self.H + 2
+
+    # -- the network's pieces, fast (MLP plans) or its own (conv) ---------------------------------------
+    def _represent(self, obs: np.ndarray) -> np.ndarray:
+        if self.fast is None:
+            return self.net.infer_represent(obs).reshape(len(obs), -1)
+        return _scale(_run(self.fast.plans["representation"], np.asarray(obs, dtype=self.dtype)), self.fast.eps_initial)
+
+    def _next_state(self, state: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        if self.fast is None:
+            return self.net.infer_next_state(state.reshape(len(state), *self.shape), actions).reshape(len(state), -1)
+        return self.fast.next_state(state, actions)
+
+    def _predict(self, state: np.ndarray) -> np.ndarray:
+        if self.fast is None:
+            return self.net.prediction.infer(state.reshape(len(state), *self.shape))
+        return self.fast.predict(state)
+
+    def _lstm(self, state: np.ndarray, h: np.ndarray, c: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """nn.LSTMCell's step (the same operations, in the same order) writing h', c' into the row
+        block ``out`` [h | c]; returns the prefix head's logits."""
+        H = self.H
+        x = state if self.features is None else self.features.infer(state.reshape(len(state), *self.shape))
+        gates = x @ self.lstm_x_t
+        gates += h @ self.lstm_h_t
+        gates += self.lstm_b
+        _sigmoid_(gates[:, :2 * H])
+        np.tanh(gates[:, 2 * H:3 * H], out=gates[:, 2 * H:3 * H])
+        _sigmoid_(gates[:, 3 * H:])
+        c_new = np.multiply(gates[:, H:2 * H], c, out=out[:, H:])
+        c_new += gates[:, :H] * gates[:, 2 * H:3 * H]
+        h_new = np.multiply(gates[:, 3 * H:], np.tanh(c_new), out=out[:, :H])
+        logits = np.maximum(h_new, 0.0) @ self.head_t
+        logits += self.head_b
+        return logits
+
+    # -- the search's calls --------------------------------------------------------------------------
+    def initial_inference(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        state = self._represent(obs)
+        node = np.zeros((len(state), self.row), dtype=self.dtype)
+        node[:, :self.D] = state
+        out = self._predict(state)
+        value = inverse_transform(logits_to_mean(out[:, self.A:], self.value_moments))
+        return node, out[:, :self.A], value
+
+    def recurrent_inference(self, node: np.ndarray, actions: np.ndarray,
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        D, H = self.D, self.H
+        new = np.empty((len(node), self.row), dtype=self.dtype)
+        state = new[:, :D]
+        state[...] = self._next_state(node[:, :D], actions)
+        prefix_logits = self._lstm(state, node[:, D:D + H], node[:, D + H:D + 2 * H], new[:, D:D + 2 * H])
+        out = self._predict(state)
+        prefix = inverse_transform(logits_to_mean(prefix_logits, self.reward_moments))
+        depth = np.rint(node[:, -1]).astype(np.int64)
+        # the edge reward: the prefix's increment, or the prefix itself below a reset (value_prefix.py)
+        reward = prefix - np.where(is_reset(depth, self.horizon), 0.0, node[:, -2])
+        new[:, -2] = prefix
+        new[:, -1] = depth + 1
+        new[is_reset(depth + 1, self.horizon), D:D + 2 * H] = 0.0
+        value = inverse_transform(logits_to_mean(out[:, self.A:], self.value_moments))
+        return new, reward, out[:, :self.A], value
+
+    def recurrent_inference_one(self, node: np.ndarray, action: int, next_node_out: np.ndarray,
+                                ) -> tuple[float, np.ndarray, float]:
+        """``recurrent_inference`` for ONE node row (the one-root search's call): the new row written
+        into ``next_node_out`` (the tree's slot); returns (edge reward, policy logits (A,), value)."""
+        new, reward, logits, value = self.recurrent_inference(node[None], np.array([action]))
+        next_node_out[...] = new[0]
+        return float(reward[0]), logits[0].astype(np.float64), float(value[0])
+
+
+def _sigmoid_(a: np.ndarray) -> np.ndarray:
+    """nn.recurrent's in-place sigma(a) = (1 + tanh(a/2)) / 2."""
+    a *= 0.5
+    np.tanh(a, out=a)
+    a += 1.0
+    a *= 0.5
+    return a
 
 
 def _run(steps: list, x: np.ndarray) -> np.ndarray:

@@ -29,9 +29,9 @@ import numpy as np
 from rlscratch import nn
 
 from .consistency import ConsistencyHeads
-from .fast import FastInference
+from .fast import FastInference, FastPrefixInference
 from .support import logits_to_scalar, support_bins
-from .value_prefix import PrefixInference, ValuePrefix
+from .value_prefix import ValuePrefix
 
 
 class MinMaxScale(nn.Module):
@@ -183,12 +183,14 @@ class MuZeroNet(nn.Module):
     # -- search: nothing kept, scalars out -------------------------------------------------------
     # The search calls these thousands of times per move; they run the same maths as represent /
     # dynamics / predict through the faster code of rlscratch.muzero.fast (tests compare them).
-    _fast: FastInference | PrefixInference | None = None
+    _fast: FastInference | FastPrefixInference | None = None
 
-    def _inference(self) -> FastInference | PrefixInference:
+    def _inference(self) -> FastInference | FastPrefixInference:
         if self._fast is None:
-            # a value prefix changes what a node's state holds (value_prefix.py); MuZero's MLPs run fast
-            self._fast = PrefixInference(self) if self.value_prefix is not None else FastInference(self)
+            # a value prefix changes what a node's state holds (value_prefix.py): its calls run on the
+            # same fast plans (value_prefix.PrefixInference is their readable form, tested equal)
+            fast = FastInference(self)
+            self._fast = FastPrefixInference(self, fast) if self.value_prefix is not None else fast
         return self._fast
 
     def initial_inference(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -201,13 +203,7 @@ class MuZeroNet(nn.Module):
         ``predict``, keeping nothing."""
         return self._inference().recurrent_inference(state, actions)
 
-    @property
-    def recurrent_inference_one(self):
-        """``recurrent_inference`` for ONE (state (D,), action), as a search over a single root calls
-        it (None with a value prefix: the search then uses the batched call)."""
-        return None if self.value_prefix is not None else self._recurrent_inference_one
-
-    def _recurrent_inference_one(self, state: np.ndarray, action: int, next_state_out: np.ndarray,
+    def recurrent_inference_one(self, state: np.ndarray, action: int, next_state_out: np.ndarray,
                                  ) -> tuple[float, np.ndarray, float]:
         """``recurrent_inference`` for ONE (state (D,), action), as a search over a single root calls
         it: s_{k+1} written into ``next_state_out``; returns (reward, policy logits (A,), value)."""

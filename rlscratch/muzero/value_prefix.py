@@ -24,6 +24,8 @@ edge into a node at depth d is the prefix's increment,
 -- EfficientZero's ``true_reward = value_prefix - parent_value_prefix`` unless the parent is reset.
 ``PrefixInference`` does this inside the model calls: the search's "state" of a node is the row
 [s | h | c | prefix | depth], so the search itself (rlscratch.muzero.mcts) needs no change at all.
+It is the readable form; the networks' search calls run rlscratch.muzero.fast.FastPrefixInference,
+the same maths on the fast path (tests/test_muzero_fast.py compares them, call by call and as searches).
 
 **Backward through time.** In training the K LSTM steps are one chain: backward at step k receives
 dL/dh_k from its own head and (dL/dh_k, dL/dc_k) from step k+1's input -- unless k is a reset depth,
