@@ -28,6 +28,7 @@ from rlscratch.envs.random_walk import RandomWalk
 
 from rlscratch.agent import EnvSpec, Step
 from rlscratch.config import ModelConfig
+from rlscratch.optim_config import OptimConfig
 
 N_STATES = 19
 
@@ -58,7 +59,8 @@ def score(lam: float, alpha: float, walks: list[Step], seed: int, diverged: floa
     """One run: the RMS error at the end of each episode, averaged over the episodes (inf if diverged)."""
     env = RandomWalk(N_STATES)
     spec = EnvSpec(env.observation_space, env.action_space, num_envs=1)
-    agent = TD(TDConfig(lr=alpha, gamma=1.0, lam=lam), spec, ModelConfig(), np.random.default_rng(seed))
+    config = TDConfig(optim=OptimConfig(name="sgd", lr=alpha), gamma=1.0, lam=lam)  # sgd with lr alpha: tabular TD
+    agent = TD(config, spec, ModelConfig(), np.random.default_rng(seed))
     errors = []
     with np.errstate(over="ignore", invalid="ignore"):
         for step in walks:

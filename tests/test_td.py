@@ -156,6 +156,23 @@ def test_td_lambda_random_walk_error_after_10_episodes():
     assert td_lambda < 0.30
 
 
+def test_the_sweep_benchmark_scores_a_run_as_this_file_does():
+    """benchmarks/td_random_walk_sweep.py builds its TD agents itself: a cell's run must score what the
+    helper above measures for the same config and seed (the reshape once broke the script's TDConfig)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "td_random_walk_sweep.py"
+    spec = importlib.util.spec_from_file_location("td_random_walk_sweep", path)
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    for lam, alpha in ((0.0, 0.5), (0.8, 0.3)):
+        _, _, scores = sweep.sweep_cell((lam, alpha, 2, 10, 2.0))
+        config = TDConfig(optim=OptimConfig(lr=alpha), gamma=1.0, lam=lam)
+        expected = average_rms_over_first_episodes(config, runs=2, episodes=10)  # runs 0 and 1, as the cell's
+        assert scores.mean() == pytest.approx(expected, rel=1e-6), (lam, alpha)
+
+
 def test_mlp_value_gradients_match_finite_differences():
     agent = make_td(value="mlp", lam=0.5)
     agent.value.astype(np.float64)
