@@ -224,6 +224,7 @@ def rlscratch_profile(case: str, steps: int, seed: int, folder: Path) -> dict[st
     from rlscratch.agents.a2c import A2C
     from rlscratch.agents.dqn import DQN
     from rlscratch.agents.ppo import PPO
+    from rlscratch.envs.vector import LoopVectorEnv
 
     from rlscratch import trainer
 
@@ -243,7 +244,7 @@ def rlscratch_profile(case: str, steps: int, seed: int, folder: Path) -> dict[st
                 totals[part] += time.perf_counter() - start
         return original, wrapper
 
-    patches = [(gym.vector.SyncVectorEnv, "step", "env step/reset"),
+    patches = [(LoopVectorEnv, "step", "env step/reset"),
                (gym.vector.SyncVectorEnv, "reset", "env step/reset"),
                (A2C, "act", "act (forward + sample)"), (A2C, "observe", "observe (store)"),
                (A2C, "learn", "learn (update)"), (PPO, "learn", "learn (update)"),
