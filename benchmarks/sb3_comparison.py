@@ -82,7 +82,12 @@ def sb3_continuous(case: str, seed: int, hyper: dict):
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
-    env = VecNormalize(make_vec_env(hyper["env_id"], n_envs=hyper["num_envs"], seed=seed), gamma=hyper["gamma"])
+    # render_mode None, as rlscratch's training envs: SB3's make_vec_env asks for "rgb_array" by default, and
+    # LunarLander then adds a Box2D body per engine puff that only render() ever ages and removes -- without
+    # render() they pile up until the episode ends and slow every world step (with it, SB3's env time was 7.9x
+    # rlscratch's for the same 163,840 steps)
+    env = VecNormalize(make_vec_env(hyper["env_id"], n_envs=hyper["num_envs"], seed=seed,
+                                    env_kwargs={"render_mode": None}), gamma=hyper["gamma"])
     policy_kwargs = dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=torch.nn.Tanh, ortho_init=True,
                          log_std_init=hyper["log_std_init"])
     common = dict(n_steps=hyper["n_steps"], gamma=hyper["gamma"], gae_lambda=hyper["gae_lambda"],
