@@ -4,6 +4,8 @@ and where rlscratch's time goes.
     python benchmarks/sb3_comparison.py --sb3-python /work/sb3venv/bin/python
     python benchmarks/sb3_comparison.py --sb3-python PY --cases dqn --rounds 3
     python benchmarks/sb3_comparison.py --profile-only          # rlscratch's time split only
+    python benchmarks/sb3_comparison.py --sb3-python PY --cases a2c_pendulum --rounds 3 --pendulum-steps 100000
+    python benchmarks/sb3_comparison.py --sb3-python PY --cases ppo_lunarlander_continuous --rounds 2
 
 Cases (CartPole-v1, both libraries training from scratch):
 
@@ -27,6 +29,11 @@ at 0, separate [64, 64] tanh networks, observations and rewards normalised -- SB
        rlscratch does not have). Figure: seconds for ``--pendulum-steps`` (100,000) steps. Target:
        rlscratch <= SB3 / 2.
   a2c_pendulum  configs/a2c_pendulum.yaml's hyperparameters on both sides. Same figure and target.
+  ppo_lunarlander_continuous  configs/ppo_lunarlander_continuous.yaml's hyperparameters on both sides
+       (LunarLanderContinuous-v3, Box2D: both venvs need the box2d extra). Figure: seconds for
+       ``--lunar-steps`` (163,840: ten rollouts of 16 envs x 1024 steps, so both sides collect and learn
+       from exactly the same number of rollouts) -- the run to 1M steps is ~6x longer, and the ratio is one
+       of per-run wall time at equal steps. Target: rlscratch <= SB3 / 2.
 
 Method. SB3 runs in a worker subprocess of its own Python (a venv with torch and stable-baselines3:
 never a dependency of rlscratch), driven over stdin/stdout; while one side trains, the other sits idle
@@ -41,7 +48,10 @@ core turns every matrix product into a wait for the scheduler.
 The profile pass (after the rounds) runs rlscratch once more with timers around the vector env's
 step/reset, ``agent.act`` (the acting forward pass and sampling), ``agent.learn`` (the update: forward
 and backward over the rollout, advantages, optimizer) and the rest of ``agent.observe`` (storing the
-step), and reports each as a share of the training loop's time.
+step), and reports each as a share of the training loop's time. For the continuous cases SB3 runs once
+more too, with a timer around its DummyVecEnv's ``step_wait``/``reset`` (the same gymnasium envs and
+wrappers stepping, plus SB3's Monitor), so the env's share can be read on both sides: where one env step
+costs far more than both libraries' own work, no library can be much faster than the other.
 
 This file runs under the SB3 venv's Python too (as the worker), so its top level imports only the
 standard library.
@@ -58,21 +68,26 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = ("dqn", "a2c", "ppo", "ppo_pendulum", "a2c_pendulum")
+CASES = ("dqn", "a2c", "ppo", "ppo_pendulum", "a2c_pendulum", "ppo_lunarlander_continuous")
 # The continuous cases: configs/<name>.yaml, whose hyperparameters the SB3 side copies (sb3_continuous).
-CONTINUOUS = ("ppo_pendulum", "a2c_pendulum")
+CONTINUOUS = ("ppo_pendulum", "a2c_pendulum", "ppo_lunarlander_continuous")
 
 
 # -- Stable-Baselines3 (the worker side) ----------------------------------------------------------------
 def sb3_continuous(case: str, seed: int, hyper: dict):
-    """SB3's PPO or A2C on Pendulum-v1 with the hyperparameters of rlscratch's config (``hyper``, read from
-    it by the parent), VecNormalize for observations and rewards, no gSDE."""
+    """SB3's PPO or A2C on the config's env with the hyperparameters of rlscratch's config (``hyper``, read
+    from it by the parent), VecNormalize for observations and rewards, no gSDE."""
     import torch
     from stable_baselines3 import A2C, PPO
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
-    env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=hyper["num_envs"], seed=seed), gamma=hyper["gamma"])
+    # render_mode None, as rlscratch's training envs: SB3's make_vec_env asks for "rgb_array" by default, and
+    # LunarLander then adds a Box2D body per engine puff that only render() ever ages and removes -- without
+    # render() they pile up until the episode ends and slow every world step (with it, SB3's env time was 7.9x
+    # rlscratch's for the same 163,840 steps)
+    env = VecNormalize(make_vec_env(hyper["env_id"], n_envs=hyper["num_envs"], seed=seed,
+                                    env_kwargs={"render_mode": None}), gamma=hyper["gamma"])
     policy_kwargs = dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=torch.nn.Tanh, ortho_init=True,
                          log_std_init=hyper["log_std_init"])
     common = dict(n_steps=hyper["n_steps"], gamma=hyper["gamma"], gae_lambda=hyper["gae_lambda"],
@@ -80,7 +95,7 @@ def sb3_continuous(case: str, seed: int, hyper: dict):
                   learning_rate=(lambda remaining: remaining * hyper["lr"]) if hyper["lr_linear"] else hyper["lr"],
                   normalize_advantage=hyper["normalize_advantage"], seed=seed,
                   device="cpu", verbose=0, policy_kwargs=policy_kwargs)
-    if case == "ppo_pendulum":
+    if case.startswith("ppo"):
         model = PPO("MlpPolicy", env, batch_size=hyper["batch_size"], n_epochs=hyper["n_epochs"],
                     clip_range=hyper["clip_range"], **common)
     else:
@@ -90,6 +105,37 @@ def sb3_continuous(case: str, seed: int, hyper: dict):
 
 def sb3_train(case: str, steps: int, seed: int, hyper: dict | None = None) -> float:
     """Build SB3's model for ``case`` and return the seconds ``model.learn(steps)`` takes."""
+    return sb3_run(case, steps, seed, hyper)
+
+
+def sb3_profile(case: str, steps: int, seed: int, hyper: dict | None = None) -> dict[str, float]:
+    """One more SB3 run with a timer around its vector env's stepping and resetting (DummyVecEnv.step_wait
+    and reset: the gymnasium envs, their wrappers and SB3's Monitor, not VecNormalize's maths)."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    env_seconds = [0.0]
+    originals = {name: getattr(DummyVecEnv, name) for name in ("step_wait", "reset")}
+
+    def timed(original):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                env_seconds[0] += time.perf_counter() - start
+        return wrapper
+
+    for name, original in originals.items():
+        setattr(DummyVecEnv, name, timed(original))
+    try:
+        total = sb3_run(case, steps, seed, hyper)
+    finally:
+        for name, original in originals.items():
+            setattr(DummyVecEnv, name, original)
+    return {"env step/reset": env_seconds[0], "rest (SB3, torch)": total - env_seconds[0], "total": total}
+
+
+def sb3_run(case: str, steps: int, seed: int, hyper: dict | None) -> float:
     import torch
     from stable_baselines3 import A2C, DQN, PPO
     from stable_baselines3.common.env_util import make_vec_env
@@ -134,7 +180,7 @@ def serve(threads: int | None) -> int:
     if threads is not None:
         torch.set_num_threads(threads)
     return serve_requests({"torch": torch.__version__, "stable_baselines3": stable_baselines3.__version__,
-                           "threads": torch.get_num_threads()}, {"train": sb3_train})
+                           "threads": torch.get_num_threads()}, {"train": sb3_train, "profile": sb3_profile})
 
 
 class SB3Side:
@@ -149,6 +195,9 @@ class SB3Side:
     def train(self, case: str, steps: int, seed: int) -> float:
         hyper = continuous_hyperparameters(case) if case in CONTINUOUS else None
         return self.worker.call("train", case=case, steps=steps, seed=seed, hyper=hyper)
+
+    def profile(self, case: str, steps: int, seed: int) -> dict[str, float]:
+        return self.worker.call("profile", case=case, steps=steps, seed=seed, hyper=continuous_hyperparameters(case))
 
     def close(self) -> None:
         self.worker.close(timeout=60)
@@ -168,7 +217,7 @@ def continuous_hyperparameters(case: str) -> dict:
     if not ((isinstance(lr, float) or linear) and config.env.wrappers == ["normalize_observation"]
             and agent.normalize_reward and not agent.squash_actions and config.model.hidden == [64, 64]):
         raise SystemExit(f"configs/{case}.yaml no longer matches what sb3_continuous builds; update one of them")
-    hyper = {"num_envs": config.env.num_envs, "n_steps": agent.n_steps, "gamma": agent.gamma,
+    hyper = {"env_id": config.env.id, "num_envs": config.env.num_envs, "n_steps": agent.n_steps, "gamma": agent.gamma,
              "gae_lambda": agent.gae_lambda, "ent_coef": float(agent.ent_coef), "vf_coef": agent.vf_coef,
              "max_grad_norm": agent.optim.max_grad_norm, "lr": lr if isinstance(lr, float) else lr.start,
              "lr_linear": linear, "eps": agent.optim.eps,
@@ -224,6 +273,7 @@ def rlscratch_profile(case: str, steps: int, seed: int, folder: Path) -> dict[st
     from rlscratch.agents.a2c import A2C
     from rlscratch.agents.dqn import DQN
     from rlscratch.agents.ppo import PPO
+    from rlscratch.envs.vector import LoopVectorEnv
 
     from rlscratch import trainer
 
@@ -243,7 +293,7 @@ def rlscratch_profile(case: str, steps: int, seed: int, folder: Path) -> dict[st
                 totals[part] += time.perf_counter() - start
         return original, wrapper
 
-    patches = [(gym.vector.SyncVectorEnv, "step", "env step/reset"),
+    patches = [(LoopVectorEnv, "step", "env step/reset"),
                (gym.vector.SyncVectorEnv, "reset", "env step/reset"),
                (A2C, "act", "act (forward + sample)"), (A2C, "observe", "observe (store)"),
                (A2C, "learn", "learn (update)"), (PPO, "learn", "learn (update)"),
@@ -286,13 +336,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", default="1", help="BLAS/torch threads for both sides: a number or 'default'")
     parser.add_argument("--sb3-python",
                         help="a Python with torch and stable-baselines3 (e.g. /work/sb3venv/bin/python)")
-    parser.add_argument("--cases", default=",".join(CASES), help="comma list from: dqn, a2c, ppo")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma list from: {', '.join(CASES)}")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per case (default 3)")
     parser.add_argument("--a2c-steps", type=int, default=20_000, help="env steps per A2C round (default 20,000)")
     parser.add_argument("--dqn-steps", type=int, default=50_000, help="env steps per DQN round (default 50,000)")
     parser.add_argument("--ppo-steps", type=int, default=100_000, help="env steps per PPO round (default 100,000)")
     parser.add_argument("--pendulum-steps", type=int, default=100_000,
                         help="env steps per Pendulum round, both continuous cases (default 100,000)")
+    parser.add_argument("--lunar-steps", type=int, default=163_840,
+                        help="env steps per ppo_lunarlander_continuous round (default 163,840: 10 rollouts)")
     parser.add_argument("--profile-only", action="store_true", help="rlscratch's time split only, no SB3")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
@@ -309,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         threadpool_limits(threads)
     cases = args.cases.split(",")
     steps = {"dqn": args.dqn_steps, "a2c": args.a2c_steps, "ppo": args.ppo_steps,
-             "ppo_pendulum": args.pendulum_steps, "a2c_pendulum": args.pendulum_steps}
+             "ppo_pendulum": args.pendulum_steps, "a2c_pendulum": args.pendulum_steps,
+             "ppo_lunarlander_continuous": args.lunar_steps}
     folder = Path(tempfile.mkdtemp(prefix="rlscratch-throughput-"))
     results: dict = {"threads": args.threads, "cases": {}}
     sb3 = None
@@ -343,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
                                           "speedup": speedup}
             profile = rlscratch_profile(case, n, 0, folder)
             results["cases"].setdefault(case, {"steps": n})["profile"] = profile
+            if sb3 is not None and case in CONTINUOUS:
+                results["cases"][case]["sb3_profile"] = sb3.profile(case, n, 0)
     finally:
         if sb3 is not None:
             sb3.close()
@@ -355,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
             target = {"dqn": ">= 2.5 (rlscratch time <= 0.4 x SB3's)", "a2c": ">= 1.5",
                       "ppo": ">= 2.0 (rlscratch time <= half of SB3's)",
                       "ppo_pendulum": ">= 2.0 (rlscratch time <= half of SB3's)",
-                      "a2c_pendulum": ">= 2.0 (rlscratch time <= half of SB3's)"}[case]
+                      "a2c_pendulum": ">= 2.0 (rlscratch time <= half of SB3's)",
+                      "ppo_lunarlander_continuous": ">= 2.0 (rlscratch time <= half of SB3's)"}[case]
             median = r["median_seconds"]
             print(f"{case}: {r['steps']} steps, median over {args.rounds} rounds: "
                   f"rlscratch {median['rlscratch']:.2f} s ({sps['rlscratch']:.0f} steps/s), "
@@ -367,6 +423,12 @@ def main(argv: list[str] | None = None) -> int:
         for part, seconds in profile.items():
             if part != "total":
                 print(f"    {part:28s} {seconds:7.2f} s  {100 * seconds / total:5.1f} %")
+        if "sb3_profile" in r:
+            sb3_split = r["sb3_profile"]
+            print(f"  SB3 time split ({case}, one timed run, {sb3_split['total']:.2f} s):")
+            for part, seconds in sb3_split.items():
+                if part != "total":
+                    print(f"    {part:28s} {seconds:7.2f} s  {100 * seconds / sb3_split['total']:5.1f} %")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

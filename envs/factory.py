@@ -20,6 +20,7 @@ from gymnasium.vector import AutoresetMode
 from rlscratch.config import EnvConfig
 from rlscratch.errors import ConfigError
 
+from .vector import LoopVectorEnv
 from .wrappers import WRAPPERS, ObservationNormalizer, RecordEnvReward
 
 VECTOR_LEVEL = ("normalize_observation",)
@@ -107,13 +108,13 @@ def make_env(config: EnvConfig, evaluation: bool = False, render_mode: str | Non
 
 
 def make_vec_env(config: EnvConfig, evaluation: bool = False) -> gym.vector.VectorEnv:
-    """``num_envs`` (or ``eval_num_envs``) copies, sync by default, with autoreset disabled."""
+    """``num_envs`` (or ``eval_num_envs``) copies, sync by default (envs/vector.py), with autoreset disabled."""
     n = config.eval_num_envs if evaluation else config.num_envs
     factory = functools.partial(make_env, config, evaluation)
     probe = make_env(config, evaluation)  # fail here, in this process, with a clear message
     probe.close()
     refuse_structured_observations(probe.observation_space, config)
-    vector_cls = gym.vector.AsyncVectorEnv if config.vectorization == "async" else gym.vector.SyncVectorEnv
+    vector_cls = gym.vector.AsyncVectorEnv if config.vectorization == "async" else LoopVectorEnv
     return vector_cls([factory] * n, autoreset_mode=AutoresetMode.DISABLED)
 
 

@@ -80,7 +80,10 @@ class ActorCritic(nn.Module):
     def _policy_z(self, out: np.ndarray) -> np.ndarray:
         if not self.gaussian:
             return out
-        return np.concatenate([out, np.broadcast_to(self.params["log_std"], out.shape).astype(out.dtype)], axis=1)
+        z = np.empty((len(out), 2 * self.n_actions), dtype=out.dtype)  # (rows filled in place: this runs every step)
+        z[:, :self.n_actions] = out
+        z[:, self.n_actions:] = self.params["log_std"]  # the same log-std in every row
+        return z
 
     @staticmethod
     def _batch(obs: np.ndarray) -> np.ndarray:
