@@ -65,9 +65,13 @@ def start_ray(address: str | None, cpus: int | None) -> float:
         kwargs.update(num_cpus=cpus or os.cpu_count(), object_store_memory=100 * 2**20)
     else:
         kwargs["address"] = address
-    with contextlib.suppress(ImportError, AttributeError):  # Ray keeps the token of the last cluster it joined
-        from ray._raylet import AuthenticationTokenLoader
+    # Ray reads RAY_AUTH_MODE and the token once and keeps them: a process that imported Ray before the
+    # mode was set, or that joined another cluster before, would join this one with no token or the
+    # old one. Re-read both now, as Ray itself does when it switches token auth on.
+    with contextlib.suppress(ImportError, AttributeError):
+        from ray._raylet import AuthenticationTokenLoader, Config
 
+        Config.initialize("")
         AuthenticationTokenLoader.instance().reset_cache()
     try:
         ray.init(**kwargs)

@@ -26,13 +26,16 @@ def cluster():
     """Two Ray nodes on 127.0.0.1, two (logical) CPUs each: two self-play actors and a reanalyze worker."""
     from rlscratch import ray_cluster
 
-    # This process is the driver: it needs the cluster's auth mode, token and loopback switch before Ray
-    # is imported (Ray reads them then).
+    # This process is the driver: it needs the cluster's auth mode, token and loopback switch. Ray is
+    # imported first, with no auth mode set, as when another test module of this process used it
+    # before: Ray keeps what it read then, and start_ray must make it read the cluster's settings
+    # (on CI this order once made every driver here knock with no token).
     keys = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
     saved = {key: os.environ.get(key) for key in keys}
-    os.environ.update(RAY_AUTH_MODE="token", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    os.environ.pop("RAY_AUTH_MODE", None)
     try:
         pytest.importorskip("ray")
+        os.environ.update(RAY_AUTH_MODE="token", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
         with ray_cluster.local_cluster(nodes=2, cpus_per_node=2) as (address, env):
             os.environ["RAY_AUTH_TOKEN"] = env["RAY_AUTH_TOKEN"]
             yield address
