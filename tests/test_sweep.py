@@ -157,7 +157,10 @@ def cluster(tmp_path_factory):
             (home / ".ray" / "auth_token").write_text("0" * 64)
             yield address, dict(env, OPENBLAS_NUM_THREADS="1")
     finally:
-        os.environ["HOME"] = saved or ""
+        if saved is None:
+            os.environ.pop("HOME", None)
+        else:
+            os.environ["HOME"] = saved
 
 
 def run_sweep(address: str, env: dict, out: Path) -> subprocess.Popen:

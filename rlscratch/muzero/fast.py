@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rlscratch import nn
+from rlscratch.nn.recurrent import _sigmoid_  # the LSTM cell's own in-place sigmoid: same bits
 
 from .support import inverse_transform, inverse_transform_scalar, logits_to_mean, support_moments
 from .value_prefix import is_reset
@@ -253,15 +254,6 @@ class FastPrefixInference:
         new, reward, logits, value = self.recurrent_inference(node[None], np.array([action]))
         next_node_out[...] = new[0]
         return float(reward[0]), logits[0].astype(np.float64), float(value[0])
-
-
-def _sigmoid_(a: np.ndarray) -> np.ndarray:
-    """nn.recurrent's in-place sigma(a) = (1 + tanh(a/2)) / 2."""
-    a *= 0.5
-    np.tanh(a, out=a)
-    a += 1.0
-    a *= 0.5
-    return a
 
 
 def _run(steps: list, x: np.ndarray) -> np.ndarray:
