@@ -122,15 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             print(format_split(run_dir, log["split"]) + f"; last-100 training return {log['last100']:.2f}")
         return 0
     suites = [SUITES[name] for name in seed_runs.choose(parser, args.suites, SUITES, "suite")]
-    jobs = [(suite.config, seed) for suite in suites for seed in seed_runs.seeds_from(args, suite.seeds)]
-    results = seed_runs.launch_from_args(args, jobs)
-    for r in results:
-        if "run_dir" in r:
-            r.update(run_log(r["run_dir"]))
-    report = [format_suite(suite, [r for r in results if r["config"] == suite.config]) for suite in suites]
-    print("\n\n".join(report))
-    print(f"\nat the end: {seed_runs.load_note()}")
-    seed_runs.write_json(args, results)
+    seed_runs.run_suites(args, suites, format_suite, add_to_result=lambda r: r.update(run_log(r["run_dir"])),
+                         load_at_end=True)
     return 0
 
 

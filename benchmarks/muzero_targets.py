@@ -82,12 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     seed_runs.add_run_arguments(parser, "muzero_targets")
     args = parser.parse_args(argv)
     suites = [SUITES[name] for name in seed_runs.choose(parser, args.suites, SUITES, "suite")]
-    jobs = [(suite.config, seed) for suite in suites for seed in seed_runs.seeds_from(args, suite.seeds)]
-    results = seed_runs.launch_from_args(args, jobs)
-    report = [format_suite(suite, [r for r in results if r["config"] == suite.config]) for suite in suites]
-    print("\n\n".join(report))
-    print(f"\nat the end: {seed_runs.load_note()}")
-    seed_runs.write_json(args, results)
+    seed_runs.run_suites(args, suites, format_suite, load_at_end=True)
     return 0
 
 

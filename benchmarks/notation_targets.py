@@ -48,10 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     suites = [dataclasses.replace(s, need=seed_runs.passes_needed(s.need, len(s.seeds),
                                                                   len(seed_runs.seeds_from(args, s.seeds))))
               for s in suites]
-    jobs = [(suite.config, seed) for suite in suites for seed in seed_runs.seeds_from(args, suite.seeds)]
-    results = seed_runs.launch_from_args(args, jobs)
-    print("\n\n".join(format_suite(suite, [r for r in results if r["config"] == suite.config]) for suite in suites))
-    seed_runs.write_json(args, results)
+    seed_runs.run_suites(args, suites, format_suite)
     return 0
 
 

@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: import this checkout's rlscratch
@@ -119,6 +120,24 @@ def launch_from_args(args: argparse.Namespace, jobs: list[tuple[str, int]],
     except UserError as err:  # a bad --set, a missing config: one line before any run starts
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def run_suites(args: argparse.Namespace, suites: list, format_suite: Callable[[Any, list[dict]], str],
+               add_to_result: Callable[[dict], None] | None = None, load_at_end: bool = False) -> list[dict]:
+    """Every seed of every suite (a suite has .config and .seeds), then one table per suite from
+    ``format_suite(suite, its results)``, printed, and --json written. ``add_to_result`` reads more
+    from a finished run into its result before the tables."""
+    jobs = [(suite.config, seed) for suite in suites for seed in seeds_from(args, suite.seeds)]
+    results = launch_from_args(args, jobs)
+    if add_to_result is not None:
+        for r in results:
+            if "run_dir" in r:
+                add_to_result(r)
+    print("\n\n".join(format_suite(suite, [r for r in results if r["config"] == suite.config]) for suite in suites))
+    if load_at_end:
+        print(f"\nat the end: {load_note()}")
+    write_json(args, results)
+    return results
 
 
 def write_json(args: argparse.Namespace, results: list[dict]) -> None:
