@@ -96,6 +96,16 @@ main()
 """
 
 
+_WAIT_FOR_CPUS = """import sys, time
+import ray
+ray.init(address=sys.argv[1], log_to_driver=False, include_dashboard=False)
+deadline = time.monotonic() + 240
+while ray.cluster_resources().get("CPU", 0) < float(sys.argv[2]) and time.monotonic() < deadline:
+    time.sleep(0.2)
+sys.exit(0 if ray.cluster_resources().get("CPU", 0) >= float(sys.argv[2]) else 1)
+"""
+
+
 @contextlib.contextmanager
 def local_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[tuple[str, dict]]:
     """Start ``nodes`` Ray nodes on 127.0.0.1 (`ray start --head`, then `ray start --address`), yield
@@ -132,6 +142,11 @@ def local_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[tuple[str,
                 if started[-1].poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"ray start (node {i}) failed: {log.read_text()[-1500:]}")
                 time.sleep(0.5)
+        # "Ray runtime started" is the node's word, not yet the scheduler's: a driver that comes at once
+        # may see the head's CPUs only, and Tune (reusing actors) then runs every trial on the head.
+        # A throwaway driver waits until the cluster counts every node's CPUs.
+        subprocess.run([sys.executable, "-c", _WAIT_FOR_CPUS, f"127.0.0.1:{port}", str(nodes * cpus_per_node)],
+                       env=env, check=True, timeout=300, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         yield f"127.0.0.1:{port}", env
     finally:
         for node in reversed(started):
