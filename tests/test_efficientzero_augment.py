@@ -4,7 +4,9 @@ one-line errors, and exact resume with both on after a real SIGTERM."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -119,6 +121,20 @@ def test_bad_augmentation_is_one_line(kinds, network, message):
     with pytest.raises(ConfigError, match=message) as caught:
         check_augmentation(kinds, network)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("agent.augmentation=[shift, crop]", "error: agent.augmentation: unknown 'crop'; choose from shift, intensity"),
+    ("agent.block_norm=group", "error: agent.block_norm: 'group' is not allowed; choose from none, layer, batch"),
+], ids=["augmentation", "block_norm"])
+def test_bad_switch_from_the_shell_is_one_line_and_exit_2(tmp_path, setting, message):
+    """A real ``rlscratch.train`` process: one line on stderr, exit status 2, no run directory made."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), OPENBLAS_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "rlscratch.train", "--config", "efficientzero_minatar_breakout",
+                           "--set", setting, "--run-dir", str(tmp_path / "run")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().startswith(message), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
 def test_block_norm_needs_the_conv_network():
