@@ -24,7 +24,9 @@ them all on): ``consistency_coef`` adds the temporal-consistency loss (rlscratch
 ``value_prefix`` predicts reward sums with an LSTM (rlscratch.muzero.value_prefix), ``offpolicy_age_unit``
 shortens the value horizon of old samples (``td_steps`` below), ``reanalyze_network``/``reanalyze_noise``
 re-search with the target network and root noise, and ``network: conv`` plays on images
-(rlscratch.muzero.conv_model). With every switch off the agent is MuZero, draw for draw.
+(rlscratch.muzero.conv_model; ``block_norm`` puts a layer or batch norm in its residual blocks,
+``augmentation`` shifts and rescales the training batch's observations, rlscratch.muzero.augment).
+With every switch off the agent is MuZero, draw for draw.
 
 Everything the run needs to resume exactly (network, optimizer, target network, replay with its
 priorities, counters, the random generator) is in ``components()``/``counters``.
@@ -41,6 +43,7 @@ from rlscratch import nn
 from rlscratch.agent import Agent, EnvSpec, Step
 from rlscratch.config import ModelConfig, bounded
 from rlscratch.errors import ConfigError
+from rlscratch.muzero.augment import Augmentation, check_augmentation
 from rlscratch.muzero.conv_model import ConvMuZeroNet
 from rlscratch.muzero.loss import unrolled_loss
 from rlscratch.muzero.mcts import MCTS, SearchConfig, SearchResult, select_action
@@ -76,6 +79,10 @@ class MuZeroConfig:
     conv_blocks: int = bounded(1, ge=1, help="conv: residual blocks in the representation and the dynamics")
     reduced_channels: int = bounded(8, ge=1, help="conv: channels of the heads' 1x1 convolutions")
     head_hidden: int = bounded(32, ge=1, help="conv: hidden width of the heads")
+    block_norm: str = bounded("none", choices=("none", "layer", "batch"),
+                              help="conv: normalisation after each 3x3 conv (residual blocks, stems): layer = per "
+                                   "sample over (C, H, W); batch = BatchNorm, batch statistics in training and "
+                                   "running ones in the search (EfficientZero)")
     state_dim: int = bounded(32, ge=1)
     value_support: int = bounded(20, ge=1, help="values on the support -S..S after h(x)")
     reward_support: int = bounded(5, ge=1)
@@ -113,6 +120,9 @@ class MuZeroConfig:
     search_value_age: int = bounded(0, ge=0, help="EfficientZero V2's mixed value target: samples at least this "
                                                   "many env steps old train towards their stored (reanalysed) "
                                                   "search values instead of n-step returns (0: off)")
+    augmentation: list = bounded(default_factory=list,
+                                 help="conv: augment the training batch's observations, [shift, intensity] as "
+                                      "EfficientZero (rlscratch.muzero.augment); [] off")
 
     def __post_init__(self) -> None:
         finish_config(self)  # the optim: section's defaults above; every schedule states its length
@@ -129,7 +139,10 @@ class MuZero(Agent):
                               "prediction) from model.hidden; a notation program cannot replace them -- remove it")
         self.n_actions = spec.n_actions
         self.schedule = self._temperature_schedule(config.temperature_schedule)
+        augmentation = check_augmentation(config.augmentation, config.network)
         self.net = self._network(config, spec, model, rng)
+        # EfficientZero's shift/intensity augmentation of training observations (None: off, no draws)
+        self.augment = Augmentation(augmentation, spec.obs_shape, self.net.dtype) if augmentation else None
         uses_target = config.value_target == "target" or config.reanalyze_network == "target"
         self.target = self.net.clone() if uses_target else None
         self.optimizer = make_optimizer(config.optim, self.net, lambda: self.env_steps)
@@ -165,6 +178,9 @@ class MuZero(Agent):
                  ) -> MuZeroNet | ConvMuZeroNet:
         prefix = config.lstm_hidden if config.value_prefix else 0
         consistency = (config.consistency_hidden, config.consistency_dim) if config.consistency_coef > 0 else None
+        if config.network != "conv" and config.block_norm != "none":
+            raise ConfigError(f"agent.block_norm: {config.block_norm} normalises the conv network's residual blocks; "
+                              f"this agent's network is mlp -- use network: conv or block_norm: none")
         if config.network == "conv":
             if len(spec.obs_shape) != 3:
                 raise ConfigError(f"agent.network: conv needs image observations (H, W, C); this env's are "
@@ -173,7 +189,8 @@ class MuZero(Agent):
                                  blocks=config.conv_blocks, reduced_channels=config.reduced_channels,
                                  head_hidden=config.head_hidden, value_support=config.value_support,
                                  reward_support=config.reward_support, init=model.init, value_prefix_hidden=prefix,
-                                 lstm_horizon=config.lstm_horizon, consistency=consistency)
+                                 lstm_horizon=config.lstm_horizon, consistency=consistency,
+                                 block_norm=config.block_norm)
         return MuZeroNet(spec.obs_dim, spec.n_actions, rng, state_dim=config.state_dim, hidden=model.hidden,
                          value_support=config.value_support, reward_support=config.reward_support,
                          activation=model.activation, init=model.init, value_prefix_hidden=prefix,
@@ -276,6 +293,10 @@ class MuZero(Agent):
                              lstm_horizon=c.lstm_horizon if c.value_prefix else 0, consistency=c.consistency_coef > 0,
                              search_value=self._search_value(sample.env, sample.start))
         batch.weights = sample.weights
+        if self.augment is not None:   # each its own draw, as EfficientZero
+            batch.obs = self.augment(batch.obs, self.rng)
+            if batch.target_obs is not None:
+                batch.target_obs = self.augment(batch.target_obs, self.rng)
 
         self.net.zero_grad()
         result = unrolled_loss(self.net, batch, value_coef=c.value_coef, state_grad_scale=c.state_grad_scale,

@@ -86,6 +86,9 @@ def main() -> None:
     rows.append(("softmax CE, integer labels", loss_error(nn.softmax_cross_entropy, logits, np.array([0, 3, 1, 1, 2]))))
     rows.append(("softmax CE, soft targets", loss_error(nn.softmax_cross_entropy, logits,
                                                         rng.dirichlet(np.ones(4), size=5))))
+    module("LayerNorm2d (N,C,H,W)", nn.LayerNorm2d(3), rng.standard_normal((2, 3, 4, 4)), h=1e-5)
+    module("NormResidualBlock (layer)", nn.NormResidualBlock(3, rng, "layer"), rng.standard_normal((2, 3, 4, 4)),
+           h=1e-5)
 
     width = max(len(name) for name, _ in rows)
     print(f"{'component':<{width}}  max relative error")

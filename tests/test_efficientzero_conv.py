@@ -22,10 +22,10 @@ from rlscratch.muzero.support import logits_to_scalar
 OBS_SHAPE = (4, 4, 2)   # (H, W, C) as MinAtar gives it
 
 
-def conv_net(rng, prefix: bool = True, consistency: bool = True) -> ConvMuZeroNet:
+def conv_net(rng, prefix: bool = True, consistency: bool = True, norm: str = "none") -> ConvMuZeroNet:
     net = ConvMuZeroNet(OBS_SHAPE, 3, rng, channels=2, blocks=1, reduced_channels=1, head_hidden=3,
                         value_support=2, reward_support=1, value_prefix_hidden=2 if prefix else 0, lstm_horizon=2,
-                        consistency=(3, 2) if consistency else None).astype(np.float64)
+                        consistency=(3, 2) if consistency else None, block_norm=norm).astype(np.float64)
     net.flat_params[:] = rng.standard_normal(net.flat_params.size) * 0.4
     return net
 
@@ -41,10 +41,13 @@ def conv_batch(rng, n=2, K=3, A=3) -> UnrollBatch:
         consistency_mask=np.array([[1.0, 1, 1, 0], [1, 1, 1, 1]])[:n, :K + 1])
 
 
-@pytest.mark.parametrize("prefix", [True, False])
-def test_conv_unrolled_loss_gradient_check(rng, prefix):
-    """K = 2, horizon 2 (BPTT across a reset is checked on the MLP model, test_efficientzero_losses)."""
-    net = conv_net(rng, prefix=prefix)
+@pytest.mark.parametrize("prefix,norm", [(True, "none"), (False, "none"), (True, "layer"), (True, "batch")])
+def test_conv_unrolled_loss_gradient_check(rng, prefix, norm):
+    """K = 2, horizon 2 (BPTT across a reset is checked on the MLP model, test_efficientzero_losses).
+    With a norm in the blocks and after the stems (``block_norm``); a batch norm normalises each of the
+    K + 1 training calls by its own batch's statistics, a function of every sample of the call, which
+    the central differences see too."""
+    net = conv_net(rng, prefix=prefix, norm=norm)
     batch = conv_batch(rng, K=2)
     net.zero_grad()
     result = unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=0.5, consistency_coef=2.0)
@@ -60,10 +63,23 @@ def test_conv_unrolled_loss_gradient_check(rng, prefix):
     assert_close_gradients(analytic, nn.numerical_gradient(loss, net.flat_params, h=1e-5))
 
 
-def test_conv_inference_matches_training_path(rng):
+def random_running_statistics(net, rng) -> None:
+    """Running statistics far from a fresh BatchNorm's (0, 1), so a test tells them from the batch's."""
+    for _, module in net.modules():
+        if isinstance(module, nn.BatchNorm):
+            module.buffers["running_mean"][:] = rng.standard_normal(module.buffers["running_mean"].shape)
+            module.buffers["running_var"][:] = rng.uniform(0.5, 2.0, module.buffers["running_var"].shape)
+
+
+@pytest.mark.parametrize("norm", ["none", "layer", "batch"])
+def test_conv_inference_matches_training_path(rng, norm):
     """Without a value prefix the search's calls compute the training path's state, reward, policy
-    and value; the observation is read channels-last ((H, W, C) flattened) as MinAtar stores it."""
-    net = conv_net(rng, prefix=False, consistency=False)
+    and value; the observation is read channels-last ((H, W, C) flattened) as MinAtar stores it. With
+    a batch norm the search uses the running statistics: the training path in eval mode."""
+    net = conv_net(rng, prefix=False, consistency=False, norm=norm)
+    if norm == "batch":
+        random_running_statistics(net, rng)
+        net.eval()
     obs, actions = conv_batch(rng).obs, np.array([0, 2])
     state, logits, value = net.initial_inference(obs)
     board = obs.reshape(2, *OBS_SHAPE).transpose(0, 3, 1, 2)
@@ -83,6 +99,43 @@ def test_conv_inference_matches_training_path(rng):
     assert np.allclose(reward, logits_to_scalar(reward_logits, net.reward_support))
     assert np.allclose(logits, train_logits)
     assert np.allclose(value, logits_to_scalar(value_logits, net.value_support))
+
+
+@pytest.mark.parametrize("norm", ["layer", "batch"])
+def test_block_norm_in_training_and_search(rng, norm):
+    """A layer norm computes each sample alone: a sample's training state is the same in any batch
+    and equals the search's. A batch norm couples a training call's samples (batch statistics) but not
+    the search's (running statistics), and each training call moves the running statistics."""
+    net = conv_net(rng, prefix=False, consistency=False, norm=norm)
+    obs = conv_batch(rng, n=3).obs
+    norms = [m for _, m in net.modules() if isinstance(m, (nn.BatchNorm, nn.LayerNorm2d))]
+    assert len(norms) == 6   # after the representation's and the dynamics' stems, two in each block
+    before = net.state_dict()
+    together, alone = net.represent(obs), net.represent(obs[:1])
+    net.clear_saved()
+    searched, searched_alone = net.infer_represent(obs), net.infer_represent(obs[:1])
+    np.testing.assert_allclose(searched[:1], searched_alone, rtol=1e-12, atol=1e-12)
+    moved = [k for k, v in net.state_dict().items() if not np.array_equal(v, before[k])]
+    if norm == "layer":
+        np.testing.assert_allclose(together[:1], alone, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(together, searched, rtol=1e-12, atol=1e-12)
+        assert moved == []
+        np.testing.assert_array_equal(net.represent_target(obs), searched)
+    else:
+        assert not np.allclose(together[:1], alone)
+        assert sorted(moved) == sorted(f"representation.layers.{k}" for k in (
+            "1.running_mean", "1.running_var", "3.norm1.running_mean", "3.norm1.running_var",
+            "3.norm2.running_mean", "3.norm2.running_var"))
+        # the consistency target branch: the batch's statistics, nothing kept for a backward
+        target = net.represent_target(obs)
+        assert net.saved_count() == 0
+        np.testing.assert_allclose(target, together, rtol=1e-12, atol=1e-12)
+        assert not np.allclose(target, net.infer_represent(obs))
+
+
+def test_unknown_block_norm(rng):
+    with pytest.raises(ValueError, match="block_norm must be one of none, layer, batch"):
+        conv_net(rng, norm="group")
 
 
 def minatar_spec(num_envs: int = 2) -> EnvSpec:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from test_muzero import TableModel, random_table  # tests/ is on sys.path (pytest prepend import mode)
 
+from rlscratch import nn
 from rlscratch.muzero.conv_model import ConvMuZeroNet
 from rlscratch.muzero.fast import one_at_a_time
 from rlscratch.muzero.mcts import MCTS, SearchConfig, select_action
@@ -279,17 +280,21 @@ def test_one_root_ties_go_the_way_of_the_tie_noise():
 # -- the value prefix's search calls (fast.FastPrefixInference) against value_prefix.PrefixInference --------
 def prefix_net(rng, network: str):
     """A float64 network with a value prefix (LSTM horizon 2, so the searches below cross resets),
-    every head non-zero: an MLP MuZeroNet or a small conv net."""
+    every head non-zero: an MLP MuZeroNet or a small conv net (with a layer or batch norm in its blocks)."""
     if network == "mlp":
         net = MuZeroNet(3, 3, rng, state_dim=5, hidden=[6], value_support=3, reward_support=2,
                         value_prefix_hidden=4, lstm_horizon=2).astype(np.float64)
         obs = rng.standard_normal((3, 3))
-    else:
+    else:   # conv, conv-layer, conv-batch: the block_norm after the dash
         net = ConvMuZeroNet((4, 4, 2), 3, rng, channels=2, blocks=1, reduced_channels=1, head_hidden=3,
-                            value_support=3, reward_support=2, value_prefix_hidden=4,
-                            lstm_horizon=2).astype(np.float64)
+                            value_support=3, reward_support=2, value_prefix_hidden=4, lstm_horizon=2,
+                            block_norm=(network.split("-") + ["none"])[1]).astype(np.float64)
         obs = (rng.random((3, 32)) < 0.4) * 1.0
     net.flat_params[:] = rng.standard_normal(net.flat_params.size) * 0.6
+    for _, module in net.modules():   # a batch norm's running statistics, away from (0, 1)
+        if isinstance(module, nn.BatchNorm):
+            module.buffers["running_mean"][:] = rng.standard_normal(module.buffers["running_mean"].shape)
+            module.buffers["running_var"][:] = rng.uniform(0.5, 2.0, module.buffers["running_var"].shape)
     return net, obs
 
 
@@ -307,7 +312,7 @@ class ReadablePrefix:
         return self.calls.recurrent_inference(state, actions)
 
 
-@pytest.mark.parametrize("network", ["mlp", "conv"])
+@pytest.mark.parametrize("network", ["mlp", "conv", "conv-layer", "conv-batch"])
 def test_fast_prefix_calls_are_the_readable_ones(rng, network):
     """Five model steps from three roots (horizon 2: resets after depths 2 and 4): the fast calls give
     the readable calls' node rows [s | h | c | prefix | depth], edge rewards, logits and values, and the
@@ -338,7 +343,7 @@ def test_fast_prefix_calls_are_the_readable_ones(rng, network):
     assert np.ptp(rewards) > 1e-3                          # the prefix head is not flat
 
 
-@pytest.mark.parametrize("network", ["mlp", "conv"])
+@pytest.mark.parametrize("network", ["mlp", "conv", "conv-layer", "conv-batch"])
 @pytest.mark.parametrize("gumbel", [False, True], ids=["puct", "gumbel"])
 def test_value_prefix_search_on_the_fast_path_is_the_readable_search(rng, network, gumbel):
     """The batched search over three roots, with exploration noise, on the fast calls and on the
@@ -367,7 +372,7 @@ def test_value_prefix_search_on_the_fast_path_is_the_readable_search(rng, networ
     assert fast.depth.max() > 2 and np.ptp(fast.reward[:, 1:-1]) > 1e-3
 
 
-@pytest.mark.parametrize("network", ["mlp", "conv"])
+@pytest.mark.parametrize("network", ["mlp", "conv", "conv-layer", "conv-batch"])
 def test_one_root_value_prefix_search_is_the_readable_search(rng, network):
     """A pUCT search over ONE root runs on Python lists (simulate_one_root) through the fast one-row
     call: it leaves the tree the readable calls leave one leaf at a time, and the tree of the batched

@@ -11,9 +11,12 @@ the real observation o_{t+k}. With a projector P and a predictor Q (two small ML
 
 (as SimSiam, Chen & He 2021: the asymmetric predictor plus the stop-gradient keep the two branches
 from collapsing to a constant). EfficientZero V1 computes the target branch with the online network
-itself under ``torch.no_grad``; so does this code. In rlscratch.muzero.loss each step's term gets
-the step weight 1/K, the sample's importance weight, a 0/1 mask (no observation past the episode's
-final row) and the coefficient ``consistency_coef`` (EfficientZero: 2).
+itself under ``torch.no_grad``; so does this code (``target_projections``; with batch normalisation
+in the conv network, the representation normalises each step's N target observations by their own
+batch statistics, as EfficientZero's network in training mode does -- conv_model.py). In
+rlscratch.muzero.loss each step's term gets the step weight 1/K, the sample's importance weight, a
+0/1 mask (no observation past the episode's final row) and the coefficient ``consistency_coef``
+(EfficientZero: 2).
 
 **Backward of the cosine.** With u = p/|p| and v = t/|t|, cos = <u, v> and
 
@@ -78,3 +81,17 @@ def negative_cosine(p: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarra
     cos = (p64 * v).sum(axis=1, keepdims=True) / (p_len + EPS)
     # d/dp <p, v> / (|p| + eps) = (v - cos p / |p|) / (|p| + eps)
     return -cos[:, 0], -(v - cos * p64 / np.maximum(p_len, 1e-300)) / (p_len + EPS)
+
+
+def target_projections(net, target_obs: np.ndarray) -> list:
+    """[None, t_1, ..., t_K]: t_k = P(h(o_{t+k})) for target_obs (N, K, obs_dim), under stop-gradient.
+
+    Without batch statistics each sample's target depends on it alone, so all N*K observations go
+    through one call. With a batch norm (conv_model ``represent_target``) each step k is its own call
+    on its N observations, as EfficientZero's unroll calls the representation once per step."""
+    n, K = target_obs.shape[:2]
+    if getattr(net, "block_norm", "none") == "batch":
+        return [None] + [net.consistency.target(net.represent_target(target_obs[:, k])) for k in range(K)]
+    flat = target_obs.reshape(n * K, *target_obs.shape[2:])
+    t = net.consistency.target(net.infer_represent(flat))
+    return [None] + list(t.reshape(n, K, -1).transpose(1, 0, 2))

@@ -3,19 +3,37 @@
 The same contract as model.MuZeroNet (rlscratch.muzero.loss trains either, the search plays either),
 with hidden states that are feature maps (C, H, W) instead of vectors:
 
-    representation  s_0 = norm(blocks(relu(conv3x3(o))))
-    dynamics        x = conv3x3([s_k | a_k / A])           the action as one constant plane
-                    s_{k+1} = norm(blocks(relu(x + s_k)))   (a skip around the first conv, as EfficientZero)
+    representation  s_0 = scale(blocks(relu(norm(conv3x3(o)))))
+    dynamics        x = norm(conv3x3([s_k | a_k / A]))         the action as one constant plane
+                    s_{k+1} = scale(blocks(relu(x + s_k)))    (a skip around the first conv, as EfficientZero)
                     reward logits = mlp(flatten(relu(conv1x1(s_{k+1}))))        (or the value prefix's LSTM)
     prediction      p, v = mlp(flatten(relu(conv1x1(s_k))))  both heads on a few reduced channels
 
-``blocks`` are nn.ResidualBlock (two 3x3 convolutions with a skip; EfficientZero's also hold
-BatchNorm, left out here as in nn.ResidualBlock: a batch statistic would couple the samples of the K
-unrolled calls and the search's leaves). ``norm`` is EfficientZero's state normalisation: min-max
-per sample over all C*H*W entries (model.MinMaxScale on the flattened map).
+``blocks`` are residual blocks: two 3x3 convolutions with a skip, conv-norm-relu inside
+(nn.NormResidualBlock), or without a norm (nn.ResidualBlock). ``scale`` is EfficientZero's state
+normalisation: min-max per sample over all C*H*W entries (model.MinMaxScale on the flattened map).
 
-**The skip's backward.** y = relu(conv([s | plane]) + s): with g = dL/dy [y > 0], dL/ds = g +
-(conv's backward of g)[:, :C] (the action plane is data: its gradient is dropped).
+**``norm``** (``block_norm``; after every 3x3 convolution of the representation and the dynamics, as
+EfficientZero's BatchNorms):
+
+* ``none`` (the default): no normalisation, the identity above.
+* ``layer``: nn.LayerNorm2d -- each sample standardised over its own C*H*W values, then a learned
+  scale and shift per channel. No statistic crosses samples, so each of the K unrolled dynamics calls
+  and each batch of leaves in the search compute the same function of one sample, in training and
+  in inference alike.
+* ``batch``: nn.BatchNorm, as EfficientZero. In training (``represent``/``dynamics``) each call
+  normalises every channel by the statistics of its own batch -- the N samples of the representation
+  call, and separately the N states of each of the K unrolled dynamics calls (a state's output then
+  depends on the other samples of its batch) -- and moves the running statistics towards them (so K
+  updates of the dynamics' per training step). In inference (the search, acting, the target network,
+  reanalysis) the running statistics replace them: a leaf's value never depends on which other leaves
+  share its batch, and the search is the same whatever the number of roots. The consistency loss's
+  target branch (``represent_target``) is computed as EfficientZero's, by the representation in
+  training mode (batch statistics, running statistics moved) under a stop-gradient. The running
+  statistics are buffers: checkpoints, ``copy_from`` (the target network) and resume carry them.
+
+**The skip's backward.** y = relu(norm(conv([s | plane])) + s): with g = dL/dy [y > 0], dL/ds = g +
+(conv's backward of norm's backward of g)[:, :C] (the action plane is data: its gradient is dropped).
 """
 
 from __future__ import annotations
@@ -69,7 +87,8 @@ class ConvMuZeroNet(nn.Module):
     def __init__(self, obs_shape: tuple[int, ...], n_actions: int, rng: np.random.Generator, channels: int = 32,
                  blocks: int = 1, reduced_channels: int = 8, head_hidden: int = 32, value_support: int = 10,
                  reward_support: int = 5, init: str = "he", dtype=np.float32, value_prefix_hidden: int = 0,
-                 lstm_horizon: int = 5, consistency: tuple[int, int] | None = None) -> None:
+                 lstm_horizon: int = 5, consistency: tuple[int, int] | None = None, block_norm: str = "none",
+                 ) -> None:
         super().__init__()
         self.obs_shape = tuple(obs_shape)
         self.move, image_shape = image_layout(self.obs_shape, "auto")
@@ -81,11 +100,23 @@ class ConvMuZeroNet(nn.Module):
         area = height * width
         self.value_support, self.reward_support = value_support, reward_support
         self.value_bins, self.reward_bins = support_bins(value_support), support_bins(reward_support)
-        self.representation = nn.Sequential(nn.Conv2d(c_in, channels, 3, rng, padding=1, init=init), nn.ReLU(),
-                                            *[nn.ResidualBlock(channels, 3, rng, init=init) for _ in range(blocks)])
+        if block_norm not in nn.NORMS:
+            raise ValueError(f"block_norm must be one of {', '.join(nn.NORMS)}, got {block_norm!r}")
+        self.block_norm = block_norm
+
+        def block() -> nn.Module:
+            if block_norm == "none":
+                return nn.ResidualBlock(channels, 3, rng, init=init)
+            return nn.NormResidualBlock(channels, rng, block_norm, init=init)
+
+        stem = nn.Conv2d(c_in, channels, 3, rng, padding=1, init=init)
+        stem_norm = nn.map_norm(block_norm, channels)
+        self.representation = nn.Sequential(stem, *([stem_norm] if stem_norm else []), nn.ReLU(),
+                                            *[block() for _ in range(blocks)])
         self.representation.layers[0].input_grad = False   # its input is the observation
         self.dynamics_conv = nn.Conv2d(channels + 1, channels, 3, rng, padding=1, init=init)
-        self.dynamics_blocks = nn.Sequential(*[nn.ResidualBlock(channels, 3, rng, init=init) for _ in range(blocks)])
+        self.dynamics_norm = nn.map_norm(block_norm, channels)   # None without a norm
+        self.dynamics_blocks = nn.Sequential(*[block() for _ in range(blocks)])
         self.reward_head = (None if value_prefix_hidden else
                             _head(channels, reduced_channels, area, head_hidden, self.reward_bins, rng, init))
         self.prediction = _head(channels, reduced_channels, area, head_hidden, n_actions + self.value_bins, rng, init)
@@ -131,8 +162,23 @@ class ConvMuZeroNet(nn.Module):
     def represent_backward(self, ds: np.ndarray) -> None:
         self.representation.backward(self.scale_initial.backward(ds))
 
+    def represent_target(self, obs: np.ndarray) -> np.ndarray:
+        """s = h(o) for the consistency loss's target branch, keeping nothing (a stop-gradient). With a
+        batch norm it normalises as in training, by the statistics of ``obs`` itself (moving the running
+        statistics), as EfficientZero's target branch does; otherwise it is ``infer_represent``."""
+        if self.block_norm != "batch":
+            return self.infer_represent(obs)
+        marks = [(module, len(module._saved)) for _, module in self.modules()]
+        state = self.represent(obs)
+        for module, length in marks:   # drop what the forward kept for a backward that never comes
+            del module._saved[length:]
+        return state
+
     def dynamics(self, state: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        y = np.maximum(self.dynamics_conv.forward(self.action_plane(state, actions)) + state, 0.0)
+        x = self.dynamics_conv.forward(self.action_plane(state, actions))
+        if self.dynamics_norm is not None:
+            x = self.dynamics_norm.forward(x)
+        y = np.maximum(x + state, 0.0)
         self._saved.append(y)
         next_state = self.scale_next.forward(self.dynamics_blocks.forward(y))
         if self.reward_head is None:
@@ -144,7 +190,8 @@ class ConvMuZeroNet(nn.Module):
             d_next_state = d_next_state + self.reward_head.backward(d_reward_logits)
         y = self._saved.pop()
         g = self.dynamics_blocks.backward(self.scale_next.backward(d_next_state)) * (y > 0)
-        return g + self.dynamics_conv.backward(g)[:, :self.channels]
+        dx = g if self.dynamics_norm is None else self.dynamics_norm.backward(g)
+        return g + self.dynamics_conv.backward(dx)[:, :self.channels]
 
     def predict(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = self.prediction.forward(state)
@@ -164,7 +211,10 @@ class ConvMuZeroNet(nn.Module):
         return self.scale_initial.infer(self.representation.infer(self.image(obs)))
 
     def infer_next_state(self, state: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        y = np.maximum(self.dynamics_conv.infer(self.action_plane(state, actions)) + state, 0.0)
+        x = self.dynamics_conv.infer(self.action_plane(state, actions))
+        if self.dynamics_norm is not None:
+            x = self.dynamics_norm.infer(x)
+        y = np.maximum(x + state, 0.0)
         return self.scale_next.infer(self.dynamics_blocks.infer(y))
 
     def infer_predict(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -47,7 +47,7 @@ import numpy as np
 
 from rlscratch import nn
 
-from .consistency import negative_cosine
+from .consistency import negative_cosine, target_projections
 from .model import MuZeroNet
 from .support import logits_to_scalar, scalar_to_support
 
@@ -108,9 +108,7 @@ def unrolled_loss(net: MuZeroNet, batch: UnrollBatch, *, value_coef: float, stat
     grads_consistency: list = [None] * (K + 1)
     if consistent and consistency_targets is None:
         # the target branch: t_k = P(h(o_{t+k})) with nothing kept -- no gradient ever reaches it
-        flat = batch.target_obs.reshape(n * K, *batch.target_obs.shape[2:])
-        t = net.consistency.target(net.infer_represent(flat))
-        consistency_targets = [None] + list(t.reshape(n, K, -1).transpose(1, 0, 2))
+        consistency_targets = target_projections(net, batch.target_obs)
 
     def cross_entropy(logits: np.ndarray, target: np.ndarray, mask: np.ndarray, scale: float, name: str) -> np.ndarray:
         # nn's softmax cross-entropy divides by N itself: L = sum_n weight_n l_n / N

@@ -12,6 +12,7 @@ from .layers import Concat, Dropout, Flatten, Linear, Reshape, Residual, Sequent
 from .losses import huber, mse, softmax_cross_entropy
 from .module import Module
 from .norm import BatchNorm, LayerNorm
+from .norm_block import NORMS, LayerNorm2d, NormResidualBlock, map_norm
 from .optim import SGD, Adam, AdamW, Momentum, RMSprop, clip_grad_norm
 from .recurrent import GRUCell, LSTMCell, Recurrent, RecurrentCell, RNNCell
 from .serialization import load, save
@@ -24,5 +25,6 @@ __all__ = [
     "SGD", "Momentum", "RMSprop", "Adam", "AdamW", "clip_grad_norm",
     "RecurrentCell", "RNNCell", "GRUCell", "LSTMCell", "Recurrent",
     "Conv2d", "MaxPool2d", "ResidualBlock", "LayerNorm", "BatchNorm",
+    "NORMS", "LayerNorm2d", "NormResidualBlock", "map_norm",
     "save", "load", "check_gradients", "check_module", "numerical_gradient", "relative_error",
 ]
