@@ -82,7 +82,9 @@ CASES: dict[str, tuple[str, list[str]]] = {
         "env.num_envs=2", "env.eval_num_envs=1", "train.total_steps=128", "train.eval_every=64",
         "train.eval_episodes=1", "train.checkpoint_every=64", "train.log_every=32", "agent.conv_channels=4",
         "agent.reduced_channels=2", "agent.head_hidden=8", "agent.lstm_hidden=8", "agent.num_simulations=2",
-        "agent.batch_size=4", "agent.warmup_steps=32", "agent.optim.lr.steps=64"]),
+        "agent.batch_size=4", "agent.warmup_steps=32", "agent.optim.lr.steps=64",
+        # both optional switches on: batch norm's running statistics and augmentation's draws must resume too
+        "agent.block_norm=batch", "agent.augmentation=[shift, intensity]"]),
 }
 # Stop checks of training that every run of the case has (vector env steps, rounds, minibatches): a
 # "train" signal lands at a random one below this, so always before the run ends.

@@ -5,7 +5,6 @@ one-line errors, and exact resume with both on after a real SIGTERM."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,10 +18,9 @@ from rlscratch.agents.muzero import MuZero, MuZeroConfig
 from test_efficientzero_conv import OBS_SHAPE, minatar_spec
 
 from rlscratch.agent import EnvSpec, Step
-from rlscratch.config import ModelConfig, load_config
+from rlscratch.config import ModelConfig
 from rlscratch.errors import ConfigError
 from rlscratch.muzero.augment import Augmentation, check_augmentation, intensity, shift
-from rlscratch.trainer import train
 
 BOARD = (10, 10, 4)   # MinAtar's (H, W, C)
 
@@ -206,33 +204,5 @@ def test_augmentation_on_transforms_both_with_their_own_draws(monkeypatch):
             {round(float(x), 6) for x in batch.obs[0][batch.obs[0] > 0]}
 
 
-# -- exact resume with both switches on: a real SIGTERM to a real training process -----------------------
-def test_sigterm_and_resume_with_batch_norm_and_augmentation_end_bit_identical(tmp_path):
-    """tests/test_resume_minatar.py's efficientzero_minatar case with ``block_norm: batch`` (running
-    statistics in the checkpoint) and ``augmentation: [shift, intensity]`` (draws from the agent's
-    generator): the resumed run's final checkpoint equals the uninterrupted one's, every array."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import fault_injection as fi
-
-    case = "efficientzero_minatar_norm_augment"
-    name, overrides = fi.CASES["efficientzero_minatar"]
-    overrides = overrides + ["agent.block_norm=batch", "agent.augmentation=[shift, intensity]"]
-    fi.CASES[case] = (name, overrides)
-    try:
-        config, _ = load_config(name, overrides + fi.QUIET)
-        assert config.agent["block_norm"] == "batch" and config.agent["augmentation"] == ["shift", "intensity"]
-        assert not train(config, tmp_path / "reference")["interrupted"]
-        expected = fi.final_state(tmp_path / "reference")
-        assert any("running_mean" in key for key in expected)
-
-        run_dir = tmp_path / "run"
-        trial = fi.inject(case, run_dir, signal.SIGTERM, "train", 40, resume=False)
-        assert trial.delivered and trial.exit_code == fi.EXIT[signal.SIGTERM], (trial.notes, trial.stderr[-500:])
-        assert not fi.final_state(run_dir)["finished"]
-        done = fi.run_to_end(case, run_dir, resume=True)
-        assert done.returncode == 0, done.stderr[-1000:]
-        final = fi.final_state(run_dir)
-        assert final["finished"]
-        assert fi.differences(final, expected) == []
-    finally:
-        del fi.CASES[case]
+# Exact resume with both switches on (batch norm + augmentation): the efficientzero_minatar case of
+# tests/test_resume_minatar.py turns them on (benchmarks/fault_injection.py).
