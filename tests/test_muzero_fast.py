@@ -216,6 +216,11 @@ def test_fast_inference_keeps_float32(rng):
     next_state, reward, logits, value2 = net.recurrent_inference(state, np.array([0, 1]))
     for array in (state, logits, value, next_state, reward, value2):
         assert array.dtype == np.float32
+    # the one-row call of a one-root search: its reused float32 buffers, the batched call's numbers
+    slot = np.zeros(net.state_dim, np.float32)
+    r, one_logits, v = net.recurrent_inference_one(state[1], 1, slot)
+    assert np.allclose(slot, next_state[1], rtol=1e-5) and np.allclose(one_logits, logits[1], rtol=1e-5)
+    assert r == pytest.approx(reward[1], abs=1e-4) and v == pytest.approx(value2[1], abs=1e-4)   # float32 roundoff
 
 
 class OneAtATimeCounted(TableModel):
@@ -336,6 +341,23 @@ def test_fast_prefix_calls_are_the_readable_ones(rng, network):
     H = net.value_prefix.hidden
     assert np.all(node[:, -2 - 2 * H:-2] != 0.0)          # depth 5: the LSTM state is carried
     assert np.ptp(rewards) > 1e-3                          # the prefix head is not flat
+
+
+@pytest.mark.parametrize("network", ["mlp", "conv"])
+def test_fast_prefix_calls_keep_float32(rng, network):
+    """A float32 value-prefix network's fast calls compute in float32 (as the readable ones do): the
+    node rows, edge rewards, logits and values, at the readable calls' numbers."""
+    net, obs = prefix_net(rng, network)
+    net = net.astype(np.float32)
+    readable = ReadablePrefix(net)
+    node, logits, value = net.initial_inference(obs)
+    new, reward, logits2, value2 = net.recurrent_inference(node, np.array([0, 1, 2]))
+    for array in (node, logits, value, new, reward, logits2, value2):
+        assert array.dtype == np.float32
+    ref_node, _, ref_value = readable.initial_inference(obs)
+    _, ref_reward, _, ref_value2 = readable.recurrent_inference(ref_node, np.array([0, 1, 2]))
+    for got, want in ((value, ref_value), (reward, ref_reward), (value2, ref_value2)):
+        assert np.allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("network", ["mlp", "conv"])
