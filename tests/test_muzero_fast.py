@@ -282,17 +282,17 @@ def test_one_root_ties_go_the_way_of_the_tie_noise():
 
 
 # -- the value prefix's search calls (fast.FastPrefixInference) against value_prefix.PrefixInference --------
-def prefix_net(rng, network: str):
+def prefix_net(rng, network: str, horizon: int = 2):
     """A float64 network with a value prefix (LSTM horizon 2, so the searches below cross resets),
     every head non-zero: an MLP MuZeroNet or a small conv net."""
     if network == "mlp":
         net = MuZeroNet(3, 3, rng, state_dim=5, hidden=[6], value_support=3, reward_support=2,
-                        value_prefix_hidden=4, lstm_horizon=2).astype(np.float64)
+                        value_prefix_hidden=4, lstm_horizon=horizon).astype(np.float64)
         obs = rng.standard_normal((3, 3))
     else:
         net = ConvMuZeroNet((4, 4, 2), 3, rng, channels=2, blocks=1, reduced_channels=1, head_hidden=3,
                             value_support=3, reward_support=2, value_prefix_hidden=4,
-                            lstm_horizon=2).astype(np.float64)
+                            lstm_horizon=horizon).astype(np.float64)
         obs = (rng.random((3, 32)) < 0.4) * 1.0
     net.flat_params[:] = rng.standard_normal(net.flat_params.size) * 0.6
     return net, obs
@@ -312,12 +312,13 @@ class ReadablePrefix:
         return self.calls.recurrent_inference(state, actions)
 
 
-@pytest.mark.parametrize("network", ["mlp", "conv"])
-def test_fast_prefix_calls_are_the_readable_ones(rng, network):
-    """Five model steps from three roots (horizon 2: resets after depths 2 and 4): the fast calls give
+@pytest.mark.parametrize("network,horizon", [("mlp", 2), ("conv", 2), ("mlp", 3)])
+def test_fast_prefix_calls_are_the_readable_ones(rng, network, horizon):
+    """Five model steps from three roots (horizon 2: resets after depths 2 and 4; horizon 3, where
+    depth + 1 and depth - 1 are not the same modulo the horizon: after depth 3): the fast calls give
     the readable calls' node rows [s | h | c | prefix | depth], edge rewards, logits and values, and the
     one-row call the same row, reward, logits and value."""
-    net, obs = prefix_net(rng, network)
+    net, obs = prefix_net(rng, network, horizon)
     readable = ReadablePrefix(net)
     node, logits, value = net.initial_inference(obs)
     ref_node, ref_logits, ref_value = readable.initial_inference(obs)
