@@ -199,3 +199,14 @@ def test_search_edge_rewards_are_prefix_increments(rng):
 def test_consistency_heads_gradient_check(rng):
     heads = ConsistencyHeads(4, 5, 3, rng).astype(np.float64)
     assert_gradients_ok(nn.check_module(heads, rng.standard_normal((3, 4)), rng=rng))
+
+
+def test_consistency_term_is_off_unless_its_coefficient_is_given(rng):
+    """A network with consistency heads and a batch with the next observations: without
+    consistency_coef the loss has no consistency term (and logs none); with coefficient 2 the loss is
+    the same plus 2 x the logged (coefficient-free) term."""
+    net, batch = ez_net(rng), ez_batch(rng)
+    default = unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=0.5, backward=False)
+    on = unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=0.5, backward=False, consistency_coef=2.0)
+    assert default.consistency_loss == 0.0 and on.consistency_loss != 0.0
+    assert on.loss == pytest.approx(default.loss + 2.0 * on.consistency_loss, rel=1e-12)
