@@ -210,3 +210,23 @@ def test_consistency_term_is_off_unless_its_coefficient_is_given(rng):
     on = unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=0.5, backward=False, consistency_coef=2.0)
     assert default.consistency_loss == 0.0 and on.consistency_loss != 0.0
     assert on.loss == pytest.approx(default.loss + 2.0 * on.consistency_loss, rel=1e-12)
+    # off (no coefficient, or 0): the target branch P(h(o_{t+k})) is not even computed
+    zero = unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=0.5, backward=False, consistency_coef=0.0)
+    assert default.consistency_targets is None and zero.consistency_targets is None
+    assert len(on.consistency_targets) == 4
+
+
+def test_float32_network_runs_its_value_prefix_in_float32(rng, monkeypatch):
+    """The LSTM state the unrolled loss starts each sum from has the network's dtype, so a float32
+    network's value prefix runs in float32 (a float64 zero state would promote every step to float64)."""
+    net = ez_net(rng, consistency=False).astype(np.float32)
+    seen = []
+    forward = net.value_prefix.forward
+
+    def spy(state, lstm_state):
+        seen.append((state.dtype, lstm_state[0].dtype, lstm_state[1].dtype))
+        return forward(state, lstm_state)
+
+    monkeypatch.setattr(net.value_prefix, "forward", spy)
+    unrolled_loss(net, ez_batch(rng), value_coef=0.25, state_grad_scale=0.5)
+    assert seen == [(np.float32, np.float32, np.float32)] * 3
