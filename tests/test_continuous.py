@@ -58,6 +58,29 @@ def test_log_prob_with_tanh_correction_by_hand():
     assert gaussian_entropy(log_std)[0] == pytest.approx(-1.0 + 1.0 + math.log(2 * math.pi), rel=1e-12)
 
 
+def test_gaussian_head_draws_modes_and_squash_by_hand():
+    """DiagGaussianHead on a (2, 3) Box: a draw is mean + sigma * one standard normal per row AND
+    dimension (the generator's next (B, 6) block), shaped like the space, float32; the mode is the mean.
+    A squashing head's log-probability has the tanh correction: N(0, 1) at u = 0.5 gives
+    -0.125 - log sqrt(2 pi) - log(1 - tanh(0.5)^2). A float32 z keeps float32 log-probabilities and
+    gradients whatever the stored actions' and weights' dtype."""
+    head = DiagGaussianHead(gym.spaces.Box(-1.0, 1.0, (2, 3), np.float32))
+    mean = np.arange(12.0).reshape(2, 6) * 0.1
+    z = np.concatenate([mean, np.full((2, 6), math.log(0.5))], axis=1)
+    u = head.sample(z, np.random.default_rng(5))
+    expected = mean + 0.5 * np.random.default_rng(5).standard_normal((2, 6))
+    assert u.shape == (2, 2, 3) and u.dtype == np.float32
+    assert np.allclose(u.reshape(2, 6), expected, rtol=1e-6)
+    mode = head.mode(z)
+    assert mode.shape == (2, 2, 3) and mode.dtype == np.float32 and np.allclose(mode.reshape(2, 6), mean)
+    squashed = DiagGaussianHead(gym.spaces.Box(-1.0, 1.0, (1,), np.float32), squash=True)
+    by_hand = -0.125 - 0.5 * math.log(2 * math.pi) - math.log(1.0 - math.tanh(0.5) ** 2)
+    assert squashed.log_prob(np.zeros((1, 2)), np.array([[0.5]]))[0] == pytest.approx(by_hand, rel=1e-12)
+    z32 = z.astype(np.float32)
+    assert head.log_prob(z32, u.astype(np.float64)).dtype == np.float32
+    assert head.log_prob_backward(z32, u.astype(np.float64), np.ones(2)).dtype == np.float32
+
+
 def test_tanh_correction_stays_finite_where_the_naive_form_does_not():
     u = np.array([[0.3, -2.0, 25.0, -400.0]])
     naive_small = np.log(1.0 - np.tanh(u[:, :2]) ** 2).sum()
