@@ -79,6 +79,20 @@ def test_gaussian_head_draws_modes_and_squash_by_hand():
     z32 = z.astype(np.float32)
     assert head.log_prob(z32, u.astype(np.float64)).dtype == np.float32
     assert head.log_prob_backward(z32, u.astype(np.float64), np.ones(2)).dtype == np.float32
+    # the default head clips what the env receives (no squash): u = 2 -> 1, u = -0.5 -> -0.5
+    sent = head.to_env(np.array([[2.0, -0.5, 2.0, -0.5, 2.0, -0.5]]))
+    assert sent.shape == (1, 2, 3) and sent.reshape(-1).tolist() == [1.0, -0.5] * 3
+
+
+def test_squash_needs_both_bounds_finite():
+    """tanh squashing maps onto [low, high]: a Box with one infinite bound is refused in one line that
+    names the fix."""
+    half_open = gym.spaces.Box(np.array([-1.0], np.float32), np.array([np.inf], np.float32))
+    for space in (half_open, gym.spaces.Box(np.array([-np.inf], np.float32), np.array([1.0], np.float32))):
+        with pytest.raises(rlscratch.errors.ConfigError, match="needs finite action bounds") as err:
+            DiagGaussianHead(space, squash=True)
+        assert str(err.value).endswith("; set agent.squash_actions: false") and "\n" not in str(err.value)
+    assert DiagGaussianHead(half_open).to_env(np.array([[5.0]])).tolist() == [[5.0]]   # clipping needs no bounds
 
 
 def test_tanh_correction_stays_finite_where_the_naive_form_does_not():
