@@ -341,3 +341,14 @@ def test_a_box_of_matrix_shape_acts_and_learns_through_the_same_path(rng):
         agent.observe(Step(obs, acted, np.ones(2), obs, np.zeros(2, bool), np.zeros(2, bool), {}))
     assert agent.updates == 1 and not np.array_equal(agent.net.flat_params, before)
     assert agent.act(obs, explore=False).shape == (2, 2, 2)
+
+
+def test_policy_head_by_action_space():
+    """A float Box gets a Gaussian that clips (squash off by default: u = (5, 5) -> the bounds (1, 3)) or,
+    asked to, squashes (u = 0 -> the middle of [low, high]: (0, 0.5)); an integer Box is refused like
+    any other non-Discrete, non-float space, in one line naming the fix."""
+    assert policy_head(BOX).to_env(np.array([[5.0, 5.0]])).tolist() == [[1.0, 3.0]]
+    assert policy_head(BOX, True).to_env(np.array([[0.0, 0.0]])).tolist() == [[0.0, 0.5]]
+    with pytest.raises(rlscratch.errors.ConfigError, match="Discrete or Box action spaces") as err:
+        policy_head(gym.spaces.Box(0, 5, (2,), np.int64))
+    assert str(err.value).endswith("; pick an env with one of those, or flatten its actions with a wrapper")
