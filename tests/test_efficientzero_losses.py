@@ -203,13 +203,16 @@ def test_consistency_heads_gradient_check(rng):
 
 def test_consistency_term_is_off_unless_its_coefficient_is_given(rng):
     """A network with consistency heads and a batch with the next observations: without
-    consistency_coef the loss has no consistency term (and logs none); with coefficient 2 the loss is
-    the same plus 2 x the logged (coefficient-free) term."""
+    consistency_coef the loss has no consistency term (and logs none); with coefficient 2 (or 0.5) the
+    loss is the same plus 2 (0.5) x the logged (coefficient-free) term."""
     net, batch = ez_net(rng), ez_batch(rng)
     default = unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=0.5, backward=False)
     on = unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=0.5, backward=False, consistency_coef=2.0)
     assert default.consistency_loss == 0.0 and on.consistency_loss != 0.0
     assert on.loss == pytest.approx(default.loss + 2.0 * on.consistency_loss, rel=1e-12)
+    small = unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=0.5, backward=False, consistency_coef=0.5)
+    assert small.consistency_loss == pytest.approx(on.consistency_loss, rel=1e-12)   # any positive coefficient
+    assert small.loss == pytest.approx(default.loss + 0.5 * on.consistency_loss, rel=1e-12)
     # off (no coefficient, or 0): the target branch P(h(o_{t+k})) is not even computed
     zero = unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=0.5, backward=False, consistency_coef=0.0)
     assert default.consistency_targets is None and zero.consistency_targets is None
