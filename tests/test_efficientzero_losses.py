@@ -80,6 +80,11 @@ def test_lstm_reset_cuts_the_gradient_through_time(rng):
         net.zero_grad()
         unrolled_loss(net, ez_batch(np.random.default_rng(4)), value_coef=0.25, state_grad_scale=0.5)
         assert np.all(net.value_prefix.lstm.grads["W_h"] == 0.0) == zero
+    # K = 3: horizon 3 resets only after depth 3 (past the unroll), like horizon 5; horizon 2 after depth 2
+    loss = {h: unrolled_loss(ez_net(np.random.default_rng(3), consistency=False, horizon=h),
+                             ez_batch(np.random.default_rng(4)), value_coef=0.25, state_grad_scale=0.5,
+                             backward=False).loss for h in (2, 3, 5)}
+    assert loss[3] == loss[5] and loss[3] != pytest.approx(loss[2], rel=1e-9)
 
 
 def test_consistency_stop_gradient(rng):
@@ -156,6 +161,11 @@ def test_loss_by_hand_k2_n2_every_weight():
     assert result.reward_loss == pytest.approx(0.375 * log3, rel=1e-12)
     assert result.consistency_loss == pytest.approx(-0.625 * cos, rel=1e-7)   # (eps 1e-8 in |p|, |t|)
     assert result.loss == pytest.approx(1.125 * log2 + 0.3125 * log5 + 0.375 * log3 - 1.25 * cos, rel=1e-7)
+    # consistency coef 3 (3 / K = 1.5 per step), mask column 0 unused (0 here), columns 1..2 (1, 0) and (1, 1):
+    # 1.5 [1 * 1 + 0.5 * (1 + 1)] / 2 (-cos) = -1.5 cos, logged without its coefficient: -0.5 cos
+    batch.consistency_mask = np.array([[0.0, 1, 0], [0.0, 1, 1]])
+    result = unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=0.5, consistency_coef=3.0)
+    assert result.consistency_loss == pytest.approx(-0.5 * cos, rel=1e-7)
 
 
 def test_value_prefix_targets_by_hand():
