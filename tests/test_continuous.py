@@ -58,6 +58,43 @@ def test_log_prob_with_tanh_correction_by_hand():
     assert gaussian_entropy(log_std)[0] == pytest.approx(-1.0 + 1.0 + math.log(2 * math.pi), rel=1e-12)
 
 
+def test_gaussian_head_draws_modes_and_squash_by_hand():
+    """DiagGaussianHead on a (2, 3) Box: a draw is mean + sigma * one standard normal per row AND
+    dimension (the generator's next (B, 6) block), shaped like the space, float32; the mode is the mean.
+    A squashing head's log-probability has the tanh correction: N(0, 1) at u = 0.5 gives
+    -0.125 - log sqrt(2 pi) - log(1 - tanh(0.5)^2). A float32 z keeps float32 log-probabilities and
+    gradients whatever the stored actions' and weights' dtype."""
+    head = DiagGaussianHead(gym.spaces.Box(-1.0, 1.0, (2, 3), np.float32))
+    mean = np.arange(12.0).reshape(2, 6) * 0.1
+    z = np.concatenate([mean, np.full((2, 6), math.log(0.5))], axis=1)
+    u = head.sample(z, np.random.default_rng(5))
+    expected = mean + 0.5 * np.random.default_rng(5).standard_normal((2, 6))
+    assert u.shape == (2, 2, 3) and u.dtype == np.float32
+    assert np.allclose(u.reshape(2, 6), expected, rtol=1e-6)
+    mode = head.mode(z)
+    assert mode.shape == (2, 2, 3) and mode.dtype == np.float32 and np.allclose(mode.reshape(2, 6), mean)
+    squashed = DiagGaussianHead(gym.spaces.Box(-1.0, 1.0, (1,), np.float32), squash=True)
+    by_hand = -0.125 - 0.5 * math.log(2 * math.pi) - math.log(1.0 - math.tanh(0.5) ** 2)
+    assert squashed.log_prob(np.zeros((1, 2)), np.array([[0.5]]))[0] == pytest.approx(by_hand, rel=1e-12)
+    z32 = z.astype(np.float32)
+    assert head.log_prob(z32, u.astype(np.float64)).dtype == np.float32
+    assert head.log_prob_backward(z32, u.astype(np.float64), np.ones(2)).dtype == np.float32
+    # the default head clips what the env receives (no squash): u = 2 -> 1, u = -0.5 -> -0.5
+    sent = head.to_env(np.array([[2.0, -0.5, 2.0, -0.5, 2.0, -0.5]]))
+    assert sent.shape == (1, 2, 3) and sent.reshape(-1).tolist() == [1.0, -0.5] * 3
+
+
+def test_squash_needs_both_bounds_finite():
+    """tanh squashing maps onto [low, high]: a Box with one infinite bound is refused in one line that
+    names the fix."""
+    half_open = gym.spaces.Box(np.array([-1.0], np.float32), np.array([np.inf], np.float32))
+    for space in (half_open, gym.spaces.Box(np.array([-np.inf], np.float32), np.array([1.0], np.float32))):
+        with pytest.raises(rlscratch.errors.ConfigError, match="needs finite action bounds") as err:
+            DiagGaussianHead(space, squash=True)
+        assert str(err.value).endswith("; set agent.squash_actions: false") and "\n" not in str(err.value)
+    assert DiagGaussianHead(half_open).to_env(np.array([[5.0]])).tolist() == [[5.0]]   # clipping needs no bounds
+
+
 def test_tanh_correction_stays_finite_where_the_naive_form_does_not():
     u = np.array([[0.3, -2.0, 25.0, -400.0]])
     naive_small = np.log(1.0 - np.tanh(u[:, :2]) ** 2).sum()
@@ -304,3 +341,14 @@ def test_a_box_of_matrix_shape_acts_and_learns_through_the_same_path(rng):
         agent.observe(Step(obs, acted, np.ones(2), obs, np.zeros(2, bool), np.zeros(2, bool), {}))
     assert agent.updates == 1 and not np.array_equal(agent.net.flat_params, before)
     assert agent.act(obs, explore=False).shape == (2, 2, 2)
+
+
+def test_policy_head_by_action_space():
+    """A float Box gets a Gaussian that clips (squash off by default: u = (5, 5) -> the bounds (1, 3)) or,
+    asked to, squashes (u = 0 -> the middle of [low, high]: (0, 0.5)); an integer Box is refused like
+    any other non-Discrete, non-float space, in one line naming the fix."""
+    assert policy_head(BOX).to_env(np.array([[5.0, 5.0]])).tolist() == [[1.0, 3.0]]
+    assert policy_head(BOX, True).to_env(np.array([[0.0, 0.0]])).tolist() == [[0.0, 0.5]]
+    with pytest.raises(rlscratch.errors.ConfigError, match="Discrete or Box action spaces") as err:
+        policy_head(gym.spaces.Box(0, 5, (2,), np.int64))
+    assert str(err.value).endswith("; pick an env with one of those, or flatten its actions with a wrapper")

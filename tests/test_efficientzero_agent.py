@@ -142,6 +142,7 @@ def test_agent_trains_on_value_prefix_and_consistency_targets(monkeypatch):
     assert np.array_equal(batch.target_value, plain.target_value)
     assert np.array_equal(batch.target_obs, window.obs[:, 1:3])
     assert np.array_equal(batch.consistency_mask, ((window.status == 0) | (window.status == 1))[:, :3] * 1.0)
+    assert plain.target_obs is None and plain.consistency_mask is None   # make_targets' options: off by default
     assert metrics["train/td_steps"] == pytest.approx(td.mean())
     assert -1.0 <= metrics["loss/consistency"] <= 1.0 and metrics["loss/consistency"] != 0.0
 

@@ -80,6 +80,11 @@ def test_lstm_reset_cuts_the_gradient_through_time(rng):
         net.zero_grad()
         unrolled_loss(net, ez_batch(np.random.default_rng(4)), value_coef=0.25, state_grad_scale=0.5)
         assert np.all(net.value_prefix.lstm.grads["W_h"] == 0.0) == zero
+    # K = 3: horizon 3 resets only after depth 3 (past the unroll), like horizon 5; horizon 2 after depth 2
+    loss = {h: unrolled_loss(ez_net(np.random.default_rng(3), consistency=False, horizon=h),
+                             ez_batch(np.random.default_rng(4)), value_coef=0.25, state_grad_scale=0.5,
+                             backward=False).loss for h in (2, 3, 5)}
+    assert loss[3] == loss[5] and loss[3] != pytest.approx(loss[2], rel=1e-9)
 
 
 def test_consistency_stop_gradient(rng):
@@ -156,6 +161,11 @@ def test_loss_by_hand_k2_n2_every_weight():
     assert result.reward_loss == pytest.approx(0.375 * log3, rel=1e-12)
     assert result.consistency_loss == pytest.approx(-0.625 * cos, rel=1e-7)   # (eps 1e-8 in |p|, |t|)
     assert result.loss == pytest.approx(1.125 * log2 + 0.3125 * log5 + 0.375 * log3 - 1.25 * cos, rel=1e-7)
+    # consistency coef 3 (3 / K = 1.5 per step), mask column 0 unused (0 here), columns 1..2 (1, 0) and (1, 1):
+    # 1.5 [1 * 1 + 0.5 * (1 + 1)] / 2 (-cos) = -1.5 cos, logged without its coefficient: -0.5 cos
+    batch.consistency_mask = np.array([[0.0, 1, 0], [0.0, 1, 1]])
+    result = unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=0.5, consistency_coef=3.0)
+    assert result.consistency_loss == pytest.approx(-0.5 * cos, rel=1e-7)
 
 
 def test_value_prefix_targets_by_hand():
@@ -199,3 +209,37 @@ def test_search_edge_rewards_are_prefix_increments(rng):
 def test_consistency_heads_gradient_check(rng):
     heads = ConsistencyHeads(4, 5, 3, rng).astype(np.float64)
     assert_gradients_ok(nn.check_module(heads, rng.standard_normal((3, 4)), rng=rng))
+
+
+def test_consistency_term_is_off_unless_its_coefficient_is_given(rng):
+    """A network with consistency heads and a batch with the next observations: without
+    consistency_coef the loss has no consistency term (and logs none); with coefficient 2 (or 0.5) the
+    loss is the same plus 2 (0.5) x the logged (coefficient-free) term."""
+    net, batch = ez_net(rng), ez_batch(rng)
+    default = unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=0.5, backward=False)
+    on = unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=0.5, backward=False, consistency_coef=2.0)
+    assert default.consistency_loss == 0.0 and on.consistency_loss != 0.0
+    assert on.loss == pytest.approx(default.loss + 2.0 * on.consistency_loss, rel=1e-12)
+    small = unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=0.5, backward=False, consistency_coef=0.5)
+    assert small.consistency_loss == pytest.approx(on.consistency_loss, rel=1e-12)   # any positive coefficient
+    assert small.loss == pytest.approx(default.loss + 0.5 * on.consistency_loss, rel=1e-12)
+    # off (no coefficient, or 0): the target branch P(h(o_{t+k})) is not even computed
+    zero = unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=0.5, backward=False, consistency_coef=0.0)
+    assert default.consistency_targets is None and zero.consistency_targets is None
+    assert len(on.consistency_targets) == 4
+
+
+def test_float32_network_runs_its_value_prefix_in_float32(rng, monkeypatch):
+    """The LSTM state the unrolled loss starts each sum from has the network's dtype, so a float32
+    network's value prefix runs in float32 (a float64 zero state would promote every step to float64)."""
+    net = ez_net(rng, consistency=False).astype(np.float32)
+    seen = []
+    forward = net.value_prefix.forward
+
+    def spy(state, lstm_state):
+        seen.append((state.dtype, lstm_state[0].dtype, lstm_state[1].dtype))
+        return forward(state, lstm_state)
+
+    monkeypatch.setattr(net.value_prefix, "forward", spy)
+    unrolled_loss(net, ez_batch(rng), value_coef=0.25, state_grad_scale=0.5)
+    assert seen == [(np.float32, np.float32, np.float32)] * 3

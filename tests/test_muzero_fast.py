@@ -217,6 +217,11 @@ def test_fast_inference_keeps_float32(rng):
     next_state, reward, logits, value2 = net.recurrent_inference(state, np.array([0, 1]))
     for array in (state, logits, value, next_state, reward, value2):
         assert array.dtype == np.float32
+    # the one-row call of a one-root search: its reused float32 buffers, the batched call's numbers
+    slot = np.zeros(net.state_dim, np.float32)
+    r, one_logits, v = net.recurrent_inference_one(state[1], 1, slot)
+    assert np.allclose(slot, next_state[1], rtol=1e-5) and np.allclose(one_logits, logits[1], rtol=1e-5)
+    assert r == pytest.approx(reward[1], abs=1e-4) and v == pytest.approx(value2[1], abs=1e-4)   # float32 roundoff
 
 
 class OneAtATimeCounted(TableModel):
@@ -278,16 +283,16 @@ def test_one_root_ties_go_the_way_of_the_tie_noise():
 
 
 # -- the value prefix's search calls (fast.FastPrefixInference) against value_prefix.PrefixInference --------
-def prefix_net(rng, network: str):
+def prefix_net(rng, network: str, horizon: int = 2):
     """A float64 network with a value prefix (LSTM horizon 2, so the searches below cross resets),
     every head non-zero: an MLP MuZeroNet or a small conv net (with a layer or batch norm in its blocks)."""
     if network == "mlp":
         net = MuZeroNet(3, 3, rng, state_dim=5, hidden=[6], value_support=3, reward_support=2,
-                        value_prefix_hidden=4, lstm_horizon=2).astype(np.float64)
+                        value_prefix_hidden=4, lstm_horizon=horizon).astype(np.float64)
         obs = rng.standard_normal((3, 3))
     else:   # conv, conv-layer, conv-batch: the block_norm after the dash
         net = ConvMuZeroNet((4, 4, 2), 3, rng, channels=2, blocks=1, reduced_channels=1, head_hidden=3,
-                            value_support=3, reward_support=2, value_prefix_hidden=4, lstm_horizon=2,
+                            value_support=3, reward_support=2, value_prefix_hidden=4, lstm_horizon=horizon,
                             block_norm=(network.split("-") + ["none"])[1]).astype(np.float64)
         obs = (rng.random((3, 32)) < 0.4) * 1.0
     net.flat_params[:] = rng.standard_normal(net.flat_params.size) * 0.6
@@ -312,12 +317,14 @@ class ReadablePrefix:
         return self.calls.recurrent_inference(state, actions)
 
 
-@pytest.mark.parametrize("network", ["mlp", "conv", "conv-layer", "conv-batch"])
-def test_fast_prefix_calls_are_the_readable_ones(rng, network):
-    """Five model steps from three roots (horizon 2: resets after depths 2 and 4): the fast calls give
+@pytest.mark.parametrize("network,horizon", [("mlp", 2), ("conv", 2), ("conv-layer", 2), ("conv-batch", 2),
+                                             ("mlp", 3)])
+def test_fast_prefix_calls_are_the_readable_ones(rng, network, horizon):
+    """Five model steps from three roots (horizon 2: resets after depths 2 and 4; horizon 3, where
+    depth + 1 and depth - 1 are not the same modulo the horizon: after depth 3): the fast calls give
     the readable calls' node rows [s | h | c | prefix | depth], edge rewards, logits and values, and the
     one-row call the same row, reward, logits and value."""
-    net, obs = prefix_net(rng, network)
+    net, obs = prefix_net(rng, network, horizon)
     readable = ReadablePrefix(net)
     node, logits, value = net.initial_inference(obs)
     ref_node, ref_logits, ref_value = readable.initial_inference(obs)
@@ -341,6 +348,23 @@ def test_fast_prefix_calls_are_the_readable_ones(rng, network):
     H = net.value_prefix.hidden
     assert np.all(node[:, -2 - 2 * H:-2] != 0.0)          # depth 5: the LSTM state is carried
     assert np.ptp(rewards) > 1e-3                          # the prefix head is not flat
+
+
+@pytest.mark.parametrize("network", ["mlp", "conv"])
+def test_fast_prefix_calls_keep_float32(rng, network):
+    """A float32 value-prefix network's fast calls compute in float32 (as the readable ones do): the
+    node rows, edge rewards, logits and values, at the readable calls' numbers."""
+    net, obs = prefix_net(rng, network)
+    net = net.astype(np.float32)
+    readable = ReadablePrefix(net)
+    node, logits, value = net.initial_inference(obs)
+    new, reward, logits2, value2 = net.recurrent_inference(node, np.array([0, 1, 2]))
+    for array in (node, logits, value, new, reward, logits2, value2):
+        assert array.dtype == np.float32
+    ref_node, _, ref_value = readable.initial_inference(obs)
+    _, ref_reward, _, ref_value2 = readable.recurrent_inference(ref_node, np.array([0, 1, 2]))
+    for got, want in ((value, ref_value), (reward, ref_reward), (value2, ref_value2)):
+        assert np.allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("network", ["mlp", "conv", "conv-layer", "conv-batch"])

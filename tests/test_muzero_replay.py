@@ -180,3 +180,17 @@ def test_rows_read_are_exactly_the_rows_targets_depend_on(rng):
                     getattr(changed, field)[0, j] += bump
                     depends |= not np.array_equal(targets(changed, values), base)
                 assert depends == read[j], (start, stored, j)
+
+
+def test_add_writes_into_the_streams_named():
+    """``envs`` names the streams a vector step's rows go to (a distributed learner's actor writes its
+    envs into streams of its own): rows 0, 1 of this step land in streams 3 and 1, in that order, and
+    stream 3's termination puts its final row (value 0) into stream 3; streams 0 and 2 stay empty."""
+    replay = GameReplay(40, 4, (1,), 2)
+    replay.add(np.array([[1.0], [2.0]]), np.array([1, 0]), np.array([0.5, -0.5]), np.array([3.0, 4.0]),
+               np.full((2, 2), 0.5), np.array([[9.0], [8.0]]), np.array([True, False]), np.array([False, False]),
+               np.array([7.0, 6.0]), envs=np.array([3, 1]))
+    assert replay.head.tolist() == [0, 1, 0, 2]
+    assert replay.obs[3, :2, 0].tolist() == [1.0, 9.0] and replay.obs[1, 0, 0] == 2.0
+    assert replay.rewards[3, 0] == 0.5 and replay.rewards[1, 0] == -0.5 and replay.actions[3, 0] == 1
+    assert replay.values[3, :2].tolist() == [3.0, 0.0] and replay.kind[3, 1] == TERMINATED

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_muzero import TableModel, random_table  # tests/ is on sys.path (pytest prepend import mode)
 
-from rlscratch.muzero.mcts import MCTS, SearchConfig, completed_q_sigma, puct_scores
+from rlscratch.muzero.mcts import MCTS, SearchConfig, completed_q_sigma, gumbel_scores, puct_scores
 
 
 def hand_filled_puct(config: SearchConfig) -> MCTS:
@@ -197,3 +197,37 @@ def test_agent_config_reaches_the_search():
     assert MCTS(default.search_config, 2).q_normalization == "node"   # auto: Gumbel's own
     with pytest.raises(ConfigError, match="q_normalization"):
         agent_config(cls, {"q_normalization": "global"})
+
+
+def test_gumbel_scores_with_tree_bounds_per_root_by_hand():
+    """Gumbel with q_normalization="tree" over TWO roots whose bounds differ ([0, 2] and [-1, 1]): each
+    root's nodes -- the root and interior node 1 -- are normalised by their own tree's bounds.
+
+    root 0, node 1: visits (1, 0, 0), Q(a0) = 1.5, value 0.5 -> v_mix = (0.5 + 1.5) / 2 = 1; completed
+        (1.5, 1, 1) -> (0.75, 0.5, 0.5) by [0, 2] (by its own spread it would be (1, 0, 0)); sigma = 5.1 x.
+    root 1, node 1: visits (0, 2, 0), Q(a1) = -0.5, value 0 -> v_mix = -1/3; (x + 1) / 2 ->
+        (1/3, 0.25, 1/3); sigma = 5.2 x.
+    The roots (3 simulations spent: every action with 1 visit competes): root 0 visits (1, 1, 1),
+    Qs (0.5, 1, 2.5) -> (0.25, 0.5, 1 (clipped)); root 1 visits (2, 1, 0): only a1, Q 0.5 -> 0.75."""
+    search = MCTS(SearchConfig(num_simulations=4, gumbel=True, q_normalization="tree"), 3)
+    search._allocate(2, (1,), np.dtype(np.float64))
+    search.low[:], search.high[:] = [0.0, -1.0], [2.0, 1.0]
+    node_prior = np.array([0.5, 0.3, 0.2])
+    search.prior[:, 1], search.logits[:, 1] = node_prior, np.log(node_prior)
+    search.raw_value[:, 1] = [0.5, 0.0]
+    root_logits = np.array([[1.0, 2.0, 0.5], [-1.0, 0.0, 3.0]])
+    search.logits[:, 0] = root_logits
+    search.prior[:, 0] = np.exp(root_logits) / np.exp(root_logits).sum(axis=1, keepdims=True)
+    search.gumbel[...] = [[0.3, -0.2, 0.1], [0.0, 0.5, -1.0]]
+    visits = np.array([[[1.0, 1, 1], [1, 0, 0]], [[2, 1, 0], [0, 2, 0]]])
+    q = np.array([[[0.5, 1.0, 2.5], [1.5, 0, 0]], [[-0.5, 0.5, 0], [0, -0.5, 0]]])
+    assert search.considered_visits[3] == 1
+    scores = gumbel_scores(search, 2, visits, q)
+    for b, sigma, visit_term in [(0, 5.1 * np.array([0.75, 0.5, 0.5]), [0.5, 0.0, 0.0]),
+                                 (1, 5.2 * np.array([1 / 3, 0.25, 1 / 3]), [0.0, 2 / 3, 0.0])]:
+        improved = node_prior * np.exp(sigma)
+        assert scores[b, 1] == pytest.approx(improved / improved.sum() - visit_term, abs=1e-12), b
+    expected_root0 = np.array([0.3, -0.2, 0.1]) + root_logits[0] - 2.0 + 5.1 * np.array([0.25, 0.5, 1.0])
+    assert scores[0, 0] == pytest.approx(expected_root0, abs=1e-12)
+    assert scores[1, 0, [0, 2]].tolist() == [-np.inf, -np.inf]
+    assert scores[1, 0, 1] == pytest.approx(0.5 + 0.0 - 3.0 + 5.2 * 0.75, abs=1e-12)
