@@ -584,3 +584,18 @@ def test_two_hidden_layers_default_init_and_observation_dtype():
     spec = EnvSpec(gym.spaces.Box(0, 255, (2,), np.uint8), gym.spaces.Discrete(3), num_envs=2)
     agent = A2C(A2C.Config(), spec, model, np.random.default_rng(0))
     assert agent.buffer.obs.dtype == np.uint8
+
+
+@pytest.mark.parametrize("cls", [A2C, PPO])
+def test_reward_normalizer_restarts_the_return_at_every_episode_end(cls):
+    """The agent hands the reward normaliser ``terminated | truncated``: a time-limit cut ends the discounted
+    return G as a terminal does, while an env whose episode goes on keeps its G (gamma 0.5, rewards by hand)."""
+    agent = make_agent(cls, n_steps=4, gamma=0.5, normalize_reward=True)
+    for terminated, truncated in (((False, False), (True, False)), ((True, False), (False, False))):
+        agent.reward_normalizer.returns[:] = 0.0
+        one_step(agent, reward=(2.0, 4.0))  # G = (2, 4)
+        agent.observe(Step(OBS, np.array([2, 0]), np.array([1.0, 1.0]), NEXT, terminated=np.array(terminated),
+                           truncated=np.array(truncated), info={}))
+        ended = np.array(terminated) | np.array(truncated)
+        expected = np.where(ended, 0.0, 0.5 * np.array([2.0, 4.0]) + 1.0)  # env 0 ends, env 1 goes on: (0, 3)
+        np.testing.assert_array_equal(agent.reward_normalizer.returns, expected)
