@@ -599,3 +599,18 @@ def test_reward_normalizer_restarts_the_return_at_every_episode_end(cls):
         ended = np.array(terminated) | np.array(truncated)
         expected = np.where(ended, 0.0, 0.5 * np.array([2.0, 4.0]) + 1.0)  # env 0 ends, env 1 goes on: (0, 3)
         np.testing.assert_array_equal(agent.reward_normalizer.returns, expected)
+
+
+@pytest.mark.parametrize("cls", [A2C, PPO])
+@pytest.mark.parametrize("squash", [False, True])
+def test_squash_actions_reaches_the_gaussian_head(cls, squash):
+    """agent.squash_actions is the head's: squashed, a draw u goes to the env as low + (tanh(u) + 1)(high - low)/2
+    (strictly inside the bounds); unsquashed, as u clipped to them."""
+    spec = EnvSpec(gym.spaces.Box(-1.0, 1.0, (2,), np.float32), gym.spaces.Box(-2.0, 2.0, (1,), np.float32),
+                   num_envs=2)
+    agent = cls(cls.Config(n_steps=4, squash_actions=squash, optim={"name": "sgd", "lr": 0.1}), spec,
+                ModelConfig(hidden=[4], activation="tanh"), np.random.default_rng(3))
+    assert agent.head.squash is squash
+    u = np.array([[3.0], [-0.5]])
+    expected = -2.0 + (np.tanh(u) + 1.0) * 2.0 if squash else np.clip(u, -2.0, 2.0)
+    np.testing.assert_allclose(agent.head.to_env(u), expected, rtol=1e-6)
