@@ -1,0 +1,101 @@
+"""The speed work on EfficientZero's MinAtar update (issue 15) changed no result: a seeded short run of
+the conv agent with every switch on -- consistency, value prefix, off-policy correction, reanalysis
+with the target network and root noise, the mixed value target, shift/intensity augmentation, Gumbel
+and pUCT search, each ``block_norm`` -- leaves bit-identical parameters, target network, running
+statistics and replay (stored values, policies and priorities) to the code before the speed-ups.
+
+The hashes below were recorded by the code before those changes. Bit-identity is a property of one
+numpy/BLAS build on one CPU (another build may sum a matrix product in another order): a canary of
+plain float32 products of the network's sizes, recorded alongside, tells the two apart, and on a
+build whose canary differs the test is skipped with that reason rather than failing on round-off."""
+
+from __future__ import annotations
+
+import hashlib
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from conftest import with_optim
+from rlscratch.agents.muzero import MuZero, MuZeroConfig
+from threadpoolctl import threadpool_limits
+
+from rlscratch.agent import EnvSpec, Step
+from rlscratch.config import ModelConfig
+
+OBS_SHAPE = (10, 10, 4)   # MinAtar Breakout's boards
+UPDATES = 20
+
+# recorded by the original code (commit 9d88e52), see the module docstring
+CANARY = "c06fbe378e8cbf42"
+EXPECTED = {("none", True): "0a5ce4ba749b6438", ("layer", True): "8a05eabcf5e9b3f0",
+            ("batch", True): "6f30319deae3fc93", ("batch", False): "3de8862a5fe60f67"}
+
+
+def _sha(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def canary() -> str:
+    """float32 products and reductions of the shapes the conv agent multiplies: if these round the
+    same, so does the agent (the same numpy, BLAS kernels and CPU features)."""
+    rng = np.random.default_rng(0)
+    out = []
+    for m, k, n in ((8, 81, 800), (36, 8, 8), (32, 400, 16), (16, 16, 64), (400, 8, 3), (96, 32, 128)):
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        out += [a @ b, (a @ b).sum(axis=1), np.matmul(a[None].repeat(3, 0), b)]
+    return _sha(*out)
+
+
+def run(block_norm: str, gumbel: bool) -> str:
+    settings = dict(network="conv", conv_channels=8, reduced_channels=2, head_hidden=6, num_simulations=5,
+                    gumbel=gumbel, value_support=4, reward_support=2, unroll_steps=3, td_steps=3, batch_size=8,
+                    warmup_steps=24, train_ratio=0.5, replay_capacity=200, consistency_coef=2.0,
+                    consistency_hidden=7, consistency_dim=5, value_prefix=True, lstm_hidden=5, lstm_horizon=2,
+                    offpolicy_age_unit=12, reanalyze_fraction=0.5, reanalyze_network="target",
+                    reanalyze_noise=True, value_target="target", target_update_interval=3, search_value_age=30,
+                    block_norm=block_norm, augmentation=["shift", "intensity"], priority_alpha=0.6,
+                    temperature_schedule=[[0, 1.0], [40, 0.5]])
+    spec = EnvSpec(gym.spaces.Box(0, 1, OBS_SHAPE, bool), gym.spaces.Discrete(3), num_envs=4)
+    agent = MuZero(MuZeroConfig(**with_optim(settings)), spec, ModelConfig(hidden=[8]), np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    obs = rng.random((4, *OBS_SHAPE)) < 0.2
+    t = 0
+    while agent.updates < UPDATES:
+        action = agent.act(obs)
+        next_obs = rng.random((4, *OBS_SHAPE)) < 0.2
+        terminated = rng.random(4) < 0.08
+        truncated = ~terminated & (rng.random(4) < 0.04)
+        agent.observe(Step(obs=obs, action=action, reward=rng.integers(0, 2, 4).astype(np.float64),
+                           next_obs=next_obs, terminated=terminated, truncated=truncated, info={}))
+        obs = next_obs
+        t += 1
+    agent.act(rng.random((3, *OBS_SHAPE)) < 0.2, explore=False)   # evaluation's search, too
+    replay = agent.replay
+    buffers = [b for _, m in agent.net.modules() for b in m.buffers.values()]
+    buffers += [b for _, m in agent.target.modules() for b in m.buffers.values()]
+    return _sha(agent.net.flat_params, agent.target.flat_params, *buffers, replay.values, replay.policies,
+                replay.tree.nodes, agent.rng.integers(2**62, size=2))
+
+
+CASES = [("none", True), ("layer", True), ("batch", True), ("batch", False)]
+
+
+@pytest.mark.parametrize(("block_norm", "gumbel"), CASES)
+def test_short_conv_run_is_bit_identical_to_the_code_before_the_speedups(block_norm, gumbel):
+    with threadpool_limits(1, user_api="blas"):   # as training runs (more threads split sums differently)
+        same_build, result = canary() == CANARY, run(block_norm, gumbel)
+    if not same_build:
+        pytest.skip("this numpy/BLAS build rounds float32 products differently from the one the hashes were "
+                    "recorded on: bit-identity is not defined across builds")
+    assert result == EXPECTED[block_norm, gumbel]
+
+
+if __name__ == "__main__":   # prints the canary and the hashes (how they were recorded)
+    with threadpool_limits(1, user_api="blas"):
+        print("CANARY =", repr(canary()))
+        print("EXPECTED =", {case: run(*case) for case in CASES})
