@@ -146,7 +146,7 @@ class WinogradConv3x3(Module):
 
     def _transforms(self, h: int, w: int) -> tuple[np.ndarray, ...]:
         """T_in and T_out of both axes, in the weights' dtype."""
-        name = self.params["W"].dtype.name
+        name = self.params["W"].dtype.char   # (dtype.name is a slow Python property; char is not)
         return (*axis_transforms(h, self.tile, name), *axis_transforms(w, self.tile, name))
 
     def _weights_t(self) -> np.ndarray:
@@ -155,7 +155,7 @@ class WinogradConv3x3(Module):
         weight = self.params["W"]
         o, c = weight.shape[:2]
         a = self.tile + 2
-        kg = kernel_transform(self.tile, weight.dtype.name)
+        kg = kernel_transform(self.tile, weight.dtype.char)
         return (kg @ weight.transpose(2, 3, 1, 0).reshape(9, c * o)).reshape(a, 1, a, 1, c, o)
 
     def _conv(self, x: np.ndarray, u_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -190,7 +190,7 @@ class WinogradConv3x3(Module):
             self.grads["b"] += dy.sum(axis=0).reshape(o, -1).sum(axis=1)  # batch first: contiguous adds
         dm = transform_last_axis(transform_last_axis(dy, out_w.T), out_h.T).reshape(*v.shape[:4], n, o)
         du_t = np.matmul(v.swapaxes(-1, -2), dm).sum(axis=(1, 3))  # (a, a, C, O): dU^T, summed over tiles
-        kg = kernel_transform(self.tile, du_t.dtype.name)
+        kg = kernel_transform(self.tile, du_t.dtype.char)
         d_weight = (kg.T @ du_t.reshape(kg.shape[0], -1)).reshape(3, 3, *du_t.shape[2:])  # (3, 3, C, O)
         self.grads["W"] += d_weight.transpose(3, 2, 0, 1)
         if not self.input_grad:
