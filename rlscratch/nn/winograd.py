@@ -143,6 +143,7 @@ class WinogradConv3x3(Module):
         self.add_param("W", get_initialiser(init)((out_channels, in_channels, 3, 3), rng, dtype=dtype))
         if bias:
             self.add_param("b", np.zeros(out_channels, dtype=dtype))
+        self._u_t_cache: tuple[bytes, np.ndarray] | None = None   # (W's bytes, its U^T): see infer
 
     def _transforms(self, h: int, w: int) -> tuple[np.ndarray, ...]:
         """T_in and T_out of both axes, in the weights' dtype."""
@@ -174,7 +175,17 @@ class WinogradConv3x3(Module):
         return v, y
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        return self._conv(x, self._weights_t())[1]
+        return self._conv(x, self._inference_weights_t())[1]
+
+    def _inference_weights_t(self) -> np.ndarray:
+        """``_weights_t()``, reused while W holds the same bytes: a search calls ``infer`` a few dozen
+        times between two optimizer steps, and the same W gives the same U^T (so the same bits)."""
+        weight = self.params["W"]
+        key = weight.tobytes()
+        cached = self._u_t_cache
+        if cached is None or cached[0] != key:
+            cached = self._u_t_cache = (key, self._weights_t())
+        return cached[1]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         u_t = self._weights_t()
