@@ -99,3 +99,19 @@ if __name__ == "__main__":   # prints the canary and the hashes (how they were r
     with threadpool_limits(1, user_api="blas"):
         print("CANARY =", repr(canary()))
         print("EXPECTED =", {case: run(*case) for case in CASES})
+
+
+def test_winograd_inference_follows_weights_changed_in_place():
+    """infer reuses U^T while W holds the same bytes; an optimizer step (or a target-network copy)
+    writes W in place, and the next infer must use the new weights."""
+    from rlscratch.nn.winograd import WinogradConv3x3
+
+    rng = np.random.default_rng(0)
+    conv = WinogradConv3x3(3, 4, rng)
+    x = rng.standard_normal((2, 3, 7, 7)).astype(np.float32)
+    before = conv.infer(x)
+    np.testing.assert_array_equal(before, conv._conv(x, conv._weights_t())[1])
+    conv.params["W"][0, 1, 2, 0] += 0.5   # in place, as the optimizer writes the flat buffer
+    after = conv.infer(x)
+    np.testing.assert_array_equal(after, conv._conv(x, conv._weights_t())[1])
+    assert not np.array_equal(before[:, 0], after[:, 0]) and np.array_equal(before[:, 1:], after[:, 1:])
