@@ -324,10 +324,11 @@ class MuZero(Agent):
 
     def _target_values(self, window: Window, td: int | np.ndarray) -> np.ndarray:
         """The target network's values of a window's rows, as make_targets bootstraps from them: only
-        at the rows it reads (replay.rows_read's, a truncated episode's final row among them) -- about
-        half of the K + n + 1 -- the others are never read and stay 0."""
+        at the rows its n-step sums read (replay.rows_read's without the policy rows, a truncated
+        episode's final row among them) -- K + 1 or fewer of the K + n + 1 -- the others are never
+        read and stay 0."""
         c = self.config
-        rows = rows_read(window, c.unroll_steps, td, stored_values=True)
+        rows = rows_read(window, c.unroll_steps, td, stored_values=True, policies=False)
         values = np.zeros(window.status.shape, dtype=self.target.dtype)
         values[rows] = self.target.initial_inference(window.obs[rows])[2]
         return values

@@ -117,6 +117,27 @@ def test_target_values_only_at_the_rows_read_give_the_same_targets():
     assert len(np.unique(td)) > 1
 
 
+def test_target_values_are_computed_at_the_bootstrap_rows_only():
+    """Within an episode, z_k (k = 0..K) bootstraps from row t + k + n alone: the target network runs
+    on exactly those K + 1 rows of each window (not on the policy rows t..t+K, which only a
+    reanalysis reads), each window with its own n."""
+    agent = ez_agent(value_target="target", offpolicy_age_unit=20)   # K = 2, n = 3, shrinking with age
+    rng = np.random.default_rng(4)
+    for _ in range(40):   # no episode ends
+        agent.replay.add(rng.standard_normal((2, 3)).astype(np.float32), rng.integers(0, 2, 2), rng.uniform(0, 1, 2),
+                         rng.uniform(-2, 2, 2), rng.dirichlet(np.ones(2), 2), rng.standard_normal((2, 3)),
+                         np.zeros(2, bool), np.zeros(2, bool))
+    agent.target.flat_params[:] = rng.standard_normal(agent.target.flat_params.size) * 0.5
+    env, start = np.array([0, 1, 0, 1]), np.array([15, 25, 30, 34])
+    td = agent.td_steps(env, start)
+    assert td.tolist() == [1, 2, 3, 3]   # ages (39 - start) x 2 envs = 48, 28, 18, 10 -> n = 3 - age // 20
+    window = agent.replay.window(env, start, agent.window)
+    expected = np.zeros(window.status.shape, bool)
+    for row, n in enumerate(td):
+        expected[row, n:n + 3] = True
+    np.testing.assert_array_equal(agent._target_values(window, td) != 0, expected)
+
+
 def test_agent_trains_on_value_prefix_and_consistency_targets(monkeypatch):
     """The batch the loss sees: value-prefix reward targets (horizon 2: u_1, u_1 + u_2) and the
     observations o_{t+1}, o_{t+2} with their mask; per-window n from the off-policy correction."""

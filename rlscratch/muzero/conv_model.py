@@ -151,9 +151,11 @@ class ConvMuZeroNet(nn.Module):
 
     def action_plane(self, state: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """[s | a / A]: the action as one constant plane (EfficientZero's encoding)."""
-        plane = np.broadcast_to((np.asarray(actions, dtype=self.dtype) / self.n_actions)[:, None, None, None],
-                                (len(state), 1, *state.shape[2:]))
-        return np.concatenate([state, plane], axis=1)
+        n, c = state.shape[:2]
+        x = np.empty((n, c + 1, *state.shape[2:]), dtype=np.result_type(state.dtype, self.dtype))
+        x[:, :c] = state
+        x[:, c] = (np.asarray(actions, dtype=self.dtype) / self.n_actions)[:, None, None]
+        return x
 
     # -- training: forward keeps what backward needs -------------------------------------------
     def represent(self, obs: np.ndarray) -> np.ndarray:
@@ -214,8 +216,9 @@ class ConvMuZeroNet(nn.Module):
         x = self.dynamics_conv.infer(self.action_plane(state, actions))
         if self.dynamics_norm is not None:
             x = self.dynamics_norm.infer(x)
-        y = np.maximum(x + state, 0.0)
-        return self.scale_next.infer(self.dynamics_blocks.infer(y))
+        # in place into the conv's (or the norm's) fresh output when the dtypes agree
+        y = np.add(x, state, out=x) if x.dtype == np.result_type(x, state) else x + state
+        return self.scale_next.infer(self.dynamics_blocks.infer(np.maximum(y, 0.0, out=y)))
 
     def infer_predict(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = self.prediction.infer(state)

@@ -528,15 +528,18 @@ def gumbel_scores(search: MCTS, n: int, visits: np.ndarray, q: np.ndarray) -> np
     scores = improved - visits / (1.0 + _sum(visits, axis=-1, keepdims=True))
     simulation = int(_sum(visits[0, 0]))  # every tree has spent the same number of simulations
     considered = search.considered_visits[min(simulation, len(search.considered_visits) - 1)]
-    scores[:, 0] = gumbel_root_scores(search, visits[:, 0], q[:, 0], considered)
+    # (the root's sigma is row 0 of the nodes': the same per-node computation on the same numbers)
+    scores[:, 0] = gumbel_root_scores(search, visits[:, 0], q[:, 0], considered, sigma[:, 0])
     return scores
 
 
-def gumbel_root_scores(search: MCTS, visits: np.ndarray, q: np.ndarray, considered) -> np.ndarray:
+def gumbel_root_scores(search: MCTS, visits: np.ndarray, q: np.ndarray, considered,
+                       sigma: np.ndarray | None = None) -> np.ndarray:
     """g + logits + sigma(q_hat) of the root's actions whose visit count is ``considered``; -inf
-    for the others."""
-    sigma = completed_q_sigma(q, visits, search.raw_value[:, 0], search.prior[:, 0], search.config,
-                              gumbel_bounds(search, nodes=False))
+    for the others. ``sigma``: the root's sigma(q_hat) if already computed."""
+    if sigma is None:
+        sigma = completed_q_sigma(q, visits, search.raw_value[:, 0], search.prior[:, 0], search.config,
+                                  gumbel_bounds(search, nodes=False))
     logits = search.logits[:, 0] - _max(search.logits[:, 0], axis=-1, keepdims=True)
     score = search.gumbel + logits + sigma
     return np.where(visits == considered, score, -np.inf)

@@ -201,7 +201,8 @@ class GameReplay:
         self.max_priority = float(state["max_priority"])
 
 
-def rows_read(window: Window, unroll_steps: int, td_steps: int | np.ndarray, stored_values: bool) -> np.ndarray:
+def rows_read(window: Window, unroll_steps: int, td_steps: int | np.ndarray, stored_values: bool,
+              policies: bool = True) -> np.ndarray:
     """(B, W) mask of the rows whose stored search results ``make_targets`` reads (targets.py):
 
     * the policy rows: columns k = 0..K that are STEP rows;
@@ -209,14 +210,16 @@ def rows_read(window: Window, unroll_steps: int, td_steps: int | np.ndarray, sto
       column min(k + n, e), where e is the first column after 0 that ends the n-step sums -- the
       final row, or a STEP row whose successor is not written yet -- if that row has a value (a
       STEP row, or the final row of a truncation; a terminated episode's final row is worth 0).
-      (``td_steps`` may be one n per window.)
+      (``td_steps`` may be one n per window.) ``policies=False`` leaves the policy rows out: the rows
+    whose values the n-step sums read, all a target network's values are needed at.
     """
     K, n = unroll_steps, td_steps
     status, terminated = window.status, window.terminated
     B, W = status.shape
     step = status == W_STEP
     read = np.zeros((B, W), dtype=bool)
-    read[:, :K + 1] = step[:, :K + 1]
+    if policies:
+        read[:, :K + 1] = step[:, :K + 1]
     if stored_values:
         last_written = step & np.concatenate([status[:, 1:] == W_MISSING, np.zeros((B, 1), bool)], axis=1)
         ends = (status == W_FINAL) | last_written

@@ -143,10 +143,11 @@ class WinogradConv3x3(Module):
         self.add_param("W", get_initialiser(init)((out_channels, in_channels, 3, 3), rng, dtype=dtype))
         if bias:
             self.add_param("b", np.zeros(out_channels, dtype=dtype))
+        self._u_t_cache: tuple[bytes, np.ndarray] | None = None   # (W's bytes, its U^T): see infer
 
     def _transforms(self, h: int, w: int) -> tuple[np.ndarray, ...]:
         """T_in and T_out of both axes, in the weights' dtype."""
-        name = self.params["W"].dtype.name
+        name = self.params["W"].dtype.char   # (dtype.name is a slow Python property; char is not)
         return (*axis_transforms(h, self.tile, name), *axis_transforms(w, self.tile, name))
 
     def _weights_t(self) -> np.ndarray:
@@ -155,7 +156,7 @@ class WinogradConv3x3(Module):
         weight = self.params["W"]
         o, c = weight.shape[:2]
         a = self.tile + 2
-        kg = kernel_transform(self.tile, weight.dtype.name)
+        kg = kernel_transform(self.tile, weight.dtype.char)
         return (kg @ weight.transpose(2, 3, 1, 0).reshape(9, c * o)).reshape(a, 1, a, 1, c, o)
 
     def _conv(self, x: np.ndarray, u_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -174,7 +175,17 @@ class WinogradConv3x3(Module):
         return v, y
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        return self._conv(x, self._weights_t())[1]
+        return self._conv(x, self._inference_weights_t())[1]
+
+    def _inference_weights_t(self) -> np.ndarray:
+        """``_weights_t()``, reused while W holds the same bytes: a search calls ``infer`` a few dozen
+        times between two optimizer steps, and the same W gives the same U^T (so the same bits)."""
+        weight = self.params["W"]
+        key = weight.tobytes()
+        cached = self._u_t_cache
+        if cached is None or cached[0] != key:
+            cached = self._u_t_cache = (key, self._weights_t())
+        return cached[1]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         u_t = self._weights_t()
@@ -190,7 +201,7 @@ class WinogradConv3x3(Module):
             self.grads["b"] += dy.sum(axis=0).reshape(o, -1).sum(axis=1)  # batch first: contiguous adds
         dm = transform_last_axis(transform_last_axis(dy, out_w.T), out_h.T).reshape(*v.shape[:4], n, o)
         du_t = np.matmul(v.swapaxes(-1, -2), dm).sum(axis=(1, 3))  # (a, a, C, O): dU^T, summed over tiles
-        kg = kernel_transform(self.tile, du_t.dtype.name)
+        kg = kernel_transform(self.tile, du_t.dtype.char)
         d_weight = (kg.T @ du_t.reshape(kg.shape[0], -1)).reshape(3, 3, *du_t.shape[2:])  # (3, 3, C, O)
         self.grads["W"] += d_weight.transpose(3, 2, 0, 1)
         if not self.input_grad:
