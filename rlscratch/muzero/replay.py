@@ -210,8 +210,10 @@ def rows_read(window: Window, unroll_steps: int, td_steps: int | np.ndarray, sto
       column min(k + n, e), where e is the first column after 0 that ends the n-step sums -- the
       final row, or a STEP row whose successor is not written yet -- if that row has a value (a
       STEP row, or the final row of a truncation; a terminated episode's final row is worth 0).
-      (``td_steps`` may be one n per window.) ``policies=False`` leaves the policy rows out: the rows
-    whose values the n-step sums read, all a target network's values are needed at.
+      (``td_steps`` may be one n per window.)
+
+    ``policies=False`` leaves the policy rows out: what remains are the rows whose values the n-step
+    sums read, the only rows a target network has to evaluate.
     """
     K, n = unroll_steps, td_steps
     status, terminated = window.status, window.terminated
