@@ -113,6 +113,19 @@ def test_conv2d_matches_direct_loop(stride, padding, layout, kernel):
     np.testing.assert_allclose(conv.infer(x), expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("padding", [0, 1])
+def test_conv2d_reads_a_non_contiguous_input(padding, layout):
+    """An input that is a view with gaps (here every other channel of a bigger batch) gives the same y
+    as the definition: the per-sample layout's patch copy reads x's memory directly (conv.py)."""
+    rng = np.random.default_rng(12)
+    conv = Conv2d(3, 4, 3, rng, padding=padding, dtype=np.float64)
+    conv.params["b"][:] = rng.standard_normal(4)
+    x = rng.standard_normal((2, 6, 7, 6))[:, ::2]
+    expected = naive_conv(x, conv.params["W"], conv.params["b"], 1, padding)
+    np.testing.assert_allclose(conv.forward(x), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conv.infer(x), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_conv2d_layouts_agree_on_a_wide_map(monkeypatch):
     """The three layouts are the same function and gradient, here on a 20-pixel-wide map with stride 2
     and padding (float64, so any difference is a bug, not rounding)."""
