@@ -220,6 +220,27 @@ def test_dropout_train_and_eval(rng):
     assert dropout(x) is x and dropout.infer(x) is x
 
 
+def test_linear_gradient_after_zero_grad_is_stored_then_accumulated(rng):
+    """After zero_grad the first backward stores dz^T x into dL/dW (Module.grads_zeroed), the next
+    adds to it; gradients written by hand in between (flat_grads = ...) are added to, not lost."""
+    net = nn.Sequential(nn.Linear(3, 2, rng)).astype(np.float64)
+    x1, x2 = rng.standard_normal((2, 4, 3))
+    g1, g2 = rng.standard_normal((2, 4, 2))
+    net.zero_grad()
+    net.forward(x1)
+    net.forward(x2)
+    net.backward(g2)
+    np.testing.assert_allclose(net[0].grads["W"], g2.T @ x2, rtol=1e-12)
+    net.backward(g1)
+    np.testing.assert_allclose(net[0].grads["W"], g2.T @ x2 + g1.T @ x1, rtol=1e-12)
+    net.zero_grad()
+    net.flat_grads = np.ones_like(net.flat_grads)
+    net.forward(x1)
+    net.backward(g1)
+    np.testing.assert_allclose(net[0].grads["W"], 1.0 + g1.T @ x1, rtol=1e-12)
+    np.testing.assert_allclose(net[0].grads["b"], 1.0 + g1.sum(axis=0), rtol=1e-12)
+
+
 def test_module_called_three_times_accumulates(rng):
     """One dynamics net unrolled 3 steps in one training step, as in MuZero: s_{k+1} = g(s_k)."""
     g = nn.Sequential(nn.Linear(4, 4, rng), nn.Tanh()).astype(np.float64)

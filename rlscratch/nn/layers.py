@@ -52,7 +52,11 @@ class Linear(Module):
     def backward(self, dz: np.ndarray) -> np.ndarray | None:
         x = self._saved.pop()
         dz = np.asarray(dz, dtype=x.dtype)
-        self.grads["W"] += dz.T @ x
+        if self.grads_zeroed:  # dL/dW is 0 (zero_grad): store the product, no temporary to add
+            np.matmul(dz.T, x, out=self.grads["W"])
+            self.grads_zeroed = False
+        else:
+            self.grads["W"] += dz.T @ x
         if "b" in self.grads:
             self.grads["b"] += dz.sum(axis=0)
         if not self.input_grad:
