@@ -158,6 +158,17 @@ def test_huber_values():
     assert np.allclose(grad, [0.25, 0.5])
 
 
+@pytest.mark.parametrize("loss_fn", [nn.mse, nn.huber])
+def test_losses_on_one_number_per_sample_match_the_general_path(rng, loss_fn):
+    """(N,) predictions skip the per-sample mean (a mean of one number): the same bits as (N, 1)."""
+    pred, target = rng.standard_normal((2, 32)).astype(np.float32) * 2
+    weights = rng.uniform(0.5, 2.0, 32)
+    for kwargs in ({}, {"weights": weights}):
+        loss, grad = loss_fn(pred, target, **kwargs)
+        loss_2d, grad_2d = loss_fn(pred[:, None], target[:, None], **kwargs)
+        assert loss == loss_2d and np.array_equal(grad, grad_2d[:, 0])
+
+
 def test_mask_ignores_samples(rng):
     pred, target = rng.standard_normal(4), rng.standard_normal(4)
     masked, grad = nn.mse(pred, target, mask=np.array([1, 1, 0, 0]))
