@@ -415,6 +415,26 @@ def test_optimizer_step_flushes_subnormal_weights(dtype):
     assert w.tolist() == [0.0, 0.0, tiny, -0.5]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_flush_subnormals_finds_each_sign_and_leaves_normal_floats(dtype):
+    """Each kind of tiny entry alone is found and zeroed; an array of normal floats (tiny itself,
+    -tiny, infinities, NaN) is left as it is without the mask pass (scratch, which receives |x| only
+    in that pass, stays untouched)."""
+    tiny = np.finfo(dtype).tiny
+    normal = [1.0, -3.0, tiny, -tiny, np.inf, -np.inf, np.nan, 2 * tiny, -2 * tiny]
+    for small in (tiny / 2, -tiny / 2, tiny * 0.999, -tiny * 0.999, 0.0, -0.0):
+        x = np.array(normal + [small], dtype=dtype)
+        scratch = np.full_like(x, 7.0)
+        nn.optim.flush_subnormals(x, scratch)
+        assert x[-1] == 0.0 and (scratch != 7.0).all()
+        np.testing.assert_array_equal(x[:-1], np.array(normal, dtype=dtype))
+    x = np.array(normal, dtype=dtype)
+    scratch = np.full_like(x, 7.0)
+    nn.optim.flush_subnormals(x, scratch)
+    np.testing.assert_array_equal(x, np.array(normal, dtype=dtype))
+    assert (scratch == 7.0).all()
+
+
 def test_schedules_and_clipping():
     assert nn.optim.linear(1.0, 0.0, 10)(5) == pytest.approx(0.5)
     assert nn.optim.linear(1.0, 0.0, 10)(50) == 0.0
