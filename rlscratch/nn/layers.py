@@ -52,13 +52,16 @@ class Linear(Module):
     def backward(self, dz: np.ndarray) -> np.ndarray | None:
         x = self._saved.pop()
         dz = np.asarray(dz, dtype=x.dtype)
-        if self.grads_zeroed:  # dL/dW is 0 (zero_grad): store the product, no temporary to add
-            np.matmul(dz.T, x, out=self.grads["W"])
+        grads = self.grads
+        if self.grads_zeroed:  # they are 0 (zero_grad): store the products, no temporaries to add
+            np.matmul(dz.T, x, out=grads["W"])
+            if "b" in grads:
+                np.add.reduce(dz, axis=0, out=grads["b"])
             self.grads_zeroed = False
         else:
-            self.grads["W"] += dz.T @ x
-        if "b" in self.grads:
-            self.grads["b"] += dz.sum(axis=0)
+            grads["W"] += dz.T @ x
+            if "b" in grads:
+                grads["b"] += dz.sum(axis=0)
         if not self.input_grad:
             return None
         return dz @ self.params["W"]
