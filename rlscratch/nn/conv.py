@@ -227,7 +227,9 @@ class Conv2d(Module):
         weight = self.params["W"]
         n, out_ch, k = dy.shape[0], weight.shape[0], weight[0].size
         dy_mat = dy.reshape(n, out_ch, -1)
-        d_aug = np.matmul(dy_mat, cols.transpose(0, 2, 1)).sum(axis=0)  # sum_n dY_n [X_n; 1]^T
+        # sum_n dY_n [X_n; 1]^T, computed transposed: sum_n [X_n; 1] dY_n^T, whose products (K + 1, P) @
+        # (P, O) OpenBLAS runs 1.15x faster than (O, P) @ (P, K + 1) on the MinAtar conv (one core)
+        d_aug = np.matmul(cols, dy_mat.transpose(0, 2, 1)).sum(axis=0).T
         self.grads["W"] += d_aug[:, :k].reshape(weight.shape)
         if "b" in self.grads:
             self.grads["b"] += d_aug[:, k]
