@@ -29,10 +29,11 @@ def test_activations(rng, activation):
 
 
 @pytest.mark.parametrize("shape, dtype", [((7,), np.float32), ((5, 6), np.float32), ((3, 2, 4, 4), np.float64),
-                                          ((4, 3), np.int64)])
+                                          ((4, 3), np.int64), ((3, 2, 120, 100), np.float32)])
 def test_relu_fast_path_is_max_with_zero(rng, shape, dtype):
-    """nn.relu (a zero array broadcast along the batch, numpy's vectorised loop) against the plain
-    definition, entry for entry: NaN stays NaN, the dtype is kept, out= writes in place."""
+    """nn.relu (a zero array of x's shape, or beyond FULL_ZEROS_MAX entries (the last case) one
+    sample's zeros broadcast along the batch: numpy's vectorised loop) against the plain definition,
+    entry for entry: NaN stays NaN, the dtype is kept, out= writes in place."""
     x = (rng.standard_normal(shape) * 5).astype(dtype)
     if x.dtype.kind == "f":
         x.flat[0], x.flat[1] = np.nan, 0.0
