@@ -83,6 +83,8 @@ CASES: dict[str, tuple[str, list[str]]] = {
         "train.eval_episodes=1", "train.checkpoint_every=64", "train.log_every=32", "agent.conv_channels=4",
         "agent.reduced_channels=2", "agent.head_hidden=8", "agent.lstm_hidden=8", "agent.num_simulations=2",
         "agent.batch_size=4", "agent.warmup_steps=32", "agent.optim.lr.steps=64",
+        # reanalysis on (the shipped Breakout config has it off): its searches' draws must resume too
+        "agent.reanalyze_fraction=0.25",
         # both optional switches on: batch norm's running statistics and augmentation's draws must resume too
         "agent.block_norm=batch", "agent.augmentation=[shift, intensity]"]),
 }
