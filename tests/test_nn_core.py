@@ -159,6 +159,15 @@ def test_huber_values():
     assert np.allclose(grad, [0.25, 0.5])
 
 
+def test_huber_values_with_two_numbers_per_sample():
+    """By hand: each sample's loss is the mean of its entries, so each gradient entry is divided by
+    N * D = 4 -- the (N,) shortcut (no division) must not reach a sample of two numbers."""
+    pred = np.array([[0.5, 3.0], [-2.0, 0.2]])
+    loss, grad = nn.huber(pred, np.zeros_like(pred), delta=1.0)
+    assert loss == pytest.approx(((0.125 + 2.5) / 2 + (1.5 + 0.02) / 2) / 2)
+    np.testing.assert_allclose(grad, [[0.125, 0.25], [-0.25, 0.05]])
+
+
 @pytest.mark.parametrize("loss_fn", [nn.mse, nn.huber])
 def test_losses_on_one_number_per_sample_match_the_general_path(rng, loss_fn):
     """(N,) predictions skip the per-sample mean (a mean of one number): the same bits as (N, 1)."""
