@@ -60,6 +60,9 @@ class MuZeroConfig:
     gumbel: bool = bounded(False, help="Gumbel MuZero's root search (sequential halving) instead of pUCT")
     max_considered_actions: int = bounded(16, ge=1, help="Gumbel: actions sampled at the root")
     gumbel_scale: float = bounded(1.0, ge=0)
+    value_scale: float = bounded(0.1, gt=0, help="Gumbel: c_scale of sigma(q_hat) = (c_visit + max N) c_scale q_hat; "
+                                                 "smaller: softer improved policies")
+    maxvisit_init: float = bounded(50.0, ge=0, help="Gumbel: c_visit of sigma(q_hat)")
     discount: float = bounded(0.997, gt=0, le=1)
     pb_c_init: float = bounded(1.25, gt=0)
     pb_c_base: float = bounded(19652.0, gt=0)
@@ -151,6 +154,7 @@ class MuZero(Agent):
             pb_c_base=config.pb_c_base, dirichlet_alpha=config.dirichlet_alpha,
             exploration_fraction=config.exploration_fraction, gumbel=config.gumbel,
             max_considered_actions=config.max_considered_actions, gumbel_scale=config.gumbel_scale,
+            value_scale=config.value_scale, maxvisit_init=config.maxvisit_init,
             q_normalization=config.q_normalization, tree_bounds=config.tree_bounds, unvisited_q=config.unvisited_q)
         # preallocated trees: one search for the training envs, one for evaluation's, one for reanalysis
         # (which reallocates whenever its batch size changes)
