@@ -332,8 +332,9 @@ class MuZero(Agent):
         metrics.update({"loss/total": result.loss, "loss/policy": result.policy_loss, "loss/value": result.value_loss,
                         "loss/reward": result.reward_loss, "train/grad_norm": grad_norm,
                         "train/value_target": float(batch.target_value[:, 0].mean()),
-                        "train/lr": self.optimizer.lr, "train/policy_entropy": result.policy_entropy,
-                        "train/target_policy_max": float(batch.target_policy[:, 0].max(axis=-1).mean())})
+                        "train/lr": self.optimizer.lr})
+        if c.entropy_coef > 0:
+            metrics["train/policy_entropy"] = result.policy_entropy   # mean H(p_0): how far from one-hot
         if c.consistency_coef > 0:
             metrics["loss/consistency"] = result.consistency_loss
         if c.offpolicy_age_unit:
