@@ -60,6 +60,9 @@ class MuZeroConfig:
     gumbel: bool = bounded(False, help="Gumbel MuZero's root search (sequential halving) instead of pUCT")
     max_considered_actions: int = bounded(16, ge=1, help="Gumbel: actions sampled at the root")
     gumbel_scale: float = bounded(1.0, ge=0)
+    value_scale: float = bounded(0.1, gt=0, help="Gumbel: c_scale of sigma(q_hat) = (c_visit + max N) c_scale q_hat; "
+                                                 "smaller: softer improved policies")
+    maxvisit_init: float = bounded(50.0, ge=0, help="Gumbel: c_visit of sigma(q_hat)")
     discount: float = bounded(0.997, gt=0, le=1)
     pb_c_init: float = bounded(1.25, gt=0)
     pb_c_base: float = bounded(19652.0, gt=0)
@@ -70,6 +73,8 @@ class MuZeroConfig:
     tree_bounds: str = bounded("q", choices=("q", "returns"),
                                help="what tree-wide bounds take: mean Qs (EZ V1) or sampled returns (EZ V2)")
     unvisited_q: str = bounded("parent_mean", choices=("parent_mean", "lowest"), help="pUCT: an unvisited child's Q")
+    act_epsilon: float = bounded(0.0, ge=0, le=1, help="training play: this share of actions is uniformly random "
+                                                       "instead of the search's (0: off)")
     temperature_schedule: list = bounded(default_factory=lambda: [[0, 1.0], [15000, 0.5], [25000, 0.25]],
                                          help="[[env_step, T], ...]: visit-count temperature from that step on")
     # model
@@ -92,6 +97,8 @@ class MuZeroConfig:
     batch_size: int = bounded(128, ge=1)
     optim: OptimConfig = optim_field(name="adam", lr=3e-3, weight_decay=1e-4, max_grad_norm=5.0, momentum=0.9)
     value_coef: float = bounded(0.25, ge=0)
+    entropy_coef: float = bounded(0.0, ge=0, help="policy-entropy bonus: the loss subtracts this times H(p_k) "
+                                                  "(rlscratch.muzero.loss; 0: off)")
     state_grad_scale: float = bounded(0.5, ge=0, le=1, help="gradient into the dynamics' state input, per step")
     replay_capacity: int = bounded(100_000, ge=2, help="rows held, over all envs")
     warmup_steps: int = bounded(1000, ge=0, help="env steps before the first update")
@@ -151,6 +158,7 @@ class MuZero(Agent):
             pb_c_base=config.pb_c_base, dirichlet_alpha=config.dirichlet_alpha,
             exploration_fraction=config.exploration_fraction, gumbel=config.gumbel,
             max_considered_actions=config.max_considered_actions, gumbel_scale=config.gumbel_scale,
+            value_scale=config.value_scale, maxvisit_init=config.maxvisit_init,
             q_normalization=config.q_normalization, tree_bounds=config.tree_bounds, unvisited_q=config.unvisited_q)
         # preallocated trees: one search for the training envs, one for evaluation's, one for reanalysis
         # (which reallocates whenever its batch size changes)
@@ -235,8 +243,14 @@ class MuZero(Agent):
             self._acted_at = time.process_time()
             self._cpu["search"] += self._acted_at - started
         if result.action is not None:     # Gumbel MuZero chose already (noise-free when evaluating)
-            return result.action
-        return select_action(result.visit_counts, self.temperature() if explore else 0.0, rng)
+            action = result.action
+        else:
+            action = select_action(result.visit_counts, self.temperature() if explore else 0.0, rng)
+        if explore and self.config.act_epsilon > 0:
+            # epsilon-random play: the stored policy target stays the search's, only the action changes
+            random = rng.random(len(action)) < self.config.act_epsilon
+            action = np.where(random, rng.integers(0, self.n_actions, len(action)), action)
+        return action
 
     # -- storing and training ---------------------------------------------------------------------------
     def observe(self, step: Step) -> dict[str, float]:
@@ -256,7 +270,10 @@ class MuZero(Agent):
         self._last_search = None
         n = len(step.reward)
         self.env_steps += n
-        metrics: dict[str, float] = {"search/root_value": float(search.root_value.mean())}
+        metrics: dict[str, float] = {"search/root_value": float(search.root_value.mean()),
+                                     # collapse diagnostics: near one-hot search policies, action 0's share
+                                     "search/policy_peaked": float((search.policy.max(axis=-1) > 0.9).mean()),
+                                     "play/action0_share": float((np.asarray(step.action) == 0).mean())}
         if self.env_steps >= self.config.warmup_steps:
             self.train_credit += n * self.config.train_ratio
             while self.train_credit >= 1.0:
@@ -300,7 +317,7 @@ class MuZero(Agent):
 
         self.net.zero_grad()
         result = unrolled_loss(self.net, batch, value_coef=c.value_coef, state_grad_scale=c.state_grad_scale,
-                               consistency_coef=c.consistency_coef)
+                               consistency_coef=c.consistency_coef, entropy_coef=c.entropy_coef)
         max_norm = c.optim.max_grad_norm
         grad_norm = nn.clip_grad_norm(self.net.flat_grads, max_norm) if max_norm > 0 else 0.0
         self.optimizer.step()
@@ -316,6 +333,8 @@ class MuZero(Agent):
                         "loss/reward": result.reward_loss, "train/grad_norm": grad_norm,
                         "train/value_target": float(batch.target_value[:, 0].mean()),
                         "train/lr": self.optimizer.lr})
+        if c.entropy_coef > 0:
+            metrics["train/policy_entropy"] = result.policy_entropy   # mean H(p_0): how far from one-hot
         if c.consistency_coef > 0:
             metrics["loss/consistency"] = result.consistency_loss
         if c.offpolicy_age_unit:

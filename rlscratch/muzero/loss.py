@@ -30,6 +30,15 @@ dynamics'. With temporal consistency (consistency.py) every step k >= 1 adds
 the second argument computed without keeping anything (a stop-gradient), m_k masking steps past the
 episode's final observation.
 
+**Policy entropy** (``entropy_coef`` beta > 0; off by default): every step whose policy target counts
+subtracts beta times the entropy of the predicted policy, weighted like its cross-entropy,
+
+    - beta sum_k c_k m_k H(p_k),    H(p) = -sum_a p_a log p_a,
+
+a push away from one-hot priors when the search's targets are near one-hot. Its gradient with
+respect to the logits z (p = softmax(z)): dH/dz_a = -p_a (log p_a + H), so the term adds
+beta c_k w_n m_k / N * p_a (log p_a + H) to the policy logits' gradient.
+
 The backward pass visits the calls in exactly the reverse of the forward order,
 
     forward:   h, f_0, g_0, f_1, g_1, ..., g_{K-1}, f_K
@@ -80,11 +89,13 @@ class UnrollResult:
     states: list[np.ndarray]    # s_0..s_K of this forward pass (the gradient check detaches them)
     consistency_loss: float = 0.0             # logged without its coefficient
     consistency_targets: list | None = None   # t_1..t_K (the gradient check holds them fixed)
+    policy_entropy: float = 0.0               # mean H(p_0) over the batch (unweighted), a diagnostic of collapse
 
 
 def unrolled_loss(net: MuZeroNet, batch: UnrollBatch, *, value_coef: float, state_grad_scale: float,
                   backward: bool = True, detached_states: list[np.ndarray] | None = None,
-                  consistency_coef: float = 0.0, consistency_targets: list | None = None) -> UnrollResult:
+                  consistency_coef: float = 0.0, consistency_targets: list | None = None,
+                  entropy_coef: float = 0.0) -> UnrollResult:
     """The loss above; with ``backward`` its gradient is *added* into ``net``'s gradients.
 
     ``detached_states`` exists for the gradient check only: the states s_0..s_K of an earlier
@@ -100,7 +111,7 @@ def unrolled_loss(net: MuZeroNet, batch: UnrollBatch, *, value_coef: float, stat
     value_targets = scalar_to_support(batch.target_value, net.value_support)     # (N, K+1, 2S+1)
     reward_targets = scalar_to_support(batch.target_reward, net.reward_support)
 
-    parts = {"policy": 0.0, "value": 0.0, "reward": 0.0, "consistency": 0.0}
+    parts = {"policy": 0.0, "value": 0.0, "reward": 0.0, "consistency": 0.0, "entropy": 0.0}
     grads_policy, grads_value, grads_reward = [], [], []
     prefix = net.value_prefix
     lstm = prefix.zeros(n, dtype) if prefix is not None else None
@@ -116,6 +127,17 @@ def unrolled_loss(net: MuZeroNet, batch: UnrollBatch, *, value_coef: float, stat
         parts[name] += loss
         return grad
 
+    def entropy_bonus(logits: np.ndarray, mask: np.ndarray, scale: float, grad: np.ndarray) -> float:
+        # - beta * sum_n weight_n H_n / N, its gradient p (log p + H) * beta weight_n / N added into grad
+        logp = nn.log_softmax(logits.astype(np.float64))
+        p = np.exp(logp)
+        entropy = -(p * logp).sum(axis=-1)
+        if entropy_coef > 0:
+            weight = base * mask * (scale * entropy_coef / n)
+            parts["entropy"] -= float(weight @ entropy)
+            grad += (p * (logp + entropy[:, None]) * weight[:, None]).astype(grad.dtype)
+        return float(entropy.mean())
+
     state = net.represent(batch.obs)
     states = [state]
     initial_value = None
@@ -126,6 +148,10 @@ def unrolled_loss(net: MuZeroNet, batch: UnrollBatch, *, value_coef: float, stat
             initial_value = logits_to_scalar(value_logits.astype(np.float64), net.value_support)
         grads_policy.append(cross_entropy(policy_logits, batch.target_policy[:, k], batch.policy_mask[:, k],
                                           scale, "policy"))
+        if k == 0 or entropy_coef > 0:
+            entropy = entropy_bonus(policy_logits, batch.policy_mask[:, k], scale, grads_policy[-1])
+            if k == 0:
+                initial_entropy = entropy
         grads_value.append(cross_entropy(value_logits, value_targets[:, k], batch.value_mask[:, k],
                                          scale * value_coef, "value"))
         if k == K:
@@ -171,8 +197,8 @@ def unrolled_loss(net: MuZeroNet, batch: UnrollBatch, *, value_coef: float, stat
     else:
         net.clear_saved()
 
-    loss = parts["policy"] + parts["value"] + parts["reward"] + parts["consistency"]
+    loss = parts["policy"] + parts["value"] + parts["reward"] + parts["consistency"] + parts["entropy"]
     raw_value_loss = parts["value"] / value_coef if value_coef else 0.0  # logged without its coefficient
     raw_consistency = parts["consistency"] / consistency_coef if consistency_coef else 0.0
     return UnrollResult(float(loss), parts["policy"], raw_value_loss, parts["reward"], initial_value.astype(dtype),
-                        states, raw_consistency, consistency_targets)
+                        states, raw_consistency, consistency_targets, initial_entropy)
