@@ -3,6 +3,7 @@
     python benchmarks/efficientzero_targets.py                        # CartPole, seeds 0-4
     python benchmarks/efficientzero_targets.py --suites breakout --seeds 0 --jobs 1
     python benchmarks/efficientzero_targets.py --set agent.reanalyze_fraction=0.25 --json out.json
+    python benchmarks/efficientzero_targets.py --suites ablation --seeds 0,1 --jobs 2   # issue 15's 4-row ablation
 
 Targets (issue 15): CartPole-v1 -- a 20-episode greedy evaluation mean >= 475 within 10,000 env
 steps in at least 4 of 5 seeds (configs/efficientzero_cartpole.yaml, MLP networks); MinAtar Breakout,
@@ -42,6 +43,16 @@ class Suite:
     title: str
 
 
+# Issue 15's ablation on Breakout at 100k, 2 seeds: MuZero -> + consistency -> + value prefix -> + the
+# off-policy correction (= the shipped config). Rows 1-3 are the shipped config with EfficientZero's later
+# parts switched off (configs/ablation/, kept in step with it by tests/test_efficientzero_ablation.py).
+ABLATION = (
+    ("configs/ablation/efficientzero_breakout_1_muzero.yaml", "1: MuZero (conv networks, Gumbel search)"),
+    ("configs/ablation/efficientzero_breakout_2_consistency.yaml", "2: + temporal consistency"),
+    ("configs/ablation/efficientzero_breakout_3_value_prefix.yaml", "3: + value prefix"),
+    ("efficientzero_minatar_breakout", "4: + off-policy correction (the shipped config)"),
+)
+
 SUITES = {s.name: s for s in (
     Suite("cartpole", "efficientzero_cartpole", (0, 1, 2, 3, 4), 4, 475.0, 10_000,
           "CartPole-v1, EfficientZero (MLP): 20-episode greedy eval >= 475 within 10,000 steps, 4 of 5 seeds"),
@@ -51,6 +62,8 @@ SUITES = {s.name: s for s in (
           "MinAtar Space Invaders, EfficientZero (conv): greedy eval >= 33 within 100,000 steps"),
     Suite("freeway", "efficientzero_minatar_freeway", (0, 1, 2), 2, 40.0, 100_000,
           "MinAtar Freeway, EfficientZero (conv): greedy eval >= 40 within 100,000 steps"),
+    *(Suite(f"ablation_{row}", config, (0, 1), 2, 9.0, 100_000, f"Ablation row {title}, MinAtar Breakout at 100k")
+      for row, (config, title) in enumerate(ABLATION, start=1)),
 )}
 
 
@@ -110,7 +123,8 @@ def format_suite(suite: Suite, results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suites", default="cartpole", help=f"comma list from: {', '.join(SUITES)}")
+    parser.add_argument("--suites", default="cartpole",
+                        help=f"comma list from: {', '.join(SUITES)}; 'ablation' = its 4 rows")
     parser.add_argument("--split", nargs="+", metavar="RUN_DIR", help="only print these runs' CPU split")
     parser.add_argument("--after", type=int, default=0, help="--split: only the logged windows after this env step "
                                                              "(e.g. a short run's warm-up)")
@@ -121,10 +135,33 @@ def main(argv: list[str] | None = None) -> int:
             log = run_log(run_dir, args.after)
             print(format_split(run_dir, log["split"]) + f"; last-100 training return {log['last100']:.2f}")
         return 0
-    suites = [SUITES[name] for name in seed_runs.choose(parser, args.suites, SUITES, "suite")]
-    seed_runs.run_suites(args, suites, format_suite, add_to_result=lambda r: r.update(run_log(r["run_dir"])),
-                         load_at_end=True)
+    rows = [n for n in SUITES if n.startswith("ablation_")]
+    names = ",".join(",".join(rows) if n == "ablation" else n for n in args.suites.split(","))  # the 4 rows
+    suites = [SUITES[name] for name in seed_runs.choose(parser, names, SUITES, "suite")]
+    results = seed_runs.run_suites(args, suites, format_suite,
+                                   add_to_result=lambda r: r.update(run_log(r["run_dir"])), load_at_end=True)
+    if any(s.name.startswith("ablation_") for s in suites):
+        print("\n" + format_ablation(suites, results))
     return 0
+
+
+def format_ablation(suites: list[Suite], results: list[dict]) -> str:
+    """The ablation's one line per row: mean last-100 training return and greedy evaluation over its
+    seeds, and its mean wall and CPU seconds."""
+    lines = ["Ablation, MinAtar Breakout at 100k (means over seeds)", "",
+             f"{'row':<52}  {'seeds':>5}  {'last 100':>8}  {'greedy':>6}  {'wall s':>7}  {'CPU s':>6}"]
+    for suite in suites:
+        if not suite.name.startswith("ablation_"):
+            continue
+        rows = [r for r in results if r["config"] == suite.config and "error" not in r]
+        title = suite.title.removeprefix("Ablation row ").removesuffix(", MinAtar Breakout at 100k")
+        if not rows:
+            lines.append(f"{title:<52}  {0:>5}  (no finished run)")
+            continue
+        last100, greedy, wall, cpu = (sum(r[key] for r in rows) / len(rows)
+                                      for key in ("last100", "final_eval", "seconds", "cpu_seconds"))
+        lines.append(f"{title:<52}  {len(rows):>5}  {last100:>8.2f}  {greedy:>6.1f}  {wall:>7.0f}  {cpu:>6.0f}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
