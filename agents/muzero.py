@@ -349,7 +349,8 @@ class MuZero(Agent):
         c = self.config
         rows = rows_read(window, c.unroll_steps, td, stored_values=True, policies=False)
         values = np.zeros(window.status.shape, dtype=self.target.dtype)
-        values[rows] = self.target.initial_inference(window.obs[rows])[2]
+        if rows.any():   # none when every sum ends at a terminal within n steps (short episodes, long n)
+            values[rows] = self.target.initial_inference(window.obs[rows])[2]
         return values
 
     def td_steps(self, env: np.ndarray, start: np.ndarray) -> int | np.ndarray:

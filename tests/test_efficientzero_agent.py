@@ -22,7 +22,7 @@ from rlscratch.agent import EnvSpec, Step
 from rlscratch.config import ModelConfig
 from rlscratch.muzero.loss import unrolled_loss
 from rlscratch.muzero.mcts import MCTS
-from rlscratch.muzero.replay import GameReplay
+from rlscratch.muzero.replay import GameReplay, rows_read
 from rlscratch.muzero.targets import make_targets
 from rlscratch.muzero.value_prefix import value_prefix_targets
 
@@ -402,3 +402,27 @@ def test_cpu_split_per_env_step(monkeypatch):
         assert metrics["cpu/reanalyze_ms"] == (1000.0 if trained else 0.0)
         assert metrics["cpu/train_ms"] == (1500.0 if trained else 0.0)
     assert agent.updates == 3
+
+
+def test_target_values_when_no_window_reads_a_bootstrap_row():
+    """Episodes that all terminate within n steps: every n-step sum ends at a terminal (worth 0), so
+    the target network has no row to evaluate. The update must still run, with every target value 0
+    -- an empty batch once reached the conv network (MinAtar Breakout with td_steps 10, whose first
+    random episodes are short) and crashed it."""
+    from test_efficientzero_conv import minatar_spec
+
+    settings = dict(network="conv", conv_channels=3, reduced_channels=2, head_hidden=4, num_simulations=3,
+                    value_support=3, reward_support=1, unroll_steps=2, td_steps=5, batch_size=4, warmup_steps=6,
+                    replay_capacity=64, consistency_coef=2.0, value_prefix=True, lstm_hidden=3, lstm_horizon=2,
+                    value_target="target")
+    agent = MuZero(MuZeroConfig(**with_optim(settings)), minatar_spec(), ModelConfig(), np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    for t in range(12):   # both envs' episodes terminate every 3 steps, shorter than n = 5
+        obs = rng.random((2, 4, 4, 2)) < 0.3
+        agent.observe(Step(obs, agent.act(obs), np.array([1.0, 0.0]), rng.random((2, 4, 4, 2)) < 0.3,
+                           np.full(2, t % 3 == 2), np.zeros(2, bool), {}))
+    assert agent.updates > 0
+    env, start = np.array([0, 1, 0, 1]), np.array([0, 1, 4, 8])
+    window = agent.replay.window(env, start, agent.window)
+    assert not rows_read(window, 2, 5, stored_values=True, policies=False).any()
+    assert not agent._target_values(window, 5).any()
