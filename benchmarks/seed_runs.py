@@ -65,6 +65,8 @@ def launch_all(jobs: list[tuple[str, int]], root: Path, overrides: list[str], wo
     sweep.check_trials(trials)
     results, _ = sweep.sweep(trials, Path(root), address=address, cpus=workers)
     results = [as_result(r) for r in results]
+    for result, (config, _) in zip(results, jobs, strict=True):
+        result["config"] = config   # as the job named it: the sweep hands a config file's absolute path back
     for result in results:
         if on_result is not None:
             on_result(result)

@@ -70,3 +70,21 @@ def test_the_row_files_are_what_the_generator_writes_from_the_shipped_config():
     for name in make.ROWS:
         assert (ROOT / "configs" / "ablation" / f"{name}.yaml").read_text() == make.render(name), \
             f"configs/ablation/{name}.yaml is stale: run python benchmarks/make_ablation_configs.py"
+
+
+def test_results_keep_the_config_as_the_job_named_it(monkeypatch, tmp_path):
+    """The sweep hands a config file back as its absolute path; the tables match results to suites by
+    the name the suite gave (a relative path for the ablation rows), so launch_all restores it -- the
+    first ablation run printed its row as 'no finished run' without this."""
+    from rlscratch import sweep
+
+    row = targets.ABLATION[0][0]
+    jobs = [(row, 0), ("efficientzero_minatar_breakout", 1)]
+    trial = {"run_dir": "r", "env_steps": 1, "episodes": 1, "updates": 1, "final_eval": 0.0, "final_eval_std": 0.0,
+             "evals": [], "seconds": 1.0, "attempt_cpu_seconds": 1.0, "attempts": 1}
+    monkeypatch.setattr(sweep, "check_trials", lambda trials: None)
+    monkeypatch.setattr(sweep, "sweep", lambda trials, *a, **k: (
+        [{**trial, "config": str((ROOT / row).resolve()), "seed": 0},
+         {**trial, "config": "efficientzero_minatar_breakout", "seed": 1}], None))
+    results = targets.seed_runs.launch_all(jobs, tmp_path, overrides=[], workers=1)
+    assert [(r["config"], r["seed"]) for r in results] == jobs
