@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from test_efficientzero_agent import ez_agent
 from test_efficientzero_losses import assert_close_gradients, ez_batch, ez_net
+from test_muzero_training_maths import zero_net_and_batch
 
 from rlscratch import nn
 from rlscratch.muzero.loss import UnrollBatch, unrolled_loss
@@ -48,15 +49,7 @@ def test_entropy_bonus_by_hand():
     (1, 1/2, 1/2), policy masks (1,1,0),(1,0,1), importance weights (1, 1/2), N = 2:
     sum = [1 (1 + 1/2) + 1/2 (1 + 1/2)] / 2 = 1.125, so the loss moves by -beta 1.125 log 2.
     (At uniform p the bonus's gradient p (log p + H) is 0; the next test checks it elsewhere.)"""
-    net = MuZeroNet(3, 2, np.random.default_rng(0), state_dim=4, hidden=[5], value_support=2,
-                    reward_support=1).astype(np.float64)
-    net.flat_params[:] = 0.0
-    rng = np.random.default_rng(1)
-    batch = UnrollBatch(
-        obs=rng.standard_normal((2, 3)), actions=np.array([[0, 1], [1, 1]]),
-        target_policy=rng.dirichlet(np.ones(2), (2, 3)), policy_mask=np.array([[1.0, 1, 0], [1, 0, 1]]),
-        target_value=rng.uniform(-3, 3, (2, 3)), value_mask=np.ones((2, 3)),
-        target_reward=rng.uniform(-1, 1, (2, 3)), reward_mask=np.ones((2, 3)), weights=np.array([1.0, 0.5]))
+    net, batch = zero_net_and_batch(value_mask=np.ones((2, 3)), reward_mask=np.ones((2, 3)))
     off = unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=0.5, backward=False)
     for beta in (0.01, 0.02):
         on = unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=0.5, backward=False, entropy_coef=beta)

@@ -27,6 +27,22 @@ from rlscratch.muzero.support import expected_support, scalar_to_support, suppor
 from rlscratch.muzero.targets import make_targets
 
 
+def zero_net_and_batch(value_mask: np.ndarray, reward_mask: np.ndarray) -> tuple[MuZeroNet, UnrollBatch]:
+    """The by-hand loss cases' setting: every parameter 0, so every prediction is uniform (A = 2, value
+    support 5, reward support 3) whatever the targets; K = 2, N = 2, policy masks (1,1,0) and (1,0,1),
+    importance weights (1, 1/2); random targets and observations."""
+    net = MuZeroNet(3, 2, np.random.default_rng(0), state_dim=4, hidden=[5], value_support=2,
+                    reward_support=1).astype(np.float64)
+    net.flat_params[:] = 0.0
+    rng = np.random.default_rng(1)
+    batch = UnrollBatch(
+        obs=rng.standard_normal((2, 3)), actions=np.array([[0, 1], [1, 1]]),
+        target_policy=rng.dirichlet(np.ones(2), (2, 3)), policy_mask=np.array([[1.0, 1, 0], [1, 0, 1]]),
+        target_value=rng.uniform(-3, 3, (2, 3)), value_mask=value_mask,
+        target_reward=rng.uniform(-1, 1, (2, 3)), reward_mask=reward_mask, weights=np.array([1.0, 0.5]))
+    return net, batch
+
+
 def test_loss_weights_by_hand():
     """With every parameter 0 all logits are 0, so each cross-entropy is log(number of classes)
     whatever its target: log 2 (policy), log 5 (value support S = 2), log 3 (reward support S = 1).
@@ -41,16 +57,8 @@ def test_loss_weights_by_hand():
         mean over N = 2:    policy 1.125 log 2, value 0.3125 log 5 (logged without its coefficient:
                             1.25 log 5), reward 0.375 log 3.
     """
-    net = MuZeroNet(3, 2, np.random.default_rng(0), state_dim=4, hidden=[5], value_support=2,
-                    reward_support=1).astype(np.float64)
-    net.flat_params[:] = 0.0
-    rng = np.random.default_rng(1)
-    batch = UnrollBatch(
-        obs=rng.standard_normal((2, 3)), actions=np.array([[0, 1], [1, 1]]),
-        target_policy=rng.dirichlet(np.ones(2), (2, 3)), policy_mask=np.array([[1.0, 1, 0], [1, 0, 1]]),
-        target_value=rng.uniform(-3, 3, (2, 3)), value_mask=np.array([[1.0, 1, 1], [0, 1, 1]]),
-        target_reward=rng.uniform(-1, 1, (2, 3)), reward_mask=np.array([[1.0, 1, 0], [1, 0, 1]]),
-        weights=np.array([1.0, 0.5]))
+    net, batch = zero_net_and_batch(value_mask=np.array([[1.0, 1, 1], [0, 1, 1]]),
+                                    reward_mask=np.array([[1.0, 1, 0], [1, 0, 1]]))
     result = unrolled_loss(net, batch, value_coef=0.25, state_grad_scale=0.5)
     log2, log3, log5 = math.log(2), math.log(3), math.log(5)
     assert result.policy_loss == pytest.approx(1.125 * log2, rel=1e-12)
