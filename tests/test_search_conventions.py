@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_muzero import TableModel, random_table  # tests/ is on sys.path (pytest prepend import mode)
 
-from rlscratch.muzero.mcts import MCTS, SearchConfig, completed_q_sigma, gumbel_scores, puct_scores
+from rlscratch.muzero.mcts import MCTS, SearchConfig, completed_q_sigma, gumbel_answer, gumbel_scores, puct_scores
 
 
 def hand_filled_puct(config: SearchConfig) -> MCTS:
@@ -231,3 +231,29 @@ def test_gumbel_scores_with_tree_bounds_per_root_by_hand():
     assert scores[0, 0] == pytest.approx(expected_root0, abs=1e-12)
     assert scores[1, 0, [0, 2]].tolist() == [-np.inf, -np.inf]
     assert scores[1, 0, 1] == pytest.approx(0.5 + 0.0 - 3.0 + 5.2 * 0.75, abs=1e-12)
+
+
+def test_gumbel_answer_with_tree_bounds_per_root_by_hand():
+    """The answer's action with q_normalization="tree" over TWO roots (bounds [0, 2] and [-1, 1]), A = 2,
+    both actions visited once (both compete), no Gumbel noise; sigma = (50 + 1) 0.1 q_hat = 5.1 q_hat.
+    (gumbel_scores hands the root its nodes' sigma; the answer is the one caller that rescales itself.)
+
+    root 0: logits (1, 0) -> (0, -1) after the max; Q (1.0, 1.2) -> q_hat (0.5, 0.6) -> sigma (2.55, 3.06);
+        scores (2.55, 2.06): a0.  By the root's own spread q_hat would be (0, 1): scores (0, 4.1), a1.
+    root 1: logits (0, 2) -> (-2, 0); Q (0.4, -0.2) -> q_hat (0.7, 0.4) -> sigma (3.57, 2.04);
+        scores (1.57, 2.04): a1.  By its own spread (1, 0): scores (3.1, 0), a0.
+    The policy target: softmax(logits + sigma) = softmax(3.55, 3.06) and softmax(3.57, 4.04)."""
+    search = MCTS(SearchConfig(num_simulations=4, gumbel=True, q_normalization="tree"), 2)
+    search._allocate(2, (1,), np.dtype(np.float64))
+    search.low[:], search.high[:] = [0.0, -1.0], [2.0, 1.0]
+    logits = np.array([[1.0, 0.0], [0.0, 2.0]])
+    search.logits[:, 0] = logits
+    search.prior[:, 0] = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    search.raw_value[:, 0] = [1.1, 0.1]
+    search.gumbel[...] = 0.0
+    visits, q = np.ones((2, 2)), np.array([[1.0, 1.2], [0.4, -0.2]])
+    result = gumbel_answer(search, visits, q, np.array([1.1, 0.1]))
+    assert result.action.tolist() == [0, 1]
+    expected = np.array([[3.55, 3.06], [3.57, 4.04]])
+    expected = np.exp(expected) / np.exp(expected).sum(axis=1, keepdims=True)
+    assert result.policy == pytest.approx(expected, rel=1e-12)
