@@ -248,8 +248,8 @@ class MuZero(Agent):
             action = select_action(result.visit_counts, self.temperature() if explore else 0.0, rng)
         if explore and self.config.act_epsilon > 0:
             # epsilon-random play: the stored policy target stays the search's, only the action changes
-            random = rng.random(len(action)) < self.config.act_epsilon
-            action = np.where(random, rng.integers(0, self.n_actions, len(action)), action)
+            uniform = rng.random(len(action)) < self.config.act_epsilon
+            action = np.where(uniform, rng.integers(0, self.n_actions, len(action)), action)
         return action
 
     # -- storing and training ---------------------------------------------------------------------------
